@@ -1,0 +1,34 @@
+# Every target installs into its own virtual environment first, so a fresh
+# clone needs nothing but Python 3.11+ and this file.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The PyTorch build to install; override for another CUDA/CPU build, e.g.
+#   make test TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, torchvision"
+	$(PIP) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import iwu, cc3d"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/iwu demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/instance_masks.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from iwu.cli import main
+
+raise SystemExit(main())
