@@ -15,9 +15,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH_SPEC) 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) $(TORCH_SPEC)
 	$(PY) -c "import torch, torchvision"
-	$(PIP) -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) -e '.[dev]'
 	$(PY) -c "import iwu, cc3d"
 	touch $(STAMP)
 
