@@ -1,0 +1,189 @@
+"""DeepLabV3+ members: the published architecture, its parts, the registry, offline weights."""
+
+import os
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from iwu import models
+from iwu.errors import UserError
+from iwu.models import build_model
+
+MOBILENET, RESNET50, RESNET101 = "deeplabv3plus_mobilenet", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101"
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Each model used below, built once for the whole file."""
+    cache = {}
+
+    def get(name, output_stride=16):
+        if (name, output_stride) not in cache:
+            torch.manual_seed(0)
+            cache[name, output_stride] = build_model(name, 19, output_stride=output_stride, pretrained=False)
+        return cache[name, output_stride]
+
+    return get
+
+
+def aspp(model):
+    return model.classifier.aspp
+
+
+@pytest.mark.parametrize(
+    "name, count", [(MOBILENET, 5_225_203), (RESNET50, 39_761_331), (RESNET101, 58_753_459)]
+)
+def test_parameter_counts_match_the_published_models(built, name, count):
+    assert sum(p.numel() for p in built(name).parameters()) == count
+
+
+@pytest.mark.parametrize(
+    "name, output_stride, shape, train",
+    [
+        (MOBILENET, 16, (1, 3, 64, 64), False),
+        (MOBILENET, 8, (2, 3, 65, 65), True),
+        (RESNET50, 16, (2, 3, 65, 65), True),
+        (RESNET50, 8, (1, 3, 64, 64), False),
+        (RESNET101, 16, (1, 3, 64, 64), False),
+    ],
+)
+def test_logits_at_input_size_and_features_at_output_stride(built, name, output_stride, shape, train):
+    model = built(name, output_stride).train(train)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        logits = model(x)
+        assert logits.shape == (shape[0], 19, *shape[2:])
+        assert torch.isfinite(logits).all()
+        features = model.eval().backbone(torch.randn(1, 3, 64, 64))
+    assert features["out"].shape[-2:] == (64 // output_stride,) * 2
+    assert features["low_level"].shape[-2:] == (16, 16)
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_resnet_dilates_layer4_at_os16_and_layer3_too_at_os8(built, output_stride):
+    net = built(RESNET50, output_stride).backbone
+    layer3_dilated = output_stride == 8
+    assert net.layer2[0].conv2.stride == (2, 2)
+    assert net.layer3[0].conv2.stride == ((1, 1) if layer3_dilated else (2, 2))
+    assert net.layer3[-1].conv2.dilation == ((2, 2) if layer3_dilated else (1, 1))
+    assert net.layer4[0].conv2.stride == (1, 1)
+    assert net.layer4[-1].conv2.dilation == ((4, 4) if layer3_dilated else (2, 2))
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_mobilenet_turns_strides_beyond_the_output_stride_into_dilation(built, output_stride):
+    blocks = built(MOBILENET, output_stride).backbone.out  # features[4:-1]
+    depthwise = [next(m for m in b.modules() if isinstance(m, nn.Conv2d) and m.groups > 1) for b in blocks]
+    got = [(conv.stride[0], conv.dilation[0]) for conv in depthwise]
+    assert all(conv.padding == conv.dilation for conv in depthwise)
+    # (stride, dilation) of features[4..17], as in the published MobileNetV2 with output_stride.
+    if output_stride == 16:
+        assert got == [(2, 1)] + [(1, 1)] * 2 + [(2, 1)] + [(1, 1)] * 6 + [(1, 1)] + [(1, 2)] * 3
+    else:
+        assert got == [(2, 1)] + [(1, 1)] * 2 + [(1, 1)] + [(1, 2)] * 6 + [(1, 2)] + [(1, 4)] * 3
+
+
+@pytest.mark.parametrize("name", [MOBILENET, RESNET101])
+def test_backbone_and_classifier_partition_the_parameters(built, name):
+    model = built(name)
+    ids = lambda module: {id(p) for p in module.parameters()}  # noqa: E731
+    backbone, classifier = ids(model.backbone), ids(model.classifier)
+    assert not backbone & classifier
+    assert backbone | classifier == ids(model)
+    assert len(backbone) + len(classifier) == len(list(model.parameters()))
+    for module in ("fc", "avgpool", "classifier"):
+        assert not hasattr(model.backbone, module)
+
+
+@pytest.mark.parametrize("name", [MOBILENET, RESNET50])
+def test_backbone_batchnorm_momentum_is_0_01(built, name):
+    norms = [m for m in built(name).backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.01 for m in norms)
+
+
+@pytest.mark.parametrize("output_stride, rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
+def test_aspp_rates_and_dropout(built, output_stride, rates):
+    head = aspp(built(MOBILENET, output_stride))
+    atrous = [branch[0] for branch in head.convs if isinstance(branch[0], nn.Conv2d) and branch[0].kernel_size == (3, 3)]
+    assert tuple(conv.dilation[0] for conv in atrous) == rates
+    assert all(conv.padding == conv.dilation for conv in atrous)
+    assert len(head.convs) == 5
+    dropouts = [m for m in head.modules() if isinstance(m, nn.Dropout)]
+    assert [m.p for m in dropouts] == [0.1]
+
+
+def test_unknown_name_lists_the_known_ones_sorted():
+    with pytest.raises(UserError) as info:
+        build_model("deeplabv3plus_vgg", 19, pretrained=False)
+    assert ", ".join(sorted(models.MODELS)) in str(info.value)
+    assert "deeplabv3plus_vgg" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, option", [({"output_stride": 32}, "output_stride"), ({"num_classes": 0}, "num_classes")])
+def test_bad_options_are_user_errors_naming_the_option(kwargs, option):
+    args = {"num_classes": 19, "output_stride": 16, "pretrained": False} | kwargs
+    with pytest.raises(UserError, match=option):
+        build_model(MOBILENET, args.pop("num_classes"), **args)
+
+
+def test_user_registered_builder_is_buildable_by_name_and_names_are_unique(monkeypatch):
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))  # leave the real registry as it was
+
+    @models.register_model("tiny")
+    def tiny(num_classes, *, output_stride, pretrained):
+        return nn.Conv2d(3, num_classes, 1)
+
+    model = build_model("tiny", 5, output_stride=8, pretrained=False)
+    assert isinstance(model, nn.Conv2d) and model.out_channels == 5
+    with pytest.raises(ValueError, match="tiny"):
+        models.register_model("tiny")(tiny)
+    with pytest.raises(ValueError):
+        models.register_model(MOBILENET)(tiny)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub under tmp_path, and no way to reach the network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert torch.hub.get_dir() == os.path.join(str(tmp_path), "hub")  # no hub dir was set explicitly
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    return tmp_path / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize(
+    "name, filename",
+    [
+        (MOBILENET, "mobilenet_v2-b0353104.pth"),
+        (RESNET50, "resnet50-0676ba61.pth"),
+        (RESNET101, "resnet101-63fe2227.pth"),
+    ],
+)
+def test_missing_weights_are_a_one_line_user_error(offline_hub, name, filename):
+    with pytest.raises(UserError) as info:
+        build_model(name, 19, pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert filename in message
+    assert str(offline_hub / filename) in message
+    assert "https://download.pytorch.org/models/" + filename in message
+    assert "pretrained: false" in message
+
+
+def test_weights_in_the_cache_are_loaded_into_the_backbone(offline_hub):
+    saved = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    offline_hub.mkdir(parents=True)
+    torch.save(saved, offline_hub / "mobilenet_v2-b0353104.pth")
+
+    backbone = build_model(MOBILENET, 19, pretrained=True).backbone.state_dict()
+    # The backbone is features[0:4] as "low_level" and features[4:-1] as "out", indices kept.
+    renamed = {"features." + key.split(".", 1)[1]: value for key, value in backbone.items()}
+    expected = {k: v for k, v in saved.items() if k.startswith("features.") and not k.startswith("features.18.")}
+    assert renamed.keys() == expected.keys()
+    assert all(torch.equal(renamed[k], expected[k]) for k in expected)
