@@ -59,7 +59,8 @@ def naive(pred: np.ndarray, values: np.ndarray, budget_s: float):
     for b in range(pred.shape[0]):
         for c in range(CLASSES):
             t0 = time.perf_counter()
-            labels, n = cc3d.connected_components(pred[b] == c, connectivity=8, return_N=True)
+            # uint8, as the published code: cc3d 4.1.1 mislabels bool images at 8-connectivity
+            labels, n = cc3d.connected_components((pred[b] == c).view(np.uint8), connectivity=8, return_N=True)
             label_s += time.perf_counter() - t0
             total += n
             for k in range(1, n + 1):
