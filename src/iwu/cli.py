@@ -22,10 +22,56 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the method on built-in synthetic data (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="folder for the figure and numbers")
-    p.add_argument("--steps", type=int, default=30, help="training steps of the ensemble")
+    p.add_argument("--steps", type=int, default=300, help="training steps of the ensemble")
     p.add_argument("--size", type=int, default=96, help="side of the square synthetic images")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_demo)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from iwu.data.synthetic import write_synthetic
+
+    root = write_synthetic(
+        args.out, layout=args.layout, n_train=args.n_train, n_val=args.n_val, size=args.size,
+        height=args.height, seed=args.seed, write_train_ids=args.train_ids,
+    )
+    print(f"wrote {args.n_train} train and {args.n_val} val {args.layout} scenes to {root}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout")
+    p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output)")
+    p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
+    p.add_argument("--n-train", type=int, default=20, help="training images (acdc: spread over the four conditions)")
+    p.add_argument("--n-val", type=int, default=5, help="validation images")
+    p.add_argument("--size", type=int, default=256, help="image width in pixels")
+    p.add_argument("--height", type=int, default=None, help="image height (default: half the width)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    p.add_argument("--train-ids", action="store_true", help="cityscapes: also write *_gtFine_labelTrainIds.png")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from iwu.data.prepare import run_prepare
+
+    return run_prepare(
+        args.data, size=args.size, splits=args.split, check=args.check, cache_dir=args.cache_dir,
+        workers=args.workers, rebuild=args.rebuild,
+    )
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it")
+    p.add_argument("--data", required=True, metavar="KIND:ROOT",
+                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
+    p.add_argument("--size", type=int, default=768, help="side of the square training images")
+    p.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
+    p.add_argument("--check", action="store_true", help="only validate: list every problem, exit 1 if any")
+    p.add_argument("--cache-dir", default=None, help="cache root (default $IWU_CACHE or ~/.cache/iwu)")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding files")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is up to date")
+    p.set_defaults(func=_run_prepare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_demo(sub)
+    _add_synth(sub)
+    _add_prepare(sub)
     return parser
 
 

@@ -147,14 +147,14 @@ def _imagenet_state(weights: tvm.WeightsEnum) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _set_bn_momentum(module: nn.Module, momentum: float) -> None:
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
 
 
 def _deeplabv3plus(backbone: nn.Module, high: int, low: int, num_classes: int, rates: tuple[int, ...]) -> nn.Module:
-    _set_bn_momentum(backbone, BACKBONE_BN_MOMENTUM)
+    set_bn_momentum(backbone, BACKBONE_BN_MOMENTUM)
     return DeepLabV3Plus(backbone, DeepLabHeadV3Plus(high, low, num_classes, rates))
 
 

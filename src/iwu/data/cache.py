@@ -1,0 +1,207 @@
+"""A memory-mapped uint8 store of a resized split, so epochs skip PNG decoding.
+
+One folder per (kind, root, split, size, conditions) under the cache root
+(`$IWU_CACHE`, else `$XDG_CACHE_HOME/iwu` or `~/.cache/iwu`) holds
+
+    images-<fp>.npy        N x S x S x 3 uint8 (PIL bilinear, as the PNG path)
+    labels-<fp>.npy        N x S x S uint8 train ids (255 = ignore)
+    class_counts.json      pixels per class of this split at size S
+    manifest.json          identity, source fingerprint, names; written last
+
+`<fp>` fingerprints the source files (paths, sizes, mtimes), so a changed
+source gets new data files. Each file is written under a temporary name and
+renamed when complete, and the manifest is the commit point: a reader sees the
+old store or the new one, never a half-built one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from iwu.data.common import (
+    IGNORE_INDEX,
+    PairDataset,
+    atomic_write_bytes,
+    make_item,
+    random_flip,
+)
+from iwu.data.stats import COUNTS_FILE, write_class_counts
+from iwu.errors import UserError
+
+CACHE_VERSION = 1  # bump when resizing or the store format changes
+MANIFEST = "manifest.json"
+_STALE_TMP_S = 3600
+
+
+def default_cache_root() -> Path:
+    if os.environ.get("IWU_CACHE"):
+        return Path(os.environ["IWU_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "iwu"
+
+
+def cache_dir(dataset: PairDataset, cache_root=None) -> Path:
+    """The store's folder, keyed by a hash of the dataset's identity."""
+    ident = dataset.identity()
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(cache_root).expanduser() if cache_root else default_cache_root()
+    return root / f"{ident['kind']}-{ident['split']}-{ident['size']}-{key}"
+
+
+def fingerprint(dataset: PairDataset) -> str:
+    """Hash of every source file's path, size and mtime (and the version of this format)."""
+    h = hashlib.sha256(f"iwu-cache-{CACHE_VERSION}\n".encode())
+    files = [p for s in dataset.samples for p in (s.image, s.label)] + list(dataset.extra_sources)
+    for path in files:
+        st = path.stat()
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def read_manifest(directory: Path) -> dict | None:
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_fresh(dataset: PairDataset, directory: Path) -> bool:
+    m = read_manifest(directory)
+    return bool(
+        m
+        and m.get("fingerprint") == fingerprint(dataset)
+        and (directory / m["images"]).is_file()
+        and (directory / m["labels"]).is_file()
+    )
+
+
+def prepare_cache(dataset: PairDataset, cache_root=None, workers: int = 0, rebuild: bool = False) -> Path:
+    """The folder of an up-to-date store of `dataset`, building it when missing or stale."""
+    directory = cache_dir(dataset, cache_root)
+    try:
+        if rebuild or not is_fresh(dataset, directory):
+            _build(dataset, directory, fingerprint(dataset), workers)
+    except OSError as err:  # a full disk or a read-only cache folder is the user's to fix, not a traceback
+        where = err.filename or directory
+        raise UserError(f"{where}: {err.strerror or err}; free space or choose another cache folder "
+                        "(--cache-dir, $IWU_CACHE)") from None
+    return directory
+
+
+def _keep(item):
+    return item  # collate nothing: workers hand back numpy arrays as they are
+
+
+class _Resized(torch.utils.data.Dataset):
+    """The resized uint8 pairs of a dataset, for reading them in worker processes."""
+
+    def __init__(self, dataset: PairDataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset.read(index)
+
+
+def _tmp_name(directory: Path, name: str) -> Path:
+    return directory / f".{name}.{os.getpid()}-{time.monotonic_ns()}.tmp"
+
+
+def _remove_stale(directory: Path, keep: set[str]) -> None:
+    """Data files of older fingerprints, and temporaries that a crashed build left behind."""
+    now = time.time()
+    for path in directory.iterdir():
+        if path.name.endswith(".tmp") and now - path.stat().st_mtime > _STALE_TMP_S:
+            path.unlink(missing_ok=True)
+        elif path.suffix == ".npy" and path.name not in keep:
+            path.unlink(missing_ok=True)  # open memmaps elsewhere keep their data (POSIX)
+
+
+def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None:
+    if len(dataset) == 0:
+        raise UserError(f"{dataset.root}: split {dataset.split} has no images to cache")
+    directory.mkdir(parents=True, exist_ok=True)
+    n, s = len(dataset), dataset.size
+    names = {"images": f"images-{fp}.npy", "labels": f"labels-{fp}.npy"}
+    tmp = {k: _tmp_name(directory, v) for k, v in names.items()}
+    try:
+        images = np.lib.format.open_memmap(tmp["images"], mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
+        labels = np.lib.format.open_memmap(tmp["labels"], mode="w+", dtype=np.uint8, shape=(n, s, s))
+        counts = np.zeros(256, dtype=np.int64)
+        loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=_keep)
+        desc = f"caching {dataset.kind} {dataset.split} at {s}"
+        for i, (image, label) in enumerate(tqdm(loader, total=n, desc=desc, unit="img")):
+            images[i], labels[i] = image, label
+            counts += np.bincount(label.ravel(), minlength=256)
+        images.flush(), labels.flush()
+        del images, labels
+        for key in names:
+            os.replace(tmp[key], directory / names[key])
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+    write_class_counts(directory / COUNTS_FILE, dataset.classes, counts[: dataset.num_classes], counts[IGNORE_INDEX],
+                       split=dataset.split, size=s, fingerprint=fp)
+    manifest = {"version": CACHE_VERSION, **dataset.identity(), "fingerprint": fp, "count": n,
+                "classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
+                **names, "names": dataset.names}
+    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
+    _remove_stale(directory, keep=set(names.values()))
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """Items of a prepared store, equal to the PNG path's items for the same dataset."""
+
+    def __init__(self, directory, augment: bool = False):
+        self.directory = Path(directory)
+        manifest = read_manifest(self.directory)
+        if manifest is None:
+            raise UserError(f"{self.directory / MANIFEST}: no prepared cache here; run `iwu prepare`")
+        self.manifest = manifest
+        self.kind, self.split, self.size = manifest["kind"], manifest["split"], manifest["size"]
+        self.root = Path(manifest["root"])
+        self.names = manifest["names"]
+        self.classes = tuple(manifest["classes"])
+        self.palette = tuple(tuple(c) for c in manifest["palette"])
+        self.augment = augment
+        self._arrays = None  # opened lazily, once per worker process
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getstate__(self):
+        # workers map the files themselves; never pickle the mapped arrays
+        return {**self.__dict__, "_arrays": None}
+
+    def _open(self):
+        if self._arrays is None:
+            m = self.manifest
+            self._arrays = tuple(np.load(self.directory / m[k], mmap_mode="r") for k in ("images", "labels"))
+        return self._arrays
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self._open()
+        return np.array(images[index]), np.array(labels[index])
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.read(index)
+        return make_item(image, label, self.names[index], random_flip(self.augment))
+
+
+def open_cached(dataset: PairDataset, cache_root=None, workers: int = 0) -> CachedDataset:
+    """The dataset's store, built first if missing or stale; keeps the dataset's augmentation."""
+    return CachedDataset(prepare_cache(dataset, cache_root, workers), augment=dataset.augment)

@@ -1,0 +1,48 @@
+"""`iwu prepare --check`: every problem of a dataset at once, one line each.
+
+The lines are the very messages the loaders raise (both go through
+`list_*` for folders and pairing and `load_pair` for file contents), so what
+`--check` lists is what training would have stopped on.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from iwu.data.common import Sample, load_pair
+from iwu.data.sources import list_samples
+
+
+class _PairProblems(torch.utils.data.Dataset):
+    def __init__(self, samples: list[Sample]):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return load_pair(self.samples[index])[2]
+
+
+def _keep(item):
+    return item
+
+
+def check_split(source: dict, split: str, workers: int = 0) -> tuple[int, list[str]]:
+    """(number of pairs found, problems) for one split; decodes every file to find bad ones."""
+    samples, problems = list_samples(source, split)
+    loader = torch.utils.data.DataLoader(_PairProblems(samples), batch_size=None, num_workers=workers, collate_fn=_keep)
+    desc = f"checking {source['kind']} {split}"
+    for found in tqdm(loader, total=len(samples), desc=desc, unit="pair"):
+        problems += found
+    return len(samples), problems
+
+
+def check_dataset(source: dict, splits, workers: int = 0) -> tuple[dict[str, int], list[str]]:
+    """Pairs per split and the problems of all splits."""
+    counts, problems = {}, []
+    for split in splits:
+        counts[split], found = check_split(source, split, workers)
+        problems += found
+    return counts, list(dict.fromkeys(problems))  # a missing root is one problem, not one per split

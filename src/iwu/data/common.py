@@ -1,0 +1,252 @@
+"""What every dataset shares: pairs of files, decoding, checks, resizing, items.
+
+A dataset is a list of `Sample`s (an image file, a label file, a stable name)
+plus a `LabelMap` saying which stored label values are legal and how they map
+to train ids. Everything that reads pixels goes through `load_pair` and
+`resize_pair`, so the direct PNG path, the cache builder and `--check` agree
+byte for byte and report the same one-line problems.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from iwu.errors import UserError
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+_SCALE, _SHIFT = 1 / (255 * _STD), torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / _STD
+
+
+class DataFileError(UserError):
+    """A bad data file or folder, as one line naming it.
+
+    Raised inside DataLoader workers too. Torch re-creates a worker's exception
+    in the main process as `type(exc)(formatted_traceback)`; the traceback's
+    last line is "...DataFileError: <message>", so keep only that message and
+    the user still sees one line.
+    """
+
+    def __init__(self, message: str):
+        text = str(message)
+        marker = f"{type(self).__name__}: "
+        if "Traceback" in text and marker in text:
+            text = text.rsplit(marker, 1)[1]
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Legal stored label values and their train ids (both indexed by value 0..255)."""
+
+    lut: np.ndarray  # uint8[256]: stored value -> train id (255 = ignore)
+    known: np.ndarray  # bool[256]: value may appear in a label file
+    what: str  # e.g. "Cityscapes labelIds 0..33", for messages
+
+    @classmethod
+    def identity(cls, num_classes: int, ignore_index: int = IGNORE_INDEX, what: str = "") -> LabelMap:
+        lut = np.arange(256, dtype=np.uint8)
+        lut[ignore_index] = IGNORE_INDEX
+        known = np.zeros(256, dtype=bool)
+        known[:num_classes] = True
+        known[ignore_index] = True
+        return cls(lut, known, what or f"train ids 0..{num_classes - 1} and {ignore_index}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str  # stable id, keys offline masks: path relative to the split without suffix
+    image: Path
+    label: Path
+    labels: LabelMap
+
+
+def first_problem(problems: list[str]) -> str:
+    """The one line a loader raises: the first problem, and how many more `--check` will list."""
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more problems; run `iwu prepare --check` to list them)" if more else "")
+
+
+def raise_if_problems(problems: list[str]) -> None:
+    if problems:
+        raise DataFileError(first_problem(problems))
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()  # decode now, so truncated files fail here and not later
+        return img
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataFileError(f"{path}: unreadable {what} ({reason})") from None
+
+
+def load_image(path: Path) -> Image.Image:
+    return _open(path, "image").convert("RGB")
+
+
+def load_label(path: Path, labels: LabelMap) -> np.ndarray:
+    """Stored label values as a 2-D array, after checking they are all legal."""
+    img = _open(path, "label")
+    if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        raise DataFileError(f"{path}: label has mode {img.mode}; expected one channel of class ids")
+    values = np.asarray(img)
+    if values.min() < 0 or values.max() > 255:
+        raise DataFileError(f"{path}: label values outside 0..255; expected {labels.what}")
+    values = values.astype(np.uint8, copy=False)
+    bad = ~labels.known[values]
+    if bad.any():
+        shown = ", ".join(str(v) for v in np.unique(values[bad])[:8])
+        raise DataFileError(f"{path}: label values {shown} are not known ids; expected {labels.what}")
+    return values
+
+
+def load_pair(sample: Sample) -> tuple[Image.Image | None, np.ndarray | None, list[str]]:
+    """Decode a pair and collect every problem with it (image and label checked independently)."""
+    problems: list[str] = []
+    image = values = None
+    try:
+        image = load_image(sample.image)
+    except DataFileError as err:
+        problems.append(str(err))
+    try:
+        values = load_label(sample.label, sample.labels)
+    except DataFileError as err:
+        problems.append(str(err))
+    if image is not None and values is not None and image.size != values.shape[::-1]:
+        w, h = image.size
+        problems.append(
+            f"{sample.image}: image is {w}x{h} but its label {sample.label} is "
+            f"{values.shape[1]}x{values.shape[0]}"
+        )
+    return image, values, problems
+
+
+def resize_pair(image: Image.Image, values: np.ndarray, labels: LabelMap, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square uint8 image (SxSx3, PIL bilinear) and train-id label (SxS, nearest)."""
+    image = image.resize((size, size), Image.BILINEAR)
+    label = Image.fromarray(values).resize((size, size), Image.NEAREST)
+    return np.array(image, dtype=np.uint8), labels.lut[np.asarray(label)]  # a writable copy for torch
+
+
+def read_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resized uint8 image and train ids of one sample; a bad file raises its one-line message."""
+    image, values, problems = load_pair(sample)
+    raise_if_problems(problems)
+    return resize_pair(image, values, sample.labels, size)
+
+
+def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = False) -> dict:
+    """The dataset item: ImageNet-normalised float image 3xSxS, int64 label SxS, name."""
+    if flip:
+        image, label = image[:, ::-1], label[:, ::-1]
+    # one contiguous CHW copy, then (x/255 - mean)/std as a multiply and a subtract: several
+    # times faster than converting a permuted view, which matters on the cache path
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+    x.mul_(_SCALE).sub_(_SHIFT)
+    y = torch.from_numpy(np.ascontiguousarray(label)).long()
+    return {"image": x, "label": y, "name": name}
+
+
+def random_flip(augment: bool) -> bool:
+    # torch's generator is seeded per worker by the DataLoader, so flips are reproducible
+    return bool(augment) and bool(torch.rand(()) < 0.5)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_png(array: np.ndarray, path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Image/label pairs from files, resized to size x size on every read.
+
+    Subclasses list the samples; this class reads them. `identity` is what the
+    cache is keyed by (kind, root, split, size, conditions).
+    """
+
+    kind = "pairs"
+
+    def __init__(self, root, split: str, samples: list[Sample], size: int, classes, palette, augment=False,
+                 extra_sources: tuple[Path, ...] = ()):
+        if int(size) < 1:
+            raise UserError(f"size {size}: must be a positive number of pixels")
+        self.root = Path(root).resolve()
+        self.split = split
+        self.samples = samples
+        self.size = int(size)
+        self.classes = tuple(classes)
+        self.palette = tuple(tuple(c) for c in palette)
+        self.augment = augment
+        self.extra_sources = tuple(extra_sources)  # files besides the pairs that change the data (a YAML)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.samples]
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "root": str(self.root), "split": self.split, "size": self.size}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return read_sample(self.samples[index], self.size)
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.read(index)
+        return make_item(image, label, self.samples[index].name, random_flip(self.augment))
+
+
+def missing_dirs(*dirs: Path, expected: str) -> list[str]:
+    return [f"{d}: missing folder (expected {expected})" for d in dirs if not d.is_dir()]
+
+
+def pair_files(images: dict[str, Path], labels: dict[str, Path], label_for, image_for) -> tuple[list[str], list[str]]:
+    """Names with both files, and one problem per image without a label and label without an image.
+
+    `label_for(name)` / `image_for(name)` give the expected partner path for the message.
+    """
+    problems = [f"{images[n]}: image without a label (expected {label_for(n)})"
+                for n in sorted(images.keys() - labels.keys())]
+    problems += [f"{labels[n]}: label without an image (expected {image_for(n)})"
+                 for n in sorted(labels.keys() - images.keys())]
+    return sorted(images.keys() & labels.keys()), problems
+
+
+def files_by_name(folder: Path, pattern: str, suffix: str) -> dict[str, Path]:
+    """`{relative path without suffix: path}` for files matching a glob pattern under folder."""
+    found = {}
+    for path in sorted(folder.glob(pattern)):
+        rel = path.relative_to(folder).as_posix()
+        found[rel[: -len(suffix)] if suffix else rel] = path
+    return found

@@ -1,0 +1,59 @@
+"""From a user's words to a dataset: `KIND:ROOT` specs and config dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iwu.data.acdc import ACDC, CONDITIONS, list_acdc, parse_conditions
+from iwu.data.cityscapes import Cityscapes, list_cityscapes
+from iwu.data.common import PairDataset
+from iwu.data.folder import SegmentationFolder, folder_classes, list_folder
+from iwu.errors import UserError
+
+KINDS = ("cityscapes", "acdc", "folder")
+_SPEC_HELP = "use cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT"
+
+
+def parse_data_spec(spec: str) -> dict:
+    """`"acdc:/data/acdc:fog,night"` -> `{"kind": "acdc", "root": "/data/acdc", "conditions": ["fog", "night"]}`."""
+    kind, sep, rest = str(spec).partition(":")
+    if not sep or not rest or kind not in KINDS:
+        raise UserError(f"--data {spec}: {_SPEC_HELP}")
+    if kind == "acdc":
+        root, sep, tail = rest.rpartition(":")
+        # only a trailing list of condition names is conditions; a colon inside a path is not
+        if sep and root and all(c.strip() in CONDITIONS for c in tail.split(",")):
+            return {"kind": kind, "root": root, "conditions": list(parse_conditions(tail))}
+    return {"kind": kind, "root": rest}
+
+
+def build_dataset(source: dict, split: str, size: int, augment: bool = False) -> PairDataset:
+    """A dataset from `{"kind", "root", ["conditions" (acdc)], ["classes" (folder)]}`."""
+    kind, root = source.get("kind"), source.get("root")
+    if kind not in KINDS:
+        raise UserError(f"data kind {kind!r}: unknown; choose one of {', '.join(KINDS)}")
+    if not root:
+        raise UserError(f"data ({kind}): `root` is missing; give the dataset folder")
+    if kind == "cityscapes":
+        return Cityscapes(root, split, size, augment=augment)
+    if kind == "acdc":
+        return ACDC(root, split, size, conditions=source.get("conditions"), augment=augment)
+    return SegmentationFolder(root, split, size, classes=source.get("classes"), augment=augment)
+
+
+def list_samples(source: dict, split: str) -> tuple[list, list[str]]:
+    """A split's samples and every structural problem, without raising on them (for `--check`)."""
+    kind, root = source.get("kind"), source.get("root")
+    if kind not in KINDS or not root:
+        build_dataset(source, split, size=1)  # raises the one-line message for the config
+    if kind == "cityscapes":
+        return list_cityscapes(root, split)
+    if kind == "acdc":
+        return list_acdc(root, split, source.get("conditions"))
+    if not Path(root).is_dir():
+        return list_folder(root, split, None)
+    try:
+        spec = folder_classes(root, source.get("classes"))
+    except UserError as err:
+        return [], [str(err)]
+    return list_folder(root, split, spec["labels"])

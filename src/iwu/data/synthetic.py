@@ -1,0 +1,127 @@
+"""`iwu synth`: synthetic street scenes written in the real Cityscapes or ACDC layout.
+
+The loaders the demo and the tests exercise are then the real ones. Every
+image is a pure function of (seed, split, index), so the same seed writes the
+same bytes. The dataset is built in a temporary folder beside `out` and
+renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from iwu.data.acdc import CONDITIONS
+from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
+from iwu.data.common import atomic_save_png, atomic_write_bytes
+from iwu.data.scenes import HOOD, make_scene, render, train_ids
+from iwu.data.weather import CONDITIONS as WEATHER
+from iwu.errors import UserError
+
+LAYOUTS = ("cityscapes", "acdc")
+MARKER = "iwu-synthetic.json"  # marks a folder we wrote, so writing again may replace it
+CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderheim",)}
+_SPLIT_CODE = {"train": 0, "val": 1}
+_EGO_VEHICLE = 1  # Cityscapes labelId of the hood
+
+
+def scene_arrays(seed: int, split: str, index: int, height: int, width: int, condition: str | None = None):
+    """(uint8 image h x w x 3, scene) of one synthetic frame, deterministic from its arguments."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
+    scene = make_scene(rng, height, width)
+    image = render(scene, rng)
+    if condition is not None:
+        image = WEATHER[condition](image, scene, rng)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), scene
+
+
+def _label_ids(scene) -> np.ndarray:
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[: len(TRAIN_TO_LABEL_ID)] = TRAIN_TO_LABEL_ID
+    lut[HOOD] = _EGO_VEHICLE
+    return lut[scene.label]
+
+
+def _cityscapes_frame(root: Path, split: str, index: int, image, scene, write_train_ids: bool) -> None:
+    city = CITIES[split][index % len(CITIES[split])]
+    stem = f"{city}_{index // len(CITIES[split]):06d}_000019"
+    img_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
+    img_dir.mkdir(parents=True, exist_ok=True)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_png(image, img_dir / f"{stem}_leftImg8bit.png")
+    atomic_save_png(_label_ids(scene), gt_dir / f"{stem}_gtFine_labelIds.png")
+    if write_train_ids:
+        atomic_save_png(train_ids(scene), gt_dir / f"{stem}_gtFine_labelTrainIds.png")
+
+
+def _acdc_frame(root: Path, split: str, index: int, condition: str, image, scene) -> None:
+    k = index // len(CONDITIONS)  # index within its condition
+    sequence = f"GOPR{CONDITIONS.index(condition)}{k // 8:03d}"
+    stem = f"{sequence}_frame_{k:06d}"
+    img_dir = root / "rgb_anon" / condition / split / sequence
+    gt_dir = root / "gt" / condition / split / sequence
+    img_dir.mkdir(parents=True, exist_ok=True)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_png(image, img_dir / f"{stem}_rgb_anon.png")
+    atomic_save_png(train_ids(scene), gt_dir / f"{stem}_gt_labelTrainIds.png")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose a folder for --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(f"{out}: folder is not empty and holds no synthetic dataset; choose an empty or new folder")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder at `out`, replacing an earlier synthetic dataset there."""
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / "data")
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)  # also onto an empty folder
+
+
+def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: int = 5, size: int = 256,
+                    height: int | None = None, seed: int = 0, write_train_ids: bool = False) -> Path:
+    """Write n_train + n_val scenes of `size` x `height` (default size // 2) pixels; returns the root.
+
+    cityscapes: leftImg8bit + gtFine labelIds (and labelTrainIds with `write_train_ids`).
+    acdc: rgb_anon + gt labelTrainIds; frames take the conditions fog, night, rain, snow in
+    turn, so n images hold n/4 of each.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout {layout}: unknown; choose {' or '.join(LAYOUTS)}")
+    height = size // 2 if height is None else height
+    if min(size, height) < 16 or n_train < 0 or n_val < 0:
+        raise UserError(f"synthetic dataset {size}x{height}, {n_train}+{n_val} images: "
+                        "need sizes >= 16 and counts >= 0")
+    out = Path(out)
+    _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is not
+    try:
+        jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
+        for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
+            condition = CONDITIONS[i % len(CONDITIONS)] if layout == "acdc" else None
+            image, scene = scene_arrays(seed, split, i, height, size, condition)
+            if layout == "acdc":
+                _acdc_frame(tmp, split, i, condition, image, scene)
+            else:
+                _cityscapes_frame(tmp, split, i, image, scene, write_train_ids)
+        about = {"layout": layout, "n_train": n_train, "n_val": n_val, "width": size, "height": height, "seed": seed}
+        atomic_write_bytes(tmp / MARKER, json.dumps(about, indent=1).encode())
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

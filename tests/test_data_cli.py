@@ -1,0 +1,29 @@
+"""`iwu synth` and `iwu prepare` from the command line."""
+
+import json
+
+from iwu.cli import main
+
+
+def test_synth_then_prepare(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "acdc"
+    assert main(["synth", "--out", str(out), "--layout", "acdc", "--n-train", "8", "--n-val", "4", "--size", "64",
+                 "--seed", "2"]) == 0
+    assert len(list(out.glob("rgb_anon/*/train/*/*_rgb_anon.png"))) == 8
+    capsys.readouterr()
+    assert main(["prepare", "--data", f"acdc:{out}:fog,snow", "--size", "32", "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "acdc train: 4 images at 32x32 cached in" in text and "acdc val: 2 images" in text
+    assert "class proportions of train" in text and "road" in text and "bicycle" in text
+    stores = sorted((tmp_path / "cache").iterdir())
+    assert [s.name.split("-")[:3] for s in stores] == [["acdc", "train", "32"], ["acdc", "val", "32"]]
+    manifest = json.loads((stores[0] / "manifest.json").read_text())
+    assert manifest["conditions"] == ["fog", "snow"] and manifest["count"] == 4 and manifest["split"] == "train"
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    assert main(["prepare", "--data", "kitti:/x"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert main(["synth", "--out", str(tmp_path / "s"), "--size", "8"]) == 2
+    assert "need sizes >= 16" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""The LightningDataModule: loaders from a config, cached or not, with a cross-domain validation set."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from iwu.data import SegmentationDataModule
+from iwu.data.cache import CachedDataset
+from iwu.data.synthetic import write_synthetic
+from iwu.errors import UserError
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dm")
+    cs = write_synthetic(base / "cs", "cityscapes", n_train=5, n_val=3, size=64)
+    acdc = write_synthetic(base / "acdc", "acdc", n_train=0, n_val=4, size=64)
+    return cs, acdc, base / "cache"
+
+
+def _config(roots, **over):
+    cs, acdc, cache = roots
+    cfg = {"kind": "cityscapes", "root": str(cs), "size": SIZE, "batch_size": 2, "val_batch_size": 1,
+           "num_workers": 1, "cache": True, "cache_dir": str(cache)}
+    return {**cfg, **over}
+
+
+def test_loaders(roots):
+    extra = {"kind": "acdc", "root": str(roots[1]), "conditions": "fog,night"}
+    dm = SegmentationDataModule(_config(roots, val_extra=extra))
+    dm.prepare_data()
+    dm.setup("fit")
+    assert isinstance(dm.train_set, CachedDataset) and dm.num_classes == 19
+    train = dm.train_dataloader()
+    assert train.num_workers == 0  # the cache reads fastest in the main process
+    batches = list(train)
+    assert len(batches) == 2  # 5 images, batch 2, drop_last
+    assert batches[0]["image"].shape == (2, 3, SIZE, SIZE) and batches[0]["label"].dtype == torch.int64
+    val, extra = dm.val_dataloader()
+    assert [len(val), len(extra)] == [3, 2]
+    assert dm.val_names == ["cityscapes/val", "acdc/val"]
+    names = [b["name"][0] for b in val]
+    assert names == sorted(names)  # validation keeps order
+    orders = {tuple(n for b in dm.train_dataloader() for n in b["name"]) for _ in range(4)}
+    assert len(orders) > 1  # training shuffles
+
+
+def test_cache_off_gives_the_same_batches(roots):
+    on, off = SegmentationDataModule(_config(roots)), SegmentationDataModule(_config(roots, cache=False))
+    on.setup("validate"), off.setup("validate")
+    for a, b in zip(on.val_dataloader(), off.val_dataloader()):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) and a["name"] == b["name"]
+
+
+def test_class_counts(roots):
+    counts = SegmentationDataModule(_config(roots)).train_class_counts()
+    assert counts.shape == (19,) and counts.dtype == np.int64 and counts.sum() > 0
+
+
+def test_config_errors(roots):
+    with pytest.raises(UserError, match="unknown key batchsize"):
+        SegmentationDataModule(_config(roots, batchsize=4))
+    with pytest.raises(UserError, match="batch_size"):
+        SegmentationDataModule(_config(roots, batch_size=0))
+    with pytest.raises(UserError, match="fewer than batch_size 8"):
+        SegmentationDataModule(_config(roots, batch_size=8, cache=False)).setup("fit")
+    with pytest.raises(UserError, match="val_extra"):
+        SegmentationDataModule(_config(roots, val_extra={"kind": "acdc", "path": "x"}))
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 19, 1)
+        self.val_seen = [0, 0]
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.conv(batch["image"]), batch["label"], ignore_index=255)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.val_seen[dataloader_idx] += 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_trainer_runs_on_it(roots):
+    dm = SegmentationDataModule(_config(roots, val_extra={"kind": "acdc", "root": str(roots[1])}))
+    model = _Tiny()
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    assert model.val_seen == [3, 4]
