@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/instance_masks.py
+	$(PY) benchmarks/data_loading.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

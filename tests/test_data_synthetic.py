@@ -1,7 +1,6 @@
 """Synthetic street scenes: deterministic, in the real layouts, imbalanced, learnable, with weather."""
 
 import hashlib
-import time
 from pathlib import Path
 
 import cc3d
@@ -60,18 +59,13 @@ def test_class_imbalance_and_instances():
         label = train_ids(scene)
         counts += np.bincount(label.ravel(), minlength=256)
         for cls in instances:
-            instances[cls].append(cc3d.connected_components(label == cls, connectivity=8, return_N=True)[1])
+            mask = (label == cls).view(np.uint8)  # uint8: cc3d 4.1.1 mislabels bool images at 8-connectivity
+            instances[cls].append(cc3d.connected_components(mask, connectivity=8, return_N=True)[1])
     per_class = counts[:19]
     assert (per_class > 0).all(), "every class appears"
     assert per_class.max() / per_class.min() >= 100
     for cls, n in instances.items():
         assert np.mean(n) >= 2.5, f"class {cls}: several instances per image"
-
-
-def test_generation_is_fast(tmp_path):
-    start = time.perf_counter()
-    write_synthetic(tmp_path / "fast", "cityscapes", n_train=20, n_val=0, size=256)
-    assert time.perf_counter() - start < 10  # about 0.2 s alone; generous for a shared CPU
 
 
 def test_conditions_shift_appearance():

@@ -9,7 +9,6 @@ A plain PyTorch loop: the same few lines a user writes around their own models.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,8 +16,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from iwu.data import CLASSES, PALETTE, Cityscapes, write_synthetic
-from iwu.data.common import atomic_write_bytes
 from iwu.errors import UserError
+from iwu.files import atomic_write_json
 from iwu.losses import uncertainty_weighted_cross_entropy
 from iwu.metrics import confusion_matrix, iou_from_confusion
 from iwu.models import build_model, set_bn_momentum
@@ -128,6 +127,6 @@ def run_demo(out="runs/demo", steps: int = 300, size: int = 96, seed: int = 0) -
         "results": {n: {"miou": s[1], "iou": [None if v != v else v for v in s[0].tolist()]} for n, s in results.items()},
         "history": history,
     }
-    atomic_write_bytes(out / "demo.json", json.dumps(summary, indent=1).encode())
+    atomic_write_json(out / "demo.json", summary)
     print(f"wrote {figure} and {out / 'demo.json'}")
     return 0

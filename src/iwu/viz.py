@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from iwu.data.common import IMAGENET_MEAN, IMAGENET_STD
+from iwu.files import atomic_write_bytes
 
 
 def colorize(label: np.ndarray, palette, ignore_index: int = 255) -> np.ndarray:
@@ -50,10 +52,7 @@ def save_uncertainty_figure(path, rows, palette) -> Path:
         ax.set_title(title)
     for ax in axes.flat:
         ax.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=80, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -29,12 +29,12 @@ from tqdm import tqdm
 from iwu.data.common import (
     IGNORE_INDEX,
     PairDataset,
-    atomic_write_bytes,
     make_item,
     random_flip,
 )
 from iwu.data.stats import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
+from iwu.files import atomic_write_json
 
 CACHE_VERSION = 1  # bump when resizing or the store format changes
 MANIFEST = "manifest.json"
@@ -155,7 +155,7 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
     manifest = {"version": CACHE_VERSION, **dataset.identity(), "fingerprint": fp, "count": n,
                 "classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
                 **names, "names": dataset.names}
-    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
+    atomic_write_json(directory / MANIFEST, manifest)
     _remove_stale(directory, keep=set(names.values()))
 
 

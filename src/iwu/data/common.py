@@ -10,8 +10,6 @@ byte for byte and report the same one-line problems.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from PIL import Image
 
 from iwu.errors import UserError
+from iwu.files import atomic_write_bytes
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -162,19 +161,6 @@ def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = Fals
 def random_flip(augment: bool) -> bool:
     # torch's generator is seeded per worker by the DataLoader, so flips are reproducible
     return bool(augment) and bool(torch.rand(()) < 0.5)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_save_png(array: np.ndarray, path: Path) -> None:

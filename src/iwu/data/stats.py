@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iwu.data.common import atomic_write_bytes
+from iwu.files import atomic_write_json
 from iwu.errors import UserError
 
 COUNTS_FILE = "class_counts.json"
@@ -15,7 +15,7 @@ COUNTS_FILE = "class_counts.json"
 
 def write_class_counts(path: Path, classes, counts, ignored, **about) -> None:
     record = {**about, "classes": list(classes), "counts": [int(c) for c in counts], "ignored": int(ignored)}
-    atomic_write_bytes(Path(path), json.dumps(record, indent=1).encode())
+    atomic_write_json(path, record)
 
 
 def read_class_counts(path) -> dict:

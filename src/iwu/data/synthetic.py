@@ -8,7 +8,6 @@ renamed into place when complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,7 +18,8 @@ from tqdm import tqdm
 
 from iwu.data.acdc import CONDITIONS
 from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
-from iwu.data.common import atomic_save_png, atomic_write_bytes
+from iwu.data.common import atomic_save_png
+from iwu.files import atomic_write_json
 from iwu.data.scenes import HOOD, make_scene, render, train_ids
 from iwu.data.weather import CONDITIONS as WEATHER
 from iwu.errors import UserError
@@ -119,7 +119,7 @@ def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: i
             else:
                 _cityscapes_frame(tmp, split, i, image, scene, write_train_ids)
         about = {"layout": layout, "n_train": n_train, "n_val": n_val, "width": size, "height": height, "seed": seed}
-        atomic_write_bytes(tmp / MARKER, json.dumps(about, indent=1).encode())
+        atomic_write_json(tmp / MARKER, about)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
