@@ -187,3 +187,13 @@ def test_weights_in_the_cache_are_loaded_into_the_backbone(offline_hub):
     expected = {k: v for k, v in saved.items() if k.startswith("features.") and not k.startswith("features.18.")}
     assert renamed.keys() == expected.keys()
     assert all(torch.equal(renamed[k], expected[k]) for k in expected)
+
+
+def test_a_corrupt_weights_file_is_a_one_line_user_error(offline_hub):
+    offline_hub.mkdir(parents=True)
+    (offline_hub / "mobilenet_v2-b0353104.pth").write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(UserError) as info:
+        build_model(MOBILENET, 19, pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and "unreadable ImageNet weights" in message
+    assert "mobilenet_v2-b0353104.pth" in message and "pretrained: false" in message

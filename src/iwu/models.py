@@ -144,7 +144,12 @@ def _imagenet_state(weights: tvm.WeightsEnum) -> dict[str, torch.Tensor]:
             f"(download it from {weights.url} on a machine with internet), "
             "or set pretrained: false to train the backbone from scratch"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated download, not a checkpoint, or not weights at all
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UserError(f"{path}: unreadable ImageNet weights ({reason}); delete the file and fetch it "
+                        f"again from {weights.url}, or set pretrained: false") from None
 
 
 def set_bn_momentum(module: nn.Module, momentum: float) -> None:
