@@ -2,7 +2,7 @@
 
 Writes synthetic street scenes in the Cityscapes layout (once), trains an
 ensemble of three DeepLabV3+ MobileNetV2 members jointly with the
-uncertainty-weighted loss (DESIGN section 1), then evaluates every member and
+uncertainty-weighted loss, Adam and the poly schedule (DESIGN section 1), then evaluates every member and
 the ensemble on the validation scenes and draws the ensemble's uncertainty.
 A plain PyTorch loop: the same few lines a user writes around their own models.
 """
@@ -21,6 +21,7 @@ from iwu.files import atomic_write_json
 from iwu.losses import uncertainty_weighted_cross_entropy
 from iwu.metrics import confusion_matrix, iou_from_confusion
 from iwu.models import build_model, set_bn_momentum
+from iwu.optim import build_optimizer
 from iwu.uncertainty import ensemble_uncertainty
 from iwu.viz import save_uncertainty_figure
 
@@ -32,21 +33,16 @@ BN_MOMENTUM = 0.1
 WEIGHT_DECAY = 1e-4
 
 
-def _optimizer(members) -> torch.optim.Optimizer:
-    groups = []
-    for member in members:  # one group per (member, part): equivalent to one Adam per member
-        groups.append({"params": member.backbone.parameters(), "lr": HEAD_LR * 0.1})
-        groups.append({"params": member.classifier.parameters(), "lr": HEAD_LR})
-    return torch.optim.Adam(groups, weight_decay=WEIGHT_DECAY)
-
-
 def _batches(loader):
     while True:
         yield from loader
 
 
 def _train(members, loader, steps: int) -> list[dict]:
-    optimizer = _optimizer(members)
+    optimizer, schedule = build_optimizer(
+        members, [HEAD_LR] * len(members), weight_decay=WEIGHT_DECAY, backbone_lr_scale=0.1,
+        poly_power=0.9, min_lr=1e-6, max_steps=steps,
+    )
     history = []
     batches = _batches(loader)
     for member in members:
@@ -60,6 +56,7 @@ def _train(members, loader, steps: int) -> list[dict]:
             optimizer.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()
             optimizer.step()
+            schedule.step()
             record = {
                 "step": step,
                 "loss": [round(loss.item(), 5) for loss in losses],

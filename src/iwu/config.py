@@ -1,0 +1,280 @@
+"""The run configuration: nested dataclasses that mirror constructor arguments.
+
+A run is described by one YAML file plus dotted `key=value` overrides from the
+command line. The defaults are the paper's hyper-parameters (DESIGN section 1),
+so a config file only says what differs. A file may start from another with
+`base: other.yaml` (relative to the file); mappings merge key by key and lists
+are replaced whole, which is how the paper configs share their settings.
+
+Every mistake (an unknown key, a wrong type, a bad value, an unreadable file)
+is a one-line `UserError` that names the dotted key or the file.
+"""
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .errors import UserError
+from .files import atomic_write_bytes
+
+Mode = Literal["standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal"]
+
+
+@dataclass
+class MemberConfig:
+    name: str  # a registered model name (iwu.models.MODELS)
+    lr: float  # the head's rate; the backbone gets optim.backbone_lr_scale x it
+
+
+@dataclass
+class ModelConfig:
+    output_stride: Literal[8, 16] = 16
+    pretrained: bool = True
+    bn_momentum: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    weight_decay: float = 1e-4
+    backbone_lr_scale: float = 0.1
+    poly_power: float = 0.9
+    min_lr: float = 1e-6
+
+
+@dataclass
+class LossConfig:
+    normalize: Literal["all", "valid"] = "all"
+    focal_gamma: float = 2.0
+    connectivity: Literal[4, 8] = 8
+    backend: Literal["auto", "cc3d", "torch"] = "auto"
+    masks_dir: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 60
+    max_steps: int = -1
+    precision: str | int = "32-true"  # as Lightning takes it: 32, "bf16-mixed", ...
+    accelerator: str = "auto"
+    devices: int | str | list = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "experiment"
+    seed: int = 0
+    mode: Mode = "instance_uncertainty"
+    out: str | None = None
+    resume: bool = False
+    val_every: int = 100
+    members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig("deeplabv3plus_resnet101", 1e-4)])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: dict = field(default_factory=dict)  # checked by iwu.data.SegmentationDataModule
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- loading ----------------------------------------------------------------------
+
+
+def load_config(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Read `path` (following `base:` links), apply `a.b.c=value` overrides, check everything."""
+    # Start from the defaults, so that an override meets the real shape (a list, a number).
+    raw = _merge(RunConfig().to_dict(), _read_with_bases(Path(path), ()))
+    for text in overrides:
+        _apply_override(raw, text)
+    config = _build(RunConfig, raw, "")
+    _check_values(config)
+    return config
+
+
+def save_config(config: RunConfig, path) -> Path:
+    """Write the resolved config so that `load_config(path)` gives it back."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    return atomic_write_bytes(path, text.encode())
+
+
+def run_dir(config: RunConfig) -> Path:
+    if config.out:
+        return Path(config.out)
+    return Path("runs") / config.experiment / config.mode / f"seed{config.seed}"
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: cannot read the config (not UTF-8 text)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    if raw is None:  # an empty file is an empty config
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise UserError(f"{path}: base cycle: {cycle}")
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise UserError(f"{path}: base: expected a file name, got {base!r}")
+    return _merge(_read_with_bases(path.parent / base, (*chain, resolved)), raw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) is replaced whole."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = _merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def _apply_override(raw: dict, text: str) -> None:
+    key, sep, value = str(text).partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not all(parts):
+        raise UserError(f"override {text!r}: expected key=value, e.g. seed=3 or trainer.max_steps=20")
+    try:
+        value = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"{key}: cannot read the value {value!r} (YAML)") from None
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{key}: {'.'.join(parts[: i + 1])} is not a section of keys; set it whole")
+    node[parts[-1]] = value
+
+
+# --- checking ---------------------------------------------------------------------
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          list: "a list", dict: "a mapping", type(None): "null"}  # fmt: skip
+
+
+def _describe(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(v) for v in typing.get_args(tp))
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return _WORDS.get(typing.get_origin(tp) or tp, str(tp))
+
+
+def _wrong(key: str, tp, value) -> UserError:
+    return UserError(f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _convert(value, tp, key: str):
+    """`value` checked against the annotation `tp`, converted where YAML is loose."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if isinstance(tp, types.UnionType):
+        for arm in typing.get_args(tp):
+            try:
+                return _convert(value, arm, key)
+            except UserError:
+                pass
+        raise _wrong(key, tp, value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise UserError(f"{key}: expected {_describe(tp)}, got {value!r}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _wrong(key, tp, value)
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        # YAML 1.1 reads 1e-4 (no dot) as a string, so a string that parses is fine.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise _wrong(key, tp, value) from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _wrong(key, tp, value)
+        return float(value)
+    if tp is int and isinstance(value, bool):  # bool is an int in Python, not in a config
+        raise _wrong(key, tp, value)
+    if not isinstance(value, tp):
+        raise _wrong(key, tp, value)
+    return value
+
+
+def _build(cls, raw, prefix: str):
+    if not isinstance(raw, dict):
+        raise _wrong(prefix, cls, raw)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    kwargs = {}
+    for name, value in raw.items():
+        if name not in hints:
+            near = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"did you mean {dotted(near[0])}?" if near else "known keys: " + ", ".join(names)
+            raise UserError(f"{dotted(name)}: unknown key; {hint}")
+        kwargs[name] = _convert(value, hints[name], dotted(name))
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{dotted(f.name)}: missing; expected {_describe(hints[f.name])}")
+    return cls(**kwargs)
+
+
+def _check_values(c: RunConfig) -> None:
+    """Ranges that types alone do not say."""
+
+    def require(key: str, value, ok: bool, expected: str) -> None:
+        if not ok:
+            raise UserError(f"{key}: expected {expected}, got {value!r}")
+
+    require("val_every", c.val_every, c.val_every >= 1, "an integer >= 1")
+    require("members", c.members, c.members != [], "at least one member, e.g. [{name: deeplabv3plus_resnet101, lr: 1e-4}]")
+    for i, m in enumerate(c.members):
+        require(f"members[{i}].name", m.name, m.name != "", "a model name")
+        require(f"members[{i}].lr", m.lr, m.lr > 0, "a number > 0")
+    require("model.bn_momentum", c.model.bn_momentum, 0 <= c.model.bn_momentum <= 1, "a number in [0, 1]")
+    for key in ("weight_decay", "poly_power", "min_lr"):
+        value = getattr(c.optim, key)
+        require(f"optim.{key}", value, value >= 0, "a number >= 0")
+    require("optim.backbone_lr_scale", c.optim.backbone_lr_scale, c.optim.backbone_lr_scale > 0, "a number > 0")
+    require("loss.focal_gamma", c.loss.focal_gamma, c.loss.focal_gamma >= 0, "a number >= 0")
+    for key in ("max_epochs", "max_steps"):  # -1 is Lightning's "no limit"
+        value = getattr(c.trainer, key)
+        require(f"trainer.{key}", value, value == -1 or value >= 1, "-1 (no limit) or an integer >= 1")
+    require("trainer.num_nodes", c.trainer.num_nodes, c.trainer.num_nodes >= 1, "an integer >= 1")
