@@ -86,7 +86,7 @@ def plain_cc3d_bincount(pred: torch.Tensor, values: torch.Tensor) -> np.ndarray:
     return out
 
 
-def best_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -130,9 +130,9 @@ def main() -> int:
         naive_s, naive_out, done, looped, total = naive(pred.numpy(), values.numpy(), budget)
         fast = instance_uncertainty(pred, values, backend="cc3d").numpy()
         assert np.abs(fast[done] - naive_out[done]).max() < 1e-5, f"{regime}: cc3d path disagrees with naive"
-        fast_s = best_time(lambda: instance_uncertainty(pred, values, backend="cc3d"), repeats)
-        plain_s = best_time(lambda: plain_cc3d_bincount(pred, values), repeats)
-        torch_s = best_time(lambda: instance_uncertainty(pred, values, backend="torch"), 2)
+        fast_s = median_time(lambda: instance_uncertainty(pred, values, backend="cc3d"), repeats)
+        plain_s = median_time(lambda: plain_cc3d_bincount(pred, values), repeats)
+        torch_s = median_time(lambda: instance_uncertainty(pred, values, backend="torch"), 2)
         ratio = naive_s / fast_s
         note = "" if looped == total else f"  (naive extrapolated from {looped} of {total} components)"
         print(

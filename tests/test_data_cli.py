@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from iwu.cli import main
 
 
@@ -27,3 +29,23 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert main(["synth", "--out", str(tmp_path / "s"), "--size", "8"]) == 2
     assert "need sizes >= 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prepare", "--data", "cityscapes:/x", "--workers", "-1"],
+        ["prepare", "--data", "cityscapes:/x", "--size", "0"],
+        ["synth", "--out", "/tmp/never", "--seed", "-3"],
+        ["synth", "--out", "/tmp/never", "--n-train", "two"],
+        ["demo", "--seed", "-1"],
+        ["demo", "--steps", "0"],
+    ],
+)
+def test_bad_counts_are_argparse_errors_naming_the_option(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"argument {argv[-2]}:" in err.splitlines()[-1]

@@ -21,9 +21,9 @@ def test_demo_trains_evaluates_and_draws(tmp_path, capsys):
 
 def test_user_mistake_is_one_line_without_traceback(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "iwu", "demo", "--steps", "0", "--out", str(tmp_path)],
+        [sys.executable, "-m", "iwu", "demo", "--size", "20", "--out", str(tmp_path)],
         capture_output=True, text=True,
     )
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
-    assert "--steps" in run.stderr and "Traceback" not in run.stderr
+    assert "--size" in run.stderr and "Traceback" not in run.stderr

@@ -13,6 +13,25 @@ import sys
 from iwu.errors import UserError
 
 
+def _whole(minimum: int):
+    """An argparse type for whole numbers >= minimum, so a bad count is argparse's one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+COUNT, POSITIVE = _whole(0), _whole(1)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from iwu.demo import run_demo
 
@@ -22,9 +41,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the method on built-in synthetic data (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="folder for the figure and numbers")
-    p.add_argument("--steps", type=int, default=300, help="training steps of the ensemble")
-    p.add_argument("--size", type=int, default=96, help="side of the square synthetic images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=POSITIVE, default=300, help="training steps of the ensemble")
+    p.add_argument("--size", type=POSITIVE, default=96, help="side of the square synthetic images")
+    p.add_argument("--seed", type=COUNT, default=0)
     p.set_defaults(func=_run_demo)
 
 
@@ -43,11 +62,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout")
     p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output)")
     p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
-    p.add_argument("--n-train", type=int, default=20, help="training images (acdc: spread over the four conditions)")
-    p.add_argument("--n-val", type=int, default=5, help="validation images")
-    p.add_argument("--size", type=int, default=256, help="image width in pixels")
-    p.add_argument("--height", type=int, default=None, help="image height (default: half the width)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
+    p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
+    p.add_argument("--size", type=POSITIVE, default=256, help="image width in pixels")
+    p.add_argument("--height", type=POSITIVE, default=None, help="image height (default: half the width)")
+    p.add_argument("--seed", type=COUNT, default=0, help="same seed, same bytes")
     p.add_argument("--train-ids", action="store_true", help="cityscapes: also write *_gtFine_labelTrainIds.png")
     p.set_defaults(func=_run_synth)
 
@@ -65,11 +84,11 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it")
     p.add_argument("--data", required=True, metavar="KIND:ROOT",
                    help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
-    p.add_argument("--size", type=int, default=768, help="side of the square training images")
+    p.add_argument("--size", type=POSITIVE, default=768, help="side of the square training images")
     p.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
     p.add_argument("--check", action="store_true", help="only validate: list every problem, exit 1 if any")
     p.add_argument("--cache-dir", default=None, help="cache root (default $IWU_CACHE or ~/.cache/iwu)")
-    p.add_argument("--workers", type=int, default=2, help="processes decoding files")
+    p.add_argument("--workers", type=COUNT, default=2, help="processes decoding files")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is up to date")
     p.set_defaults(func=_run_prepare)
 

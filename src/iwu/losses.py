@@ -14,8 +14,8 @@ import torch.nn.functional as F
 NORMALIZE = ("all", "valid")
 
 
-def _check(logits: torch.Tensor, target: torch.Tensor, normalize: str) -> None:
-    if normalize not in NORMALIZE:
+def _check(logits: torch.Tensor, target: torch.Tensor, normalize: str | None = None) -> None:
+    if normalize is not None and normalize not in NORMALIZE:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}; got {normalize!r}")
     if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(f"expected logits (B,C,H,W) and target (B,H,W); got {tuple(logits.shape)} and {tuple(target.shape)}")
@@ -76,7 +76,7 @@ def class_weighted_cross_entropy(
     This is ``torch.nn.CrossEntropyLoss(weight=...)``, the usual class-weighted
     baseline; its weighted mean keeps the loss scale of plain cross-entropy.
     """
-    _check(logits, target, "valid")
+    _check(logits, target)
     if weights.shape != (logits.shape[1],):
         raise ValueError(f"expected {logits.shape[1]} class weights, got shape {tuple(weights.shape)}")
     return F.cross_entropy(logits, target, weight=weights.to(logits), ignore_index=ignore_index)

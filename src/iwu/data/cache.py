@@ -30,6 +30,7 @@ from iwu.data.common import (
     IGNORE_INDEX,
     PairDataset,
     make_item,
+    no_collate,
     random_flip,
 )
 from iwu.data.stats import COUNTS_FILE, write_class_counts
@@ -96,10 +97,6 @@ def prepare_cache(dataset: PairDataset, cache_root=None, workers: int = 0, rebui
     return directory
 
 
-def _keep(item):
-    return item  # collate nothing: workers hand back numpy arrays as they are
-
-
 class _Resized(torch.utils.data.Dataset):
     """The resized uint8 pairs of a dataset, for reading them in worker processes."""
 
@@ -138,7 +135,7 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
         images = np.lib.format.open_memmap(tmp["images"], mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
         labels = np.lib.format.open_memmap(tmp["labels"], mode="w+", dtype=np.uint8, shape=(n, s, s))
         counts = np.zeros(256, dtype=np.int64)
-        loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=_keep)
+        loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=no_collate)
         desc = f"caching {dataset.kind} {dataset.split} at {s}"
         for i, (image, label) in enumerate(tqdm(loader, total=n, desc=desc, unit="img")):
             images[i], labels[i] = image, label

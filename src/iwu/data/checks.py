@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from iwu.data.common import Sample, load_pair
+from iwu.data.common import Sample, load_pair, no_collate
 from iwu.data.sources import list_samples
 
 
@@ -25,14 +25,10 @@ class _PairProblems(torch.utils.data.Dataset):
         return load_pair(self.samples[index])[2]
 
 
-def _keep(item):
-    return item
-
-
 def check_split(source: dict, split: str, workers: int = 0) -> tuple[int, list[str]]:
     """(number of pairs found, problems) for one split; decodes every file to find bad ones."""
     samples, problems = list_samples(source, split)
-    loader = torch.utils.data.DataLoader(_PairProblems(samples), batch_size=None, num_workers=workers, collate_fn=_keep)
+    loader = torch.utils.data.DataLoader(_PairProblems(samples), batch_size=None, num_workers=workers, collate_fn=no_collate)
     desc = f"checking {source['kind']} {split}"
     for found in tqdm(loader, total=len(samples), desc=desc, unit="pair"):
         problems += found

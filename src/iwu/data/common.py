@@ -76,6 +76,11 @@ def first_problem(problems: list[str]) -> str:
     return problems[0] + (f" (and {more} more problems; run `iwu prepare --check` to list them)" if more else "")
 
 
+def no_collate(item):
+    """DataLoader collate for per-item passes (cache building, checks): items as they are."""
+    return item
+
+
 def raise_if_problems(problems: list[str]) -> None:
     if problems:
         raise DataFileError(first_problem(problems))
