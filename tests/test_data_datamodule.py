@@ -44,8 +44,55 @@ def test_loaders(roots):
     assert dm.val_names == ["cityscapes/val", "acdc/val"]
     names = [b["name"][0] for b in val]
     assert names == sorted(names)  # validation keeps order
-    orders = {tuple(n for b in dm.train_dataloader() for n in b["name"]) for _ in range(4)}
-    assert len(orders) > 1  # training shuffles
+
+
+def _epoch_order(dm, epoch):
+    loader = dm.train_dataloader()
+    dm.start_at(epoch * dm.batches_per_epoch())
+    return [n for b in loader for n in b["name"]]
+
+
+def test_training_order_is_a_function_of_seed_and_epoch(roots):
+    dm = SegmentationDataModule(_config(roots), seed=3)
+    dm.setup("fit")
+    orders = [_epoch_order(dm, e) for e in range(4)]
+    assert len({tuple(o) for o in orders}) > 1  # epochs shuffle differently
+    assert all(len(o) == 4 for o in orders)  # 5 images, batch 2, drop_last
+    assert _epoch_order(dm, 2) == orders[2]  # and the same epoch comes back the same
+    other = SegmentationDataModule(_config(roots), seed=4)
+    other.setup("fit")
+    assert [_epoch_order(other, e) for e in range(4)] != orders
+
+
+def test_start_at_a_step_serves_the_rest_of_its_epoch_then_whole_epochs(roots):
+    dm = SegmentationDataModule(_config(roots), seed=1)
+    dm.setup("fit")
+    assert dm.batches_per_epoch() == 2 and dm.batches_per_epoch(world_size=2) == 1
+    epoch5, epoch6 = _epoch_order(dm, 5), _epoch_order(dm, 6)
+    loader = dm.train_dataloader()
+    dm.start_at(11)  # epoch 5, one batch done
+    assert [n for b in loader for n in b["name"]] == epoch5[2:]
+    assert [n for b in loader for n in b["name"]] == epoch6  # the next pass is the next epoch, whole
+    assert len(loader) == 2
+
+
+def test_unset_roots(roots):
+    with pytest.raises(UserError, match=r"data.root: not set.*data.root=/data/cityscapes"):
+        SegmentationDataModule(_config(roots, root=None))
+    dm = SegmentationDataModule(_config(roots, val_extra={"kind": "acdc", "root": None}))
+    dm.setup("validate")
+    assert dm.val_names == ["cityscapes/val"]  # a cross-domain set without a root is left out
+
+
+def test_synthetic_data_is_written_on_first_use(tmp_path):
+    cfg = {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": 32, "cache": False,
+           "synthetic": {"n_train": 3, "n_val": 2, "width": 64}}
+    dm = SegmentationDataModule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_sets[0])) == (3, 2)
+    with pytest.raises(UserError, match="data.synthetic"):
+        SegmentationDataModule({**cfg, "synthetic": {"n_train": 3}})
 
 
 def test_cache_off_gives_the_same_batches(roots):

@@ -27,3 +27,17 @@ def test_confusion_matrices_add_up_over_batches():
     parts = confusion_matrix(pred[:2], target[:2], 5) + confusion_matrix(pred[2:], target[2:], 5)
     assert torch.equal(whole, parts)
     assert whole.sum() == target.numel()
+
+
+def test_fused_confusion_matrices_equal_torchmetrics_one_by_one():
+    from iwu.metrics import confusion_matrices
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 7, (2, 9, 11), generator=g)
+    target[0, :3] = 255
+    preds = torch.randint(0, 7, (3, 2, 9, 11), generator=g)
+    fused = confusion_matrices(preds, target, num_classes=7)
+    assert fused.shape == (3, 7, 7) and fused.dtype == torch.int64
+    for k in range(3):
+        assert torch.equal(fused[k], confusion_matrix(preds[k], target, num_classes=7))
+    assert torch.equal(confusion_matrices(list(preds), target, 7), fused)

@@ -47,6 +47,28 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_demo)
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from iwu.config import load_config, run_dir
+    from iwu.train import config_summary, train
+
+    config = load_config(args.config, args.overrides)
+    print(f"iwu train: {config_summary(config)} -> {run_dir(config)}")
+    final = train(config)
+    best = final["results"].get("ensemble", {})
+    print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "
+          f"{run_dir(config) / 'final.json'}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model or an ensemble from a config file",
+                       description="Train from CONFIG; key=value pairs override it, e.g. seed=3 "
+                                   "mode=instance_uncertainty trainer.max_steps=20 data.root=/data/acdc out=runs/x")
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
+    p.set_defaults(func=_run_train)
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     from iwu.data.synthetic import write_synthetic
 
@@ -99,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Instance-wise uncertainty training for class-imbalanced semantic segmentation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(sub)
     _add_demo(sub)
     _add_synth(sub)
     _add_prepare(sub)

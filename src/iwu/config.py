@@ -69,6 +69,7 @@ class TrainerConfig:
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
+    log_every_n_steps: int = 10
 
 
 @dataclass
@@ -277,4 +278,6 @@ def _check_values(c: RunConfig) -> None:
     for key in ("max_epochs", "max_steps"):  # -1 is Lightning's "no limit"
         value = getattr(c.trainer, key)
         require(f"trainer.{key}", value, value == -1 or value >= 1, "-1 (no limit) or an integer >= 1")
+    require("trainer.log_every_n_steps", c.trainer.log_every_n_steps, c.trainer.log_every_n_steps >= 1,
+            "an integer >= 1")
     require("trainer.num_nodes", c.trainer.num_nodes, c.trainer.num_nodes >= 1, "an integer >= 1")

@@ -8,19 +8,26 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write to a temporary name in the same folder, then rename over ``path``."""
+def atomic_write(path, write) -> Path:
+    """Call ``write(file)`` on a temporary file in the same folder, then rename it over ``path``.
+
+    A process killed at any moment leaves either the old file or the new one, never half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path, obj) -> Path:

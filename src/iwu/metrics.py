@@ -17,6 +17,21 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     ).long()
 
 
+def confusion_matrices(preds, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(K, C, C) int64 confusion matrices of K predictions of the same target, in one `bincount`.
+
+    Validation scores every member and the ensemble on every batch; one pass over
+    the labels for all of them is several times faster than K separate matrices.
+    """
+    preds = torch.stack(list(preds)) if not torch.is_tensor(preds) else preds
+    k = preds.shape[0]
+    valid = target != ignore_index
+    cells = target[valid] * num_classes + preds[:, valid]  # (K, N)
+    cells = cells + torch.arange(k, device=cells.device).unsqueeze(1) * num_classes**2
+    counts = torch.bincount(cells.reshape(-1), minlength=k * num_classes**2)
+    return counts.view(k, num_classes, num_classes)
+
+
 def iou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Per-class IoU (NaN for a class absent from both truth and prediction) and their mean.
 

@@ -152,7 +152,10 @@ def read_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = False) -> dict:
-    """The dataset item: ImageNet-normalised float image 3xSxS, int64 label SxS, name."""
+    """The dataset item: ImageNet-normalised float image 3xSxS, int64 label SxS, name, flip.
+
+    `flip` says the item was mirrored, so per-item data stored elsewhere (offline masks) can follow.
+    """
     if flip:
         image, label = image[:, ::-1], label[:, ::-1]
     # one contiguous CHW copy, then (x/255 - mean)/std as a multiply and a subtract: several
@@ -160,7 +163,7 @@ def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = Fals
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
     x.mul_(_SCALE).sub_(_SHIFT)
     y = torch.from_numpy(np.ascontiguousarray(label)).long()
-    return {"image": x, "label": y, "name": name}
+    return {"image": x, "label": y, "name": name, "flip": flip}
 
 
 def random_flip(augment: bool) -> bool:

@@ -5,15 +5,23 @@
      "val_extra": {"kind": "acdc", "root": "/data/acdc"}}
 
 Training shuffles and drops the last partial batch (the poly schedule counts
-full batches); validation keeps order. With `val_extra` a second validation
+full batches); the order is a pure function of (seed, epoch) so a run resumes
+mid-epoch exactly (`resume_at`). Validation keeps order. With `val_extra` a second validation
 loader follows the main one (dataloader_idx 1), for cross-domain evaluation.
 With `cache` on, both read the memory-mapped store (`iwu prepare`), built here
 on first use, in the main process unless `cache_workers` says otherwise.
+
+`root: null` must be given before training (`data.root=/data/acdc`); a
+`val_extra` whose root is null is left out, so a config can name the
+cross-domain set and it is used when its root is given. With `synthetic`
+(`{n_train, n_val, width}`), `root` is filled with synthetic street scenes on
+first use (the demo's data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -21,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
+from iwu.data.sampler import EpochSampler
 from iwu.data.sources import build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
@@ -45,7 +54,9 @@ DEFAULTS = {
     "hflip": False,  # the paper trains without augmentation
     "pin_memory": None,  # default: when CUDA is available
     "val_extra": None,
+    "synthetic": None,  # {n_train, n_val, width}: write synthetic scenes to root when it has none
 }
+SYNTHETIC_KEYS = ("n_train", "n_val", "width")
 EXTRA_KEYS = ("kind", "root", "conditions", "classes", "split", "size")
 
 
@@ -61,11 +72,16 @@ def resolve_config(config: Mapping) -> dict:
     for key in ("num_workers", "cache_workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise UserError(f"data config: `{key}` must be 0 or more, not {cfg[key]!r}")
+    synthetic = cfg["synthetic"]
+    if synthetic is not None and (not isinstance(synthetic, Mapping) or set(synthetic) != set(SYNTHETIC_KEYS)
+                                  or not all(isinstance(v, int) and v >= 1 for v in synthetic.values())):
+        raise UserError(f"data.synthetic: expected a mapping of {', '.join(SYNTHETIC_KEYS)} (whole numbers >= 1)")
     extra = cfg["val_extra"]
     if extra is not None:
         if not isinstance(extra, Mapping) or sorted(set(extra) - set(EXTRA_KEYS)):
             raise UserError(f"data config: `val_extra` must be a mapping with keys from {', '.join(EXTRA_KEYS)}")
-        cfg["val_extra"] = {"split": "val", "size": cfg["size"], **extra}
+        # named but its root not given: no cross-domain validation this run
+        cfg["val_extra"] = {"split": "val", "size": cfg["size"], **extra} if extra.get("root") else None
     return cfg
 
 
@@ -76,11 +92,16 @@ def _source(cfg: Mapping) -> dict:
 class SegmentationDataModule(L.LightningDataModule):
     """Train/val loaders for Cityscapes, ACDC or a folder; see the module docstring for the config."""
 
-    def __init__(self, config: Mapping):
+    def __init__(self, config: Mapping, seed: int = 0):
         super().__init__()
         self.config = resolve_config(config)
+        if not self.config["root"]:
+            kind = self.config["kind"] or "dataset"
+            raise UserError(f"data.root: not set; give the {kind} folder, e.g. data.root=/data/{kind}")
+        self.seed = seed
         self.train_set = None
         self.val_sets: list = []
+        self._sampler: EpochSampler | None = None
 
     # the (source, split, size, augment) of every dataset this module serves
     def _specs(self, stage: str | None) -> dict[str, tuple]:
@@ -102,12 +123,22 @@ class SegmentationDataModule(L.LightningDataModule):
         return dataset
 
     def prepare_data(self) -> None:
-        # Lightning calls this once per node before setup: build the stores there, not in every rank
+        # Lightning calls this once per node before setup: write and cache there, not in every rank
+        self._write_synthetic()
         if self.config["cache"]:
             for spec in self._specs(None).values():
                 prepare_cache(build_dataset(*spec[:3]), self.config["cache_dir"], self.config["num_workers"])
 
+    def _write_synthetic(self) -> None:
+        from iwu.data.synthetic import MARKER, write_synthetic
+
+        spec, root = self.config["synthetic"], self.config["root"]
+        if spec is not None and not (Path(root) / MARKER).is_file():
+            write_synthetic(root, "cityscapes", n_train=spec["n_train"], n_val=spec["n_val"], size=spec["width"],
+                            seed=0)
+
     def setup(self, stage: str | None = None) -> None:
+        self._write_synthetic()  # also here, for use without a Trainer
         datasets = {name: self._dataset(spec) for name, spec in self._specs(stage).items()}
         if "train" in datasets:
             self.train_set = datasets["train"]
@@ -134,14 +165,17 @@ class SegmentationDataModule(L.LightningDataModule):
         """One label per validation loader, in dataloader_idx order, e.g. ["cityscapes/val", "acdc/val"]."""
         return [f"{d.kind}/{d.split}" for d in self.val_sets]
 
-    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
         workers = self.config["cache_workers" if isinstance(dataset, CachedDataset) else "num_workers"]
         pin = self.config["pin_memory"]
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+            sampler=sampler,
+            drop_last=sampler is not None,
+            # its own generator: making an iterator must not draw from the global RNG, or a resumed
+            # run's dropout would see other random numbers than the uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             pin_memory=torch.cuda.is_available() if pin is None else pin,
             persistent_workers=workers > 0,
@@ -150,13 +184,26 @@ class SegmentationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
-        return self._loader(self.train_set, self.config["batch_size"], train=True)
+        if self._sampler is None:  # one for the module's life: Lightning may ask for the loader twice
+            self._sampler = EpochSampler(len(self.train_set), self.config["batch_size"], self.seed)
+        return self._loader(self.train_set, self.config["batch_size"], self._sampler)
+
+    def batches_per_epoch(self, world_size: int = 1) -> int:
+        """Full training batches per epoch on each of `world_size` processes (as EpochSampler serves them)."""
+        if self.train_set is None:
+            self.setup("fit")
+        return len(self.train_set) // world_size // self.config["batch_size"]
+
+    def start_at(self, step: int) -> None:
+        """Serve batches from training step `step` on: from its epoch, after the batches already done."""
+        self.train_dataloader()
+        self._sampler.start_at(step)
 
     def val_dataloader(self):
         """One loader, or [main, extra] when `val_extra` is set."""
         if not self.val_sets:
             self.setup("validate")
-        loaders = [self._loader(d, self.config["val_batch_size"], train=False) for d in self.val_sets]
+        loaders = [self._loader(d, self.config["val_batch_size"]) for d in self.val_sets]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def train_class_counts(self) -> np.ndarray:

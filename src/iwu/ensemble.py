@@ -1,0 +1,211 @@
+"""The LightningModule: M members trained jointly in one of the five modes, validated in one pass.
+
+A training step runs every member on the batch, turns the members' logits into
+per-pixel weights as the mode says (the ensemble's instance uncertainty, stored
+masks, or none), and returns the sum of the members' losses: one Adam with a
+group per (member, part) then steps each member exactly as its own Adam would
+(iwu.optim). Validation runs each member once per batch and scores every member
+and the ensemble (mean of softmaxes) from those same logits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iwu.config import RunConfig
+from iwu.errors import UserError
+from iwu.losses import class_weighted_cross_entropy, focal_loss, uncertainty_weighted_cross_entropy
+from iwu.metrics import confusion_matrices, iou_from_confusion
+from iwu.models import build_model, set_bn_momentum
+from iwu.optim import build_optimizer
+from iwu.uncertainty import ensemble_uncertainty
+
+IGNORE_INDEX = 255
+ENSEMBLE = "ensemble"
+
+
+class NonFiniteLoss(UserError):
+    """A member's loss became NaN or infinite; the run stops (its message names step and member)."""
+
+    def __init__(self, step: int, member: str, value: float):
+        super().__init__(f"step {step}, member {member}: the loss is {value}; the run stopped")
+        self.step, self.member = step, member
+
+
+def member_names(names: list[str]) -> list[str]:
+    """Registry names, numbered where the same model appears more than once (`..._mobilenet_0`)."""
+    counts = Counter(names)
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        out.append(f"{name}_{seen[name]}" if counts[name] > 1 else name)
+        seen[name] += 1
+    return out
+
+
+class EnsembleModule(L.LightningModule):
+    """Members, mode and optimisation of a `RunConfig`.
+
+    `class_weights` (C,) is needed by `class_weighted`, `masks` (an
+    `iwu.mask_store.MaskStore`) by `offline_masks`; `val_names` labels the
+    validation loaders in order (the first chooses the best checkpoints).
+    """
+
+    def __init__(self, config: RunConfig, classes, *, class_weights=None, masks=None, val_names=("val",)):
+        super().__init__()
+        self.config = config
+        self.classes = tuple(classes)
+        self.mode = config.mode
+        self.names = member_names([m.name for m in config.members])
+        self.members = nn.ModuleList(
+            build_model(m.name, len(self.classes), output_stride=config.model.output_stride,
+                        pretrained=config.model.pretrained)
+            for m in config.members
+        )
+        for member in self.members:
+            backbone = getattr(member, "backbone", member)  # the paper sets it on the backbone only
+            set_bn_momentum(backbone, config.model.bn_momentum)
+        if self.mode == "class_weighted" and class_weights is None:
+            raise ValueError("class_weighted mode needs class_weights")
+        if self.mode == "offline_masks" and masks is None:
+            raise ValueError("offline_masks mode needs a mask store")
+        weights = torch.as_tensor(class_weights if class_weights is not None else [], dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.masks = masks
+        self.val_names = list(val_names)
+        self._forwards = list(self.members)  # compiled in `configure_model` when asked
+        self._snapshot: list[torch.Tensor] | None = None
+        self._confusion: torch.Tensor | None = None
+        self.latest: dict[str, dict[str, tuple[list[float | None], float]]] = {}  # loader -> model -> (iou, miou)
+        self.validated_step = -1
+
+    # --- set-up -----------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.config.trainer.channels_last:
+            self.members.to(memory_format=torch.channels_last)
+        if self.config.trainer.compile:
+            self._forwards = [torch.compile(m) for m in self.members]
+
+    def configure_optimizers(self):
+        optimizer, schedule = build_optimizer(
+            list(self.members), [m.lr for m in self.config.members],
+            weight_decay=self.config.optim.weight_decay, backbone_lr_scale=self.config.optim.backbone_lr_scale,
+            poly_power=self.config.optim.poly_power, min_lr=self.config.optim.min_lr,
+            max_steps=self.trainer.estimated_stepping_batches,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # plain types only, so `torch.load(weights_only=True)` reads it back
+        checkpoint["iwu"] = {"config": self.config.to_dict(), "classes": list(self.classes), "members": self.names}
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # dropout draws from the global generator: a resumed run continues its stream exactly
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # --- training ---------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if self.config.trainer.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return [f(images) for f in self._forwards]
+
+    def _weights(self, batch: dict, logits: list[torch.Tensor]) -> torch.Tensor | None:
+        """The per-pixel uncertainty U of the weighted modes (no gradient), or None."""
+        if self.mode == "instance_uncertainty":
+            unc = ensemble_uncertainty(logits, connectivity=self.config.loss.connectivity,
+                                       backend=self.config.loss.backend)
+            stats = {"instance_uncertainty": unc.instance.mean(), "pixel_entropy": unc.pixel.mean(),
+                     "instances_per_image": unc.num_instances.float().mean()}
+            for key, value in stats.items():
+                self.log(f"train/{key}", value.to(self.device))
+            return unc.instance
+        if self.mode == "offline_masks":
+            u = self.masks.load(list(batch["name"]), tuple(batch["label"].shape[-2:]), device=self.device)
+            flipped = torch.as_tensor(batch["flip"], device=self.device)
+            return torch.where(flipped.view(-1, 1, 1), u.flip(-1), u)
+        return None
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        loss = self.config.loss
+        if self.mode == "standard":
+            return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+        if self.mode == "class_weighted":
+            return class_weighted_cross_entropy(logits, target, self.class_weights, ignore_index=IGNORE_INDEX)
+        if self.mode == "focal":
+            return focal_loss(logits, target, gamma=loss.focal_gamma, normalize=loss.normalize)
+        return uncertainty_weighted_cross_entropy(logits, target, u, normalize=loss.normalize)
+
+    def _snapshot_buffers(self) -> None:
+        # The forward pass updates BatchNorm statistics before the loss is known; keeping a copy
+        # (under 1 MB for the paper's members) lets a non-finite step leave the model as it was.
+        buffers = list(self.members.buffers())
+        if self._snapshot is None or len(self._snapshot) != len(buffers):
+            self._snapshot = [b.detach().clone() for b in buffers]
+        else:
+            torch._foreach_copy_(self._snapshot, buffers)
+        self._snapshot_of = buffers
+
+    def _restore_buffers(self) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self._snapshot_of, self._snapshot)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._snapshot_buffers()
+        logits = self(batch["image"])
+        u = self._weights(batch, logits)
+        losses = torch.stack([self._loss(z, batch["label"], u) for z in logits])
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):  # one host sync per step; a NaN must not reach the weights
+            self._restore_buffers()
+            bad = int((~finite).nonzero()[0])
+            raise NonFiniteLoss(self.global_step + 1, self.names[bad], float(losses[bad].detach()))
+        for name, loss in zip(self.names, losses.detach()):
+            self.log(f"train/{name}/loss", loss)
+        self.log("train/loss", losses.detach().mean(), prog_bar=True)
+        return losses.sum()
+
+    # --- validation -------------------------------------------------------------------
+
+    @property
+    def model_names(self) -> list[str]:
+        return [*self.names, ENSEMBLE]
+
+    def on_validation_epoch_start(self) -> None:
+        c = len(self.classes)
+        self._confusion = torch.zeros(len(self.val_names), len(self.model_names), c, c, dtype=torch.long,
+                                      device=self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self(batch["image"])
+        probs = torch.stack([z.float().softmax(dim=1) for z in logits])
+        preds = torch.cat([probs.argmax(dim=2), probs.mean(dim=0).argmax(dim=1).unsqueeze(0)])
+        self._confusion[dataloader_idx] += confusion_matrices(preds, batch["label"], len(self.classes))
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self._confusion
+        if self.trainer.world_size > 1:  # every rank saw its share of the images
+            confusion = self.trainer.strategy.reduce(confusion, reduce_op="sum")
+        self.latest = {}
+        for i, loader in enumerate(self.val_names):
+            prefix = "val" if i == 0 else f"val_{loader.split('/')[0]}"
+            scores = {}
+            for k, name in enumerate(self.model_names):
+                iou, miou = iou_from_confusion(confusion[i, k])
+                scores[name] = ([None if v != v else float(v) for v in iou.tolist()], miou)
+                self.log(f"{prefix}/{name}/miou", miou, prog_bar=(i == 0 and name == ENSEMBLE), sync_dist=False)
+            self.latest[loader] = scores
+        self.validated_step = self.global_step

@@ -1,0 +1,172 @@
+"""`iwu train`: one run from a config to a run directory.
+
+    runs/<experiment>/<mode>/seed<k>/     (or `out=`)
+        config.yaml        the resolved config (what `resume=true` must match)
+        checkpoints/       last.ckpt, best_ensemble.ckpt, best_<member>.pt
+        logs/csv/metrics.csv, logs/tensorboard/
+        curves.png         training loss and validation mIoU
+        final.json         best scores per model: the contract with `iwu report`
+
+`final.json` is written last, so its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import lightning as L
+import yaml
+import torch
+
+from iwu.checkpoints import BEFORE_NONFINITE, LAST, AtomicCheckpointIO, StartData, RunCheckpoints
+from iwu.config import RunConfig, run_dir, save_config
+from iwu.curves import save_curves
+from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
+from iwu.errors import UserError
+from iwu.files import atomic_write_json
+from iwu.logs import run_loggers
+
+FINAL = "final.json"
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def _check_run_dir(config: RunConfig, out: Path) -> None:
+    """A new run needs a fresh folder; a resumed one the same config as before."""
+    saved = out / "config.yaml"
+    if not config.resume:
+        if (out / "checkpoints" / LAST).exists() or (out / FINAL).exists():
+            raise UserError(f"{out}: holds a run already; add resume=true to continue it, or out=DIR for a new one")
+        return
+    if not saved.exists():
+        return  # nothing to resume: start
+    try:
+        before = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{saved}: cannot read the run's config ({err})") from None
+    now = _flat(config.to_dict())
+    changed = sorted(k for k in set(before) | set(now) if k != "resume" and before.get(k) != now.get(k))
+    if changed:
+        raise UserError(f"{out}: resume=true with another config than the run's ({', '.join(changed[:6])}); "
+                        "resume with the same config, or start a new run with out=DIR")
+
+
+def _checkpoint_step(path: Path) -> int:
+    # mmap: only the few bytes of the step are read, not the weights
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def build_datamodule(config: RunConfig):
+    from iwu.data import SegmentationDataModule
+
+    dm = SegmentationDataModule(config.data, seed=config.seed)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def build_module(config: RunConfig, dm) -> EnsembleModule:
+    class_weights = masks = None
+    if config.mode == "class_weighted":
+        from iwu.losses import class_weights_from_counts
+
+        class_weights = class_weights_from_counts(dm.train_class_counts())
+    if config.mode == "offline_masks":
+        from iwu.mask_store import MaskStore
+
+        if not config.loss.masks_dir:
+            raise UserError("loss.masks_dir: offline_masks mode needs the folder written by `iwu masks`")
+        masks = MaskStore(config.loss.masks_dir)
+    return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
+
+
+def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
+    """Training iterations: `max_steps`, or `max_epochs` x full batches per epoch, whichever is fewer."""
+    t = config.trainer
+    bounds = [n for n in (t.max_steps, t.max_epochs * batches_per_epoch if t.max_epochs != -1 else -1) if n != -1]
+    if not bounds:
+        raise UserError("trainer.max_steps and trainer.max_epochs are both -1; set one of them")
+    return min(bounds)
+
+
+def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, progress: bool = True,
+                  resume_step: int = 0) -> L.Trainer:
+    """Lightning's Trainer as the config says, bounded in steps.
+
+    Lightning's epoch count can run one ahead after a resume, so `max_epochs`
+    becomes steps here: batches per epoch on each rank, known once the Trainer
+    knows the world size.
+    """
+    t = config.trainer
+    trainer = L.Trainer(
+        max_epochs=-1, max_steps=-1,  # set below, in steps
+        precision=t.precision, accelerator=t.accelerator,
+        devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, deterministic=t.deterministic,
+        val_check_interval=config.val_every, check_val_every_n_epoch=None,  # every N steps, across epochs
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step), callbacks=callbacks,
+        enable_checkpointing=False,  # RunCheckpoints keeps the files
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes
+        enable_progress_bar=progress, default_root_dir=out,
+    )
+    per_rank = datamodule.batches_per_epoch(trainer.world_size)
+    if per_rank < 1:
+        raise UserError(f"data: {len(datamodule.train_set)} training images cannot make a batch for each of "
+                        f"{trainer.world_size} processes; use fewer devices or a smaller batch_size")
+    trainer.fit_loop.epoch_loop.max_steps = total_steps(config, per_rank)
+    return trainer
+
+
+def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoints, steps: int) -> dict:
+    order = [ENSEMBLE, *module.names]
+    final = {
+        "experiment": config.experiment, "dataset": dm.train_set.kind, "mode": config.mode, "seed": config.seed,
+        "classes": list(module.classes), "steps": steps,
+        "results": {name: tracker.best[name] for name in order if name in tracker.best},
+    }
+    if tracker.extra:  # cross-domain: each model's scores on the other set at its best step on the main one
+        final["val_extra"] = {loader: {name: scores[name] for name in order if name in scores}
+                              for loader, scores in tracker.extra.items()}
+    return final
+
+
+def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
+    """Train as `config` says; returns what was written to `final.json`."""
+    out = run_dir(config)
+    _check_run_dir(config, out)
+    if config.resume and (out / FINAL).exists():
+        print(f"{out}: finished already; {FINAL} holds its results")
+        return yaml.safe_load((out / FINAL).read_text())
+    save_config(config, out / "config.yaml")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    dm = build_datamodule(config)
+    module = build_module(config, dm)
+    tracker = RunCheckpoints(out / "checkpoints")
+    last = out / "checkpoints" / LAST
+    resume_from = last if config.resume and last.exists() else None
+    trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
+                            resume_step=_checkpoint_step(resume_from) if resume_from else 0)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+    except NonFiniteLoss as err:
+        kept = ", ".join(str(p) for p in (last, last.parent / BEFORE_NONFINITE) if p.exists())
+        raise UserError(f"{err} (kept: {kept}); try a lower learning rate or trainer.precision=32-true") from None
+    if module.validated_step != trainer.global_step:  # the last steps since a validation count too
+        trainer.validate(module, datamodule=dm, verbose=False)
+    final = _final(config, dm, module, tracker, trainer.global_step)
+    if trainer.is_global_zero:
+        save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png")
+        atomic_write_json(out / FINAL, final)
+    return final
+
+
+def config_summary(config: RunConfig) -> str:
+    members = ", ".join(f"{m.name} (lr {m.lr:g})" for m in config.members)
+    fields = dataclasses.asdict(config.trainer)
+    return (f"{config.experiment} / {config.mode} / seed {config.seed}: {members}; "
+            f"max_steps {fields['max_steps']}, max_epochs {fields['max_epochs']}, precision {fields['precision']}")

@@ -1,0 +1,208 @@
+"""The training engine end to end on synthetic scenes: every mode, the run directory, resume, NaN, the command."""
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from iwu.checkpoints import BEFORE_NONFINITE
+from iwu.cli import main
+from iwu.config import load_config
+from iwu.data import SegmentationDataModule
+from iwu.errors import UserError
+from iwu.mask_store import MaskWriter
+from iwu.optim import poly_lr
+from iwu.train import train
+
+MODES = ("standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal")
+MEMBERS = [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}]
+NAMES = ["deeplabv3plus_mobilenet_0", "deeplabv3plus_mobilenet_1"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A config file for tiny runs: 6 training scenes at 32x32 (3 batches an epoch), 2 validation scenes."""
+    folder = tmp_path_factory.mktemp("train")
+    config = {
+        "experiment": "tiny",
+        "members": MEMBERS,
+        "model": {"pretrained": False, "bn_momentum": 0.1},
+        "val_every": 3,
+        "data": {"kind": "cityscapes", "root": str(folder / "scenes"), "size": 32, "cache_dir": str(folder / "cache"),
+                 "synthetic": {"n_train": 6, "n_val": 2, "width": 64}},
+        "trainer": {"max_steps": 4, "accelerator": "cpu", "log_every_n_steps": 1},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _config(base, out, *overrides):
+    return load_config(base, [f"out={out}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def masks(base, tmp_path_factory):
+    """Offline masks for every training item, as `iwu masks` would store them."""
+    dm = SegmentationDataModule(_config(base, "unused").data)
+    dm.prepare_data()
+    dm.setup("fit")
+    root = tmp_path_factory.mktemp("masks")
+    with MaskWriter(root, num_classes=19) as writer:
+        for i, name in enumerate(dm.train_set.names):
+            writer.add(name, torch.full((32, 32), 0.1 * i))
+    return root
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode):
+    out = tmp_path / mode
+    final = train(_config(base, out, f"mode={mode}", f"loss.masks_dir={masks}"), progress=False)
+    assert json.loads((out / "final.json").read_text()) == final
+    assert (final["mode"], final["seed"], final["dataset"], final["steps"]) == (mode, 0, "cityscapes", 4)
+    assert list(final["results"]) == ["ensemble", *NAMES]
+    for scores in final["results"].values():
+        assert scores["best_step"] in (3, 4)  # validated every 3 steps, and after the last
+        assert len(scores["iou"]) == len(final["classes"]) == 19
+        present = [v for v in scores["iou"] if v is not None]
+        assert math.isclose(scores["miou"], sum(present) / len(present))
+    files = {p.name for p in (out / "checkpoints").iterdir()}
+    assert files == {"last.ckpt", "best_ensemble.ckpt", *(f"best_{n}.pt" for n in NAMES)}
+    assert load_config(out / "config.yaml").mode == mode
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    header = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/ensemble/miou", *(f"val/{n}/miou" for n in NAMES)} <= set(header)
+    if mode == "instance_uncertainty":
+        assert {"train/instance_uncertainty", "train/pixel_entropy", "train/instances_per_image"} <= set(header)
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_best_member_checkpoint_holds_only_that_member(base, tmp_path):
+    out = tmp_path / "run"
+    final = train(_config(base, out, "mode=standard", "trainer.max_steps=3"), progress=False)
+    member = torch.load(out / "checkpoints" / f"best_{NAMES[1]}.pt", weights_only=True)
+    assert member["iwu"]["member"] == MEMBERS[1] and member["iwu"]["step"] == 3
+    assert member["iwu"]["miou"] == final["results"][NAMES[1]]["miou"]
+    full = torch.load(out / "checkpoints" / "best_ensemble.ckpt", weights_only=True)
+    assert "optimizer_states" not in full and full["iwu"]["members"] == NAMES
+    for key, value in member["state_dict"].items():
+        assert torch.equal(full["state_dict"][f"members.1.{key}"], value)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 and last["optimizer_states"]
+
+
+class _RecordLR(L.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append([(g["name"], g["lr"]) for g in trainer.optimizers[0].param_groups])
+
+
+def test_learning_rate_of_every_group_follows_the_poly_formula(base, tmp_path):
+    record = _RecordLR()
+    train(_config(base, tmp_path / "run", "mode=standard", "trainer.max_steps=6", "val_every=100"),
+          callbacks=[record], progress=False)
+    assert len(record.lrs) == 6
+    for step, groups in enumerate(record.lrs):
+        assert [name for name, _ in groups] == [f"member{i}/{p}" for i in (0, 1) for p in ("backbone", "classifier")]
+        for (name, lr), head in zip(groups, (1e-3, 1e-3, 5e-4, 5e-4)):
+            base_lr = head * (0.1 if name.endswith("backbone") else 1.0)
+            assert lr == pytest.approx(poly_lr(base_lr, step, 6, 0.9, 1e-6), rel=1e-12)
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise _Crash
+
+
+@pytest.mark.parametrize("crash_at", [5, 7])  # mid-epoch, and just after an epoch's last batch was saved
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(base, tmp_path, crash_at):
+    args = ("mode=instance_uncertainty", "trainer.max_steps=8", "val_every=3")
+    whole = train(_config(base, tmp_path / "whole", *args), progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(_Crash):
+        train(_config(base, out, *args), callbacks=[_CrashAt(crash_at)], progress=False)
+    assert not (out / "final.json").exists()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * (crash_at // 3)
+    resumed = train(_config(base, out, *args, "resume=true"), progress=False)
+    assert resumed == {**whole, "experiment": resumed["experiment"]}
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "best_ensemble.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(out / "checkpoints" / "best_ensemble.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_directory_guards(base, tmp_path):
+    out = tmp_path / "run"
+    train(_config(base, out, "mode=standard", "trainer.max_steps=2"), progress=False)
+    with pytest.raises(UserError, match="holds a run already; add resume=true"):
+        train(_config(base, out, "mode=standard", "trainer.max_steps=2"), progress=False)
+    with pytest.raises(UserError, match=r"another config than the run's \(seed\)"):
+        train(_config(base, out, "mode=standard", "trainer.max_steps=2", "seed=1", "resume=true"), progress=False)
+    again = train(_config(base, out, "mode=standard", "trainer.max_steps=2", "resume=true"), progress=False)
+    assert again == json.loads((out / "final.json").read_text())  # finished: nothing to do
+
+
+class _PoisonAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            batch["image"][:] = float("nan")
+
+
+def test_non_finite_loss_stops_with_one_line_naming_step_and_member(base, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError) as err:
+        train(_config(base, out, "mode=standard", "trainer.max_steps=8"), callbacks=[_PoisonAt(4)], progress=False)
+    message = str(err.value)
+    assert f"step 5, member {NAMES[0]}: the loss is nan" in message and "\n" not in message
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    good = torch.load(out / "checkpoints" / BEFORE_NONFINITE, weights_only=True)
+    assert good["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+    assert not (out / "final.json").exists()
+
+
+def test_command_line(base, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", str(base), f"out={out}", "mode=focal", "trainer.max_steps=1"]) == 0
+    assert json.loads((out / "final.json").read_text())["mode"] == "focal"
+    assert "best ensemble mIoU" in capsys.readouterr().out
+    assert main(["train", str(base), "trainer.max_stesp=1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "iwu train: error: trainer.max_stesp: unknown key; did you mean trainer.max_steps?")
+    assert main(["train", str(base), "val_every=often"]) == 2
+    assert "val_every: expected an integer" in capsys.readouterr().err
+    assert main(["train", str(base), f"out={tmp_path / 'x'}", "mode=offline_masks"]) == 2
+    assert "loss.masks_dir" in capsys.readouterr().err
+
+
+def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):
+    import csv
+
+    args = ("mode=standard", "trainer.max_steps=7", "val_every=3")
+    whole = tmp_path / "whole"
+    train(_config(base, whole, *args), progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(_Crash):
+        train(_config(base, out, *args), callbacks=[_CrashAt(5)], progress=False)
+    train(_config(base, out, *args, "resume=true"), progress=False)
+
+    def table(run):
+        with (run / "logs" / "csv" / "metrics.csv").open() as f:
+            return [(r["step"], r["train/loss"], r["val/ensemble/miou"]) for r in csv.DictReader(f)]
+
+    assert table(out) == table(whole)  # every step once, the same numbers
