@@ -5,25 +5,48 @@ import subprocess
 import sys
 
 from iwu.cli import main
+from iwu.config import load_config
+from iwu.demo import demo_config_path
+
+TINY = ["trainer.max_steps=2", "val_every=2", "data.size=32", "data.synthetic.n_train=4",
+        "data.synthetic.n_val=2", "data.synthetic.width=64"]
 
 
-def test_demo_trains_evaluates_and_draws(tmp_path, capsys):
+def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "3", "--size", "32"]) == 0
+    assert main(["demo", "--out", str(out), "--seeds", "2", *TINY]) == 0
+    for mode in ("standard", "instance_uncertainty"):
+        for seed in (0, 1):
+            final = json.loads((out / mode / f"seed{seed}" / "final.json").read_text())
+            assert (final["mode"], final["seed"], final["steps"]) == (mode, seed, 2)
     summary = json.loads((out / "demo.json").read_text())
-    assert set(summary["results"]) == {"member0", "member1", "member2", "ensemble"}
-    assert len(summary["results"]["ensemble"]["iou"]) == len(summary["classes"]) == 19
-    assert [r["step"] for r in summary["history"]] == [1, 2, 3]
-    assert all(r["instances_per_image"] >= 1 for r in summary["history"])
+    assert [len(v) for v in summary["results"].values()] == [2, 2]
+    assert abs(sum(summary["train_share"]) - 1) < 1e-9
     assert (out / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "mIoU" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    table = printed[printed.index("ensemble IoU"):]
+    assert "road" in table and "mIoU" in table and "gain" in table
+
+    # finished runs are not trained again
+    before = (out / "standard" / "seed0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--seeds", "2", *TINY]) == 0
+    assert (out / "standard" / "seed0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+
+
+def test_demo_config_is_the_one_in_configs():
+    packaged = load_config(demo_config_path())
+    from_repo = load_config(demo_config_path().parents[3] / "configs" / "demo.yaml")
+    assert packaged == from_repo
+    assert (packaged.mode, len(packaged.members), packaged.model.pretrained) == ("instance_uncertainty", 3, False)
 
 
 def test_user_mistake_is_one_line_without_traceback(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "iwu", "demo", "--size", "20", "--out", str(tmp_path)],
+        [sys.executable, "-m", "iwu", "demo", "--seeds", "0", "--out", str(tmp_path)],
         capture_output=True, text=True,
     )
-    assert run.returncode == 2
-    assert run.stderr.strip().count("\n") == 0
-    assert "--size" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2  # argparse's usage line, then its one-line error
+    assert run.stderr.strip().splitlines()[-1] == "iwu demo: error: argument --seeds: 0 is below 1"
+    run = subprocess.run([sys.executable, "-m", "iwu", "demo", "--out", str(tmp_path), "trainer.max_step=3"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "did you mean trainer.max_steps" in run.stderr

@@ -206,3 +206,52 @@ def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):
             return [(r["step"], r["train/loss"], r["val/ensemble/miou"]) for r in csv.DictReader(f)]
 
     assert table(out) == table(whole)  # every step once, the same numbers
+
+
+class _TinySegmenter(torch.nn.Module):
+    """A user's own model: any module with `.backbone` and `.classifier` that returns (B,C,H,W) logits."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                            torch.nn.ReLU())
+        self.classifier = torch.nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))
+
+
+def test_a_registered_user_model_trains_from_a_config(base, tmp_path):
+    from iwu.models import MODELS, register_model
+
+    if "test_tiny_segmenter" not in MODELS:
+        @register_model("test_tiny_segmenter")
+        def tiny(num_classes, *, output_stride=16, pretrained=True):
+            return _TinySegmenter(num_classes)
+
+    members = "members=[{name: test_tiny_segmenter, lr: 0.01}, {name: deeplabv3plus_mobilenet, lr: 0.001}]"
+    final = train(_config(base, tmp_path / "run", members, "trainer.max_steps=2"), progress=False)
+    assert list(final["results"]) == ["ensemble", "test_tiny_segmenter", "deeplabv3plus_mobilenet"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "best_test_tiny_segmenter.pt", weights_only=True)
+    assert state["state_dict"]["classifier.weight"].shape == (19, 8, 1, 1)
+
+
+def test_precision_and_channels_last_switches(base, tmp_path):
+    final = train(_config(base, tmp_path / "run", "trainer.precision=bf16-mixed", "trainer.channels_last=true",
+                          "trainer.max_steps=2"), progress=False)
+    assert final["steps"] == 2 and final["results"]["ensemble"]["miou"] >= 0
+
+
+def test_import_option_registers_user_models_before_the_config_is_read(base, tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_models_for_iwu.py").write_text(
+        "from iwu.models import register_model, MODELS\n"
+        "from iwu.models import deeplabv3plus_mobilenet\n"
+        "if 'my_mobilenet' not in MODELS:\n"
+        "    register_model('my_mobilenet')(deeplabv3plus_mobilenet)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["train", str(base), f"out={tmp_path / 'run'}", "members=[{name: my_mobilenet, lr: 0.001}]",
+            "trainer.max_steps=1"]
+    assert main([*args, "--import", "my_models_for_iwu"]) == 0
+    assert list(json.loads((tmp_path / "run" / "final.json").read_text())["results"]) == ["ensemble", "my_mobilenet"]
+    assert main([*args, "--import", "no_such_module_here"]) == 2
+    assert "--import no_such_module_here" in capsys.readouterr().err

@@ -105,6 +105,15 @@ def load_config(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
     return config
 
 
+def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
+    """A RunConfig from a plain dict (as `to_dict` or a checkpoint holds it), checked like a file."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping of config keys")
+    config = _build(RunConfig, _merge(RunConfig().to_dict(), raw), "")
+    _check_values(config)
+    return config
+
+
 def save_config(config: RunConfig, path) -> Path:
     """Write the resolved config so that `load_config(path)` gives it back."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)

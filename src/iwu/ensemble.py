@@ -70,10 +70,6 @@ class EnsembleModule(L.LightningModule):
         for member in self.members:
             backbone = getattr(member, "backbone", member)  # the paper sets it on the backbone only
             set_bn_momentum(backbone, config.model.bn_momentum)
-        if self.mode == "class_weighted" and class_weights is None:
-            raise ValueError("class_weighted mode needs class_weights")
-        if self.mode == "offline_masks" and masks is None:
-            raise ValueError("offline_masks mode needs a mask store")
         weights = torch.as_tensor(class_weights if class_weights is not None else [], dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.masks = masks
@@ -84,7 +80,29 @@ class EnsembleModule(L.LightningModule):
         self.latest: dict[str, dict[str, tuple[list[float | None], float]]] = {}  # loader -> model -> (iou, miou)
         self.validated_step = -1
 
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> EnsembleModule:
+        """The members of a run's checkpoint (`best_ensemble.ckpt`, `last.ckpt`), in evaluation mode."""
+        from iwu.config import config_from_dict
+
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            about = checkpoint["iwu"]
+        except (OSError, RuntimeError, KeyError, EOFError) as err:
+            raise UserError(f"{path}: not a checkpoint of an iwu run ({type(err).__name__}: {err})") from None
+        config = config_from_dict(about["config"], str(path))
+        config.model.pretrained = False  # the checkpoint holds the weights
+        module = cls(config, about["classes"])
+        module.load_state_dict(checkpoint["state_dict"])
+        return module.eval()
+
     # --- set-up -----------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        if self.mode == "class_weighted" and self.class_weights.numel() != len(self.classes):
+            raise ValueError("class_weighted mode needs class_weights, one per class")
+        if self.mode == "offline_masks" and self.masks is None:
+            raise ValueError("offline_masks mode needs a mask store")
 
     def configure_model(self) -> None:
         if self.config.trainer.channels_last:

@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import yaml
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from iwu.checkpoints import BEFORE_NONFINITE, LAST, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
@@ -85,6 +86,15 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
     return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger version number, which says nothing here."""
+
+    def get_metrics(self, trainer, module):
+        metrics = super().get_metrics(trainer, module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     """Training iterations: `max_steps`, or `max_epochs` x full batches per epoch, whichever is fewer."""
     t = config.trainer
@@ -108,7 +118,8 @@ def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, pro
         precision=t.precision, accelerator=t.accelerator,
         devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, deterministic=t.deterministic,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,  # every N steps, across epochs
-        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step), callbacks=callbacks,
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step),
+        callbacks=[*callbacks, *([ProgressBar()] if progress else [])],
         enable_checkpointing=False,  # RunCheckpoints keeps the files
         plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes

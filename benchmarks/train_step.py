@@ -1,0 +1,231 @@
+"""Time per training step of the paper's ensemble: `instance_uncertainty` against `standard`.
+
+Builds the three members of `configs/paper/cityscapes_ensemble.yaml`
+(DeepLabV3+ ResNet-101 and ResNet-50 at lr 1e-4, MobileNetV2 at lr 1e-3;
+`model.pretrained=false`, so nothing is downloaded) twice from the same seed,
+once per mode, and times the whole step of each in this process: the members'
+forward, the mode's weights (in instance_uncertainty,
+`iwu.uncertainty.ensemble_uncertainty` with the config's backend, `auto`:
+cc3d on CPU, torch labeling on CUDA), the losses, backward and the Adam step
+with its poly schedule. The modules are driven directly, without a Trainer
+(their `self.log` calls then do nothing; Lightning's warning about it is
+silenced), on batches of synthetic street scenes read through the real
+Cityscapes loader, so the ensemble's predictions have a realistic number of
+instances. The modes alternate in rounds (standard, iu, then iu, standard, ...)
+so drift on a busy machine touches both; the printout gives medians.
+
+Printed: time and steps per second of each mode, the method's overhead
+(instance_uncertainty / standard - 1), the mean number of instances per image
+the ensemble predicts, and the share of the step taken by
+`ensemble_uncertainty` alone (timed again on the step's own logits).
+
+The target (overhead <= 5%) is for a GPU at 768x768, batch 2; on a CPU the
+ratio is printed without a verdict. Defaults follow the device: on CUDA
+768x768, 5 warm-up and 30 timed steps per mode; on a CPU 256x256, 1 warm-up
+and 5 timed steps per mode (about 3 minutes on 2 cores).
+
+    python benchmarks/train_step.py [--size S] [--batch 2] [--steps N] [--warmup N]
+        [--precision 32-true|bf16-mixed] [--device auto|cpu|cuda] [--members paper|mobilenet]
+
+`--members mobilenet` replaces the ensemble by three MobileNetV2 members
+(lr 1e-3), for a quick run on a slow machine; it is not the paper's ensemble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from iwu.config import load_config
+from iwu.data import Cityscapes, write_synthetic
+from iwu.ensemble import EnsembleModule
+from iwu.optim import build_optimizer
+from iwu.uncertainty import ensemble_uncertainty
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper" / "cityscapes_ensemble.yaml"
+MOBILENETS = "[" + ", ".join(["{name: deeplabv3plus_mobilenet, lr: 1.0e-3}"] * 3) + "]"
+TARGET = 5.0  # percent overhead, on a GPU
+TARGET_SIZE, TARGET_BATCH = 768, 2
+MODES = ("standard", "instance_uncertainty")
+BATCHES = 4  # distinct batches, cycled
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def make_batches(size: int, batch: int, device: torch.device) -> list[dict]:
+    """Synthetic 2:1 street scenes written as Cityscapes and read back at size x size (labels 255 = ignore)."""
+    with tempfile.TemporaryDirectory(prefix="iwu-bench-") as tmp:
+        root = write_synthetic(Path(tmp) / "cityscapes", "cityscapes", n_train=BATCHES * batch, n_val=0,
+                               size=2 * size, seed=0)
+        dataset = Cityscapes(root, "train", size=size)
+        items = [dataset[i] for i in range(len(dataset))]
+    batches = []
+    for b in range(BATCHES):
+        chunk = items[b * batch:(b + 1) * batch]
+        batches.append({
+            "image": torch.stack([it["image"] for it in chunk]).to(device),
+            "label": torch.stack([it["label"] for it in chunk]).to(device),
+            "name": [it["name"] for it in chunk],
+            "flip": [it["flip"] for it in chunk],
+        })
+    return batches
+
+
+class Runner:
+    """One mode's module and optimizer, and a timed training step as Lightning's automatic optimization runs it."""
+
+    def __init__(self, mode: str, members: str, precision: str, device: torch.device, seed: int = 0):
+        overrides = ["model.pretrained=false", f"mode={mode}", f"trainer.precision={precision}"]
+        if members == "mobilenet":
+            overrides.append(f"members={MOBILENETS}")
+        self.config = load_config(CONFIG, overrides)
+        torch.manual_seed(seed)  # both modes start from the same weights
+        self.module = EnsembleModule(self.config, [str(c) for c in range(19)]).to(device)
+        self.module.configure_model()
+        self.module.train()
+        o = self.config.optim
+        self.optimizer, self.schedule = build_optimizer(
+            list(self.module.members), [m.lr for m in self.config.members],
+            weight_decay=o.weight_decay, backbone_lr_scale=o.backbone_lr_scale,
+            poly_power=o.poly_power, min_lr=o.min_lr, max_steps=10_000,
+        )
+        self.device = device
+        self.bf16 = precision == "bf16-mixed"
+        self.logits: list[torch.Tensor] = []
+        self.module.register_forward_hook(self._keep_logits)
+        self.steps = 0
+
+    def _keep_logits(self, _module, _inputs, output: list[torch.Tensor]) -> None:
+        # the members' logits of the latest step, without their graph, for timing the masks alone
+        self.logits = [z.detach() for z in output]
+
+    def autocast(self):
+        if self.bf16:  # as Lightning's bf16-mixed: the step under autocast, backward outside it
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, batch: dict) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        with self.autocast():
+            loss = self.module.training_step(batch, self.steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        sync(self.device)
+        self.steps += 1
+        return time.perf_counter() - start
+
+    def masks(self) -> tuple[float, float]:
+        """(seconds, mean instances per image) of ensemble_uncertainty on the latest step's logits."""
+        loss = self.config.loss
+        sync(self.device)
+        start = time.perf_counter()
+        unc = ensemble_uncertainty(self.logits, connectivity=loss.connectivity, backend=loss.backend)
+        sync(self.device)
+        seconds = time.perf_counter() - start
+        return seconds, float(unc.num_instances.float().mean())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=positive, help="square training side (default: 768 on CUDA, 256 on CPU)")
+    parser.add_argument("--batch", type=positive, default=2)
+    parser.add_argument("--steps", type=positive, help="timed steps per mode (default: 30 on CUDA, 5 on CPU)")
+    parser.add_argument("--warmup", type=non_negative, help="untimed steps per mode first (default: 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--members", choices=("paper", "mobilenet"), default="paper",
+                        help="paper: ResNet-101 + ResNet-50 + MobileNetV2; mobilenet: three MobileNetV2")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    gpu = device.type == "cuda"
+    size = args.size or (768 if gpu else 256)
+    steps = args.steps or (30 if gpu else 5)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    # Without a Trainer, LightningModule.log warns and returns: the logged values are still computed.
+    warnings.filterwarnings("ignore", message=re.escape("You are trying to `self.log()`"))
+
+    batches = make_batches(size, args.batch, device)
+    runners = {mode: Runner(mode, args.members, args.precision, device) for mode in MODES}
+    names = ", ".join(runners["standard"].module.names)
+    where = torch.cuda.get_device_name(device) if gpu else f"CPU, torch threads {torch.get_num_threads()}"
+    backend = runners["instance_uncertainty"].config.loss.backend
+    resolved = backend if backend != "auto" else ("torch" if gpu else "cc3d")
+    print(f"training step, {args.batch}x{size}x{size}, {args.precision}, {where}")
+    print(f"members: {names}; masks: ensemble_uncertainty backend {backend} ({resolved})")
+    print(f"{warmup} warm-up + {steps} timed steps per mode, interleaved; synthetic street scenes")
+
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    mask_s, instances = [], []
+    start = time.perf_counter()
+    for i in range(warmup + steps):
+        batch = batches[i % len(batches)]
+        order = MODES if i % 2 == 0 else MODES[::-1]
+        for mode in order:
+            seconds = runners[mode].step(batch)
+            if i >= warmup:
+                times[mode].append(seconds)
+        seconds, count = runners["instance_uncertainty"].masks()  # after both steps: not inside either timing
+        if i >= warmup:
+            mask_s.append(seconds)
+            instances.append(count)
+    total = time.perf_counter() - start
+
+    std, iu = (statistics.median(times[m]) for m in MODES)
+    masks = statistics.median(mask_s)
+    overhead = (iu / std - 1) * 100
+    print()
+    print(f"{'mode':<21} {'median s/step':>14} {'min':>8} {'max':>8} {'steps/s':>8}")
+    for mode in MODES:
+        t = times[mode]
+        print(f"{mode:<21} {statistics.median(t):>14.4f} {min(t):>8.4f} {max(t):>8.4f} {1 / statistics.median(t):>8.3f}")
+    print()
+    print(f"instances per image (ensemble prediction, mean over timed steps): {statistics.mean(instances):.0f}")
+    print(f"ensemble_uncertainty alone: {masks * 1e3:.2f} ms, {masks / iu * 100:.2f}% of the instance_uncertainty step")
+    print(f"overhead instance_uncertainty / standard - 1: {overhead:+.2f}% "
+          f"(median step times; ratio {iu / std:.4f}); measured in {total:.0f} s")
+    if not gpu:
+        print(f"target <= {TARGET:.0f}% applies to a GPU at {TARGET_SIZE}x{TARGET_SIZE} batch {TARGET_BATCH}; "
+              "on a CPU it is reported, not judged")
+        return 0
+    if (size, args.batch) != (TARGET_SIZE, TARGET_BATCH):
+        print(f"target <= {TARGET:.0f}% applies at {TARGET_SIZE}x{TARGET_SIZE} batch {TARGET_BATCH}; "
+              f"not judged at {size}x{size} batch {args.batch}")
+        return 0
+    ok = overhead <= TARGET
+    print(f"{'PASS' if ok else 'FAIL'} overhead {overhead:+.2f}% on {where} (target <= {TARGET:.0f}%)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
