@@ -37,13 +37,14 @@ def _cell(values: list[float | None]) -> str:
 def per_class_table(classes, results: dict[str, list[dict]], share) -> str:
     """Rows: classes (most frequent first) and mIoU; columns: mean ± std over seeds per mode, and the gain."""
     modes = list(results)
-    lines = [f"{'class':<14}{'train %':>8}" + "".join(f"{m[:13]:>14}" for m in modes) + f"{'gain':>8}"]
+    width = max(14, *(len(m) + 1 for m in modes))
+    lines = [f"{'class':<14}{'train %':>8}" + "".join(f"{m:>{width}}" for m in modes) + f"{'gain':>8}"]
     order = sorted(range(len(classes)), key=lambda c: -share[c])
 
     def row(label: str, pct: str, cells: list[list[float | None]]) -> str:
         means = [statistics.fmean(v) if (v := [x for x in col if x is not None]) else None for col in cells]
         gain = f"{means[-1] - means[0]:>+8.3f}" if None not in means else f"{'--':>8}"
-        return f"{label:<14}{pct:>8}" + "".join(f" {_cell(col)}" for col in cells) + gain
+        return f"{label:<14}{pct:>8}" + "".join(f"{_cell(col):>{width}}" for col in cells) + gain
 
     for c in order:
         lines.append(row(classes[c], f"{100 * share[c]:.2f}", [[r["iou"][c] for r in results[m]] for m in modes]))
