@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(PY) benchmarks/instance_masks.py
 	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
