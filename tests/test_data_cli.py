@@ -38,8 +38,8 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
         ["prepare", "--data", "cityscapes:/x", "--size", "0"],
         ["synth", "--out", "/tmp/never", "--seed", "-3"],
         ["synth", "--out", "/tmp/never", "--n-train", "two"],
-        ["demo", "--seed", "-1"],
-        ["demo", "--steps", "0"],
+        ["demo", "--seeds", "-1"],
+        ["demo", "--seeds", "0"],
     ],
 )
 def test_bad_counts_are_argparse_errors_naming_the_option(argv, capsys):
