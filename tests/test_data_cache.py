@@ -98,3 +98,14 @@ def test_cached_dataset_pickles_without_its_arrays(cs_root, tmp_path):
     loader = torch.utils.data.DataLoader(cached, batch_size=2, num_workers=1)
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 3, SIZE, SIZE) and len(batch["name"]) == 2
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from iwu.files import atomic_write_bytes
+
+    path = atomic_write_bytes(tmp_path / "shared.json", b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

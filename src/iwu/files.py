@@ -8,6 +8,10 @@ import tempfile
 from pathlib import Path
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(file)`` on a temporary file in the same folder, then rename it over ``path``.
 
@@ -17,6 +21,7 @@ def atomic_write(path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; a run's files are shared like any other
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
