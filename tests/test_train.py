@@ -255,3 +255,13 @@ def test_import_option_registers_user_models_before_the_config_is_read(base, tmp
     assert list(json.loads((tmp_path / "run" / "final.json").read_text())["results"]) == ["ensemble", "my_mobilenet"]
     assert main([*args, "--import", "no_such_module_here"]) == 2
     assert "--import no_such_module_here" in capsys.readouterr().err
+
+
+def test_a_missing_offline_mask_is_one_line_naming_the_item(base, tmp_path, capsys):
+    with MaskWriter(tmp_path / "masks", num_classes=19) as writer:
+        writer.add("pixelstadt/pixelstadt_000000_000019", torch.zeros(32, 32))
+    args = ["train", str(base), f"out={tmp_path / 'run'}", "mode=offline_masks",
+            f"loss.masks_dir={tmp_path / 'masks'}", "trainer.max_steps=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars of the data
+    assert err.startswith("iwu train: error: ") and "no mask for item" in err and str(tmp_path / "masks") in err
