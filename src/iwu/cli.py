@@ -79,6 +79,67 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from iwu.evaluate import run_evaluate
+
+    return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
+                        workers=args.workers, uncertainty_threshold=args.uncertainty_threshold,
+                        save_predictions=args.save_predictions, device=args.device)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a run's members and ensemble on any dataset, with uncertainty quality")
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    p.add_argument("--data", required=True, metavar="KIND:ROOT",
+                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", type=POSITIVE, default=None, help="image side (default: the run's training size)")
+    p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same numbers)")
+    p.add_argument("--workers", type=COUNT, default=0, help="processes decoding images")
+    p.add_argument("--uncertainty-threshold", type=float, default=None,
+                   help="PAvPU's threshold (default: the mean patch uncertainty of the split)")
+    p.add_argument("--save-predictions", metavar="DIR", default=None,
+                   help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from iwu.predict import run_predict
+
+    return run_predict(args.run, args.images, args.out, size=args.size, device=args.device)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segmentation and uncertainty maps for images")
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--size", type=POSITIVE, default=None, help="side the ensemble sees (default: training size)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_run_predict)
+
+
+def _run_masks(args: argparse.Namespace) -> int:
+    from iwu.masks import run_masks
+
+    return run_masks(args.run, args.data, args.out, split=args.split, size=args.size,
+                     batch_size=args.batch_size, workers=args.workers, device=args.device)
+
+
+def _add_masks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("masks", help="store a trained ensemble's instance-uncertainty masks for offline_masks")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--data", required=True, metavar="KIND:ROOT")
+    p.add_argument("--out", required=True, help="mask folder (then: mode=offline_masks loss.masks_dir=DIR)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--size", type=POSITIVE, default=None, help="image side (default: the run's training size)")
+    p.add_argument("--batch-size", type=POSITIVE, default=1)
+    p.add_argument("--workers", type=COUNT, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_run_masks)
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     from iwu.data.synthetic import write_synthetic
 
@@ -132,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_masks(sub)
     _add_demo(sub)
     _add_synth(sub)
     _add_prepare(sub)

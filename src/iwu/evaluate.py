@@ -1,0 +1,114 @@
+"""`iwu evaluate`: a run's members and ensemble on any dataset, with the quality of their uncertainty.
+
+One forward pass per member and batch gives every member's and the ensemble's
+confusion matrix (accumulated on the device) and feeds the uncertainty meter
+(calibration, PAvPU, AUROC of misclassification; binned counts, so a whole
+split is measured exactly in constant memory). Results go to
+`eval_<dataset>.json` in the run directory, in the shape of `final.json`'s
+`results`, plus `uncertainty` and a reliability diagram.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from iwu.calibration import UncertaintyMeter, save_reliability_diagram
+from iwu.data.common import atomic_save_png
+from iwu.ensemble import ENSEMBLE
+from iwu.errors import UserError
+from iwu.files import atomic_write_json
+from iwu.inference import Loaded, check_classes, load_models, member_probabilities
+from iwu.metrics import confusion_matrices, iou_from_confusion
+
+
+def dataset_label(source: dict, split: str) -> str:
+    """`acdc`, `acdc-fog+night`, `cityscapes_test`: names the file and the column of a report."""
+    label = source["kind"]
+    if source.get("conditions"):
+        label += "-" + "+".join(source["conditions"])
+    return label if split == "val" else f"{label}_{split}"
+
+
+def _scores(confusion: torch.Tensor, names: list[str]) -> dict:
+    results = {}
+    for matrix, name in zip(confusion, names):
+        iou, miou = iou_from_confusion(matrix)
+        total = int(matrix.sum())
+        results[name] = {"miou": miou, "iou": [None if v != v else float(v) for v in iou.tolist()],
+                         "pixel_accuracy": float(matrix.diag().sum()) / total if total else float("nan")}
+    return results
+
+
+def _save_predictions(folder: Path, names, pred: torch.Tensor, kind: str) -> None:
+    """The ensemble's predictions as PNGs named like the items (Cityscapes: labelIds, as the official evaluator reads)."""
+    from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
+
+    for name, p in zip(names, pred.cpu().numpy().astype(np.uint8)):
+        image = TRAIN_TO_LABEL_ID[p] if kind == "cityscapes" else p
+        atomic_save_png(image, folder / f"{name}.png")
+
+
+@torch.no_grad()
+def evaluate(loaded: Loaded, dataset, *, batch_size: int = 1, workers: int = 0, uncertainty_threshold=None,
+             save_predictions=None, progress: bool = True) -> dict:
+    """Scores of every member and the ensemble on `dataset`, and the uncertainty's quality."""
+    check_classes(loaded, dataset)
+    module, device = loaded.module, loaded.device
+    names = [*module.names, ENSEMBLE]
+    num_classes = len(module.classes)
+    confusion = torch.zeros(len(names), num_classes, num_classes, dtype=torch.long, device=device)
+    meter = UncertaintyMeter(num_classes, uncertainty_threshold=uncertainty_threshold, device=device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for batch in tqdm(loader, desc=f"evaluate {dataset.kind} {dataset.split}", unit="batch", disable=not progress):
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        members = member_probabilities(module, images)
+        mean = members.mean(dim=0)
+        preds = torch.cat([members.argmax(dim=2), mean.argmax(dim=1).unsqueeze(0)])
+        confusion += confusion_matrices(preds, labels, num_classes)
+        meter.update(mean, labels, members if len(members) > 1 else None)
+        if save_predictions is not None:
+            _save_predictions(Path(save_predictions), batch["name"], preds[-1], dataset.kind)
+    return {"results": _scores(confusion, names), "uncertainty": meter.compute()}
+
+
+def format_table(classes, results: dict) -> str:
+    names = list(results)
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = [f"{'class':<15}" + "".join(f"{n:>{width}}" for n in names)]
+    for c, cls in enumerate(classes):
+        cells = [results[n]["iou"][c] for n in names]
+        lines.append(f"{cls:<15}" + "".join(f"{'--':>{width}}" if v is None else f"{v:>{width}.4f}" for v in cells))
+    for key, label in (("miou", "mIoU"), ("pixel_accuracy", "pixel acc.")):
+        lines.append(f"{label:<15}" + "".join(f"{results[n][key]:>{width}.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: int = 1, workers: int = 0,
+                 uncertainty_threshold=None, save_predictions=None, device=None) -> int:
+    from iwu.data.sources import build_dataset, parse_data_spec
+
+    loaded = load_models(target, device)
+    source = parse_data_spec(data)
+    dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
+    label = dataset_label(source, split)
+    if save_predictions is not None:
+        Path(save_predictions).mkdir(parents=True, exist_ok=True)
+    out = evaluate(loaded, dataset, batch_size=batch_size, workers=workers,
+                   uncertainty_threshold=uncertainty_threshold, save_predictions=save_predictions)
+    record = {"dataset": label, "kind": source["kind"], "root": str(dataset.root), "split": split,
+              "size": dataset.size, "images": len(dataset), "classes": list(dataset.classes), **out}
+    path = atomic_write_json(loaded.run_dir / f"eval_{label}.json", record)
+    figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{label}.png",
+                                      title=f"ensemble on {label}", classes=list(dataset.classes))
+    print(format_table(dataset.classes, out["results"]))
+    unc = out["uncertainty"]
+    print(f"\nensemble: ECE {unc['ece']:.4f}, classwise ECE {unc['classwise_ece']:.4f}; "
+          + "; ".join(f"{kind}: AUROC {unc[kind]['auroc']:.4f}, PAvPU {unc[kind]['pavpu']:.4f}"
+                      for kind in ("entropy", "mutual_information") if kind in unc))
+    print(f"wrote {path} and {figure}")
+    return 0

@@ -1,0 +1,78 @@
+"""A trained run's models, for the commands that use them (evaluate, predict, masks).
+
+`RUN_DIR_OR_CKPT` is a run directory (its `checkpoints/best_ensemble.ckpt`),
+a Lightning checkpoint of a run (`best_ensemble.ckpt`, `last.ckpt`), or one
+member's `best_<member>.pt`, which evaluates as an ensemble of one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from iwu.config import RunConfig, config_from_dict
+from iwu.ensemble import EnsembleModule
+from iwu.errors import UserError
+
+BEST = Path("checkpoints") / "best_ensemble.ckpt"
+
+
+class Loaded(NamedTuple):
+    module: EnsembleModule  # in evaluation mode, on `device`
+    config: RunConfig
+    run_dir: Path  # where results about this model are written
+    device: torch.device
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise UserError(f"{path}: cannot read the checkpoint ({reason})") from None
+
+
+def load_models(target, device=None) -> Loaded:
+    """The models of a run directory or checkpoint file (see the module docstring)."""
+    path = Path(target)
+    device = torch.device(device) if device is not None else default_device()
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise UserError(f"{path}: no {BEST} here; give a run directory of `iwu train` or a checkpoint file")
+        path = path / BEST
+    elif not path.is_file():
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    checkpoint = _read(path)
+    about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
+    if not isinstance(about, dict) or "config" not in about:
+        raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
+    config = config_from_dict(about["config"], str(path))
+    config.model.pretrained = False  # the weights come from the checkpoint
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if "member" in about:  # best_<member>.pt: one member's weights
+        config.members = [type(config.members[0])(**about["member"])]
+        module = EnsembleModule(config, about["classes"])
+        module.members[0].load_state_dict(checkpoint["state_dict"])
+        module.names = [about["name"]]
+    else:
+        module = EnsembleModule(config, about["classes"])
+        module.load_state_dict(checkpoint["state_dict"])
+    return Loaded(module.to(device).eval(), config, run_dir, device)
+
+
+def check_classes(loaded: Loaded, dataset) -> None:
+    if tuple(dataset.classes) != tuple(loaded.module.classes):
+        raise UserError(f"{dataset.kind}:{dataset.root}: its {len(dataset.classes)} classes are not the "
+                        f"{len(loaded.module.classes)} classes the model was trained on")
+
+
+@torch.no_grad()
+def member_probabilities(module: EnsembleModule, images: torch.Tensor) -> torch.Tensor:
+    """(M, B, C, H, W) softmax of every member, in float32."""
+    return torch.stack([z.float().softmax(dim=1) for z in module(images)])
