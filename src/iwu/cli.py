@@ -140,6 +140,28 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_masks)
 
 
+def _run_report(args: argparse.Namespace) -> int:
+    from iwu.report import run_report
+
+    return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,
+                      class_counts=args.class_counts, percent=args.percent)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, Welch's t-test) from run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them at any depth")
+    p.add_argument("--by", default=None, help="group columns by fields of mode, model, experiment, train, eval "
+                                              "(default: mode, plus what differs)")
+    p.add_argument("--member", default="ensemble", help="ensemble (default), a member name, or all")
+    p.add_argument("--format", default="md", help="md, tex, csv, a comma-separated list, or all")
+    p.add_argument("--out", default=None, help="folder for report.* and difference.png")
+    p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")
+    p.add_argument("--class-counts", default=None, metavar="JSON",
+                   help="class_counts.json of the training set (iwu prepare), to order the figure by frequency")
+    p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
+    p.set_defaults(func=_run_report)
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     from iwu.data.synthetic import write_synthetic
 
@@ -196,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_predict(sub)
     _add_masks(sub)
+    _add_report(sub)
     _add_demo(sub)
     _add_synth(sub)
     _add_prepare(sub)

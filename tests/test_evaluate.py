@@ -1,0 +1,139 @@
+"""`iwu evaluate`, `iwu predict` and `iwu masks` on a tiny trained run, and agreement with the official evaluator."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from iwu.cli import main
+from iwu.config import load_config
+from iwu.data import Cityscapes
+from iwu.data.synthetic import write_synthetic
+from iwu.mask_store import MaskStore
+from iwu.train import train
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A two-member run trained for a few steps on square scenes, so evaluation at SIZE resizes nothing."""
+    folder = tmp_path_factory.mktemp("eval")
+    root = write_synthetic(folder / "scenes", "cityscapes", n_train=4, n_val=3, size=SIZE, height=SIZE)
+    config = {
+        "experiment": "tiny", "mode": "instance_uncertainty", "val_every": 2,
+        "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}] * 2,
+        "model": {"pretrained": False, "bn_momentum": 0.1},
+        "data": {"kind": "cityscapes", "root": str(root), "size": SIZE, "cache_dir": str(folder / "cache")},
+        "trainer": {"max_steps": 4, "accelerator": "cpu"},
+    }
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(config))
+    out = folder / "run"
+    train(load_config(folder / "tiny.yaml", [f"out={out}"]), progress=False)
+    return out, root
+
+
+def _official_class_ious(predictions, root):
+    """Per-class IoU of cityscapesscripts' pixel-level evaluation of the prediction PNGs."""
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as official
+
+    gts = sorted((root / "gtFine" / "val").glob("*/*_gtFine_labelIds.png"))
+    preds = [predictions / gt.parent.name / gt.name.replace("_gtFine_labelIds.png", ".png") for gt in gts]
+    args = official.args
+    saved = {k: getattr(args, k) for k in ("evalInstLevelScore", "JSONOutput", "quiet")}
+    args.evalInstLevelScore, args.JSONOutput, args.quiet = False, False, True  # no instance files here
+    try:
+        return official.evaluateImgLists([str(p) for p in preds], [str(g) for g in gts], args)["classScores"]
+    finally:
+        for k, v in saved.items():
+            setattr(args, k, v)
+
+
+def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_path):
+    out, root = run
+    predictions = tmp_path / "pred"
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--save-predictions", str(predictions)]) == 0
+    record = json.loads((out / "eval_cityscapes.json").read_text())
+    assert list(record["results"]) == ["deeplabv3plus_mobilenet_0", "deeplabv3plus_mobilenet_1", "ensemble"]
+    ours = record["results"]["ensemble"]
+    official = _official_class_ious(predictions, root)
+    val = Cityscapes(root, "val", size=SIZE)
+    present = set(np.unique(np.concatenate([val[i]["label"].numpy().ravel() for i in range(len(val))]))) - {255}
+    assert present, "the validation scenes have labeled classes"
+    for c, name in enumerate(record["classes"]):
+        if c in present:
+            assert ours["iou"][c] == pytest.approx(official[name], abs=1e-12)
+        else:  # absent from the truth: iwu reports null; the official script says 0 if predicted, NaN if not
+            assert ours["iou"][c] is None and (official[name] == 0 or math.isnan(official[name]))
+    # the ensemble's best checkpoint scores on the validation split what training recorded at its best step
+    final = json.loads((out / "final.json").read_text())["results"]["ensemble"]
+    assert ours["miou"] == pytest.approx(final["miou"], abs=1e-12)
+    assert 0 <= ours["pixel_accuracy"] <= 1
+    unc = record["uncertainty"]
+    assert 0 <= unc["ece"] <= 1 and 0 <= unc["entropy"]["auroc"] <= 1 and "mutual_information" in unc
+    assert (out / "reliability_cityscapes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_member_checkpoint_evaluates_as_an_ensemble_of_one(run):
+    out, root = run
+    member = out / "checkpoints" / "best_deeplabv3plus_mobilenet_1.pt"
+    assert main(["evaluate", str(member), "--data", f"cityscapes:{root}", "--split", "train"]) == 0
+    record = json.loads((out / "eval_cityscapes_train.json").read_text())
+    assert list(record["results"]) == ["deeplabv3plus_mobilenet_1", "ensemble"]
+    assert record["results"]["ensemble"] == record["results"]["deeplabv3plus_mobilenet_1"]
+    assert "mutual_information" not in record["uncertainty"]  # one member has no epistemic part
+
+
+def test_evaluate_errors_are_one_line(run, tmp_path, capsys):
+    out, root = run
+    assert main(["evaluate", str(tmp_path / "nothing"), "--data", f"cityscapes:{root}"]) == 2
+    assert "no such run directory or checkpoint" in capsys.readouterr().err
+    folder = tmp_path / "folder"
+    for split in ("val",):
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "images" / split / "a.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "labels" / split / "a.png")
+    (folder / "classes.yaml").write_text("classes: [background, crack]\n")
+    assert main(["evaluate", str(out), "--data", f"folder:{folder}"]) == 2
+    assert "classes the model was trained on" in capsys.readouterr().err
+
+
+def test_predict_writes_four_maps_per_image_and_skips_unreadable_ones(run, tmp_path, capsys):
+    out, root = run
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    wide = tmp_path / "wide.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 70, 3), dtype=np.uint8)).save(wide)
+    images = root / "leftImg8bit" / "val"
+    assert main(["predict", str(out), str(images), str(bad), str(wide), "--out", str(tmp_path / "p")]) == 1
+    assert f"skipped {bad}" in capsys.readouterr().err
+    written = sorted(p.relative_to(tmp_path / "p").as_posix() for p in (tmp_path / "p").rglob("*.png"))
+    assert len(written) == 4 * (3 + 1)
+    for kind in ("seg", "entropy", "instance", "overlay"):
+        with Image.open(tmp_path / "p" / f"wide_{kind}.png") as image:
+            assert image.size == (70, 30) and image.mode == "RGB"  # back at the image's own size
+    stems = {w.rsplit("_", 1)[0] for w in written}
+    assert "renderheim/renderheim_000000_000019_leftImg8bit" in stems  # folders keep their layout
+
+
+def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run, tmp_path):
+    from iwu.inference import load_models
+    from iwu.uncertainty import ensemble_uncertainty
+
+    out, root = run
+    masks = tmp_path / "masks"
+    assert main(["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(masks)]) == 0
+    store = MaskStore(masks)
+    train_set = Cityscapes(root, "train", size=SIZE)
+    assert len(store) == len(train_set) == 4
+    loaded = load_models(out, "cpu")
+    item = train_set[2]
+    with torch.no_grad():
+        expected = ensemble_uncertainty(loaded.module(item["image"][None])).instance[0]
+    got = store.load([item["name"]], (SIZE, SIZE))[0]
+    assert torch.allclose(got, expected, atol=store.scale / 2 + 1e-6)

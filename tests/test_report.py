@@ -1,0 +1,537 @@
+"""`iwu.report`: run directories found at any depth, per-class mean/std/n over seeds against numpy,
+Welch's t-test against scipy, the three formats from the same numbers, the paper's tables,
+the difference figure, and one-line errors naming the path at fault."""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iwu import report
+from iwu.errors import UserError
+from iwu.report import (
+    Welch,
+    betainc,
+    collect,
+    group,
+    match_paper,
+    paper_columns,
+    run_report,
+    save_difference_figure,
+    summarise,
+    to_csv,
+    to_latex,
+    to_markdown,
+    welch,
+    welch_t,
+    write_report,
+)
+
+try:
+    from scipy import special as sp_special
+    from scipy import stats as sp_stats
+except ImportError:  # scipy is a dev dependency
+    sp_stats = sp_special = None
+
+needs_scipy = pytest.mark.skipif(sp_stats is None, reason="scipy (dev dependency) is the reference")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PACKAGE_TABLES = Path(report.__file__).with_name("paper_tables.json")
+SHARED_TABLES = Path("/work/shared/paper/tables.json")
+
+CLASSES = ["road", "car", "rider", "train", "bicycle"]
+# per mode: one list per class, one value per seed (None: class absent from that run's validation)
+IOU = {
+    "standard": {
+        "road": [0.94, 0.95, 0.93, 0.94],
+        "car": [0.80, 0.82, 0.81, 0.79],
+        "rider": [0.15, 0.18, 0.12, 0.16],
+        "train": [0.60, None, 0.55, 0.62],
+        "bicycle": [None, None, 0.30, None],
+    },
+    "instance_uncertainty": {  # five seeds: unequal n
+        "road": [0.94, 0.94, 0.95, 0.93, 0.945],
+        "car": [0.81, 0.80, 0.83, 0.82, 0.80],
+        "rider": [0.25, 0.22, 0.27, 0.24, 0.26],
+        "train": [0.50, 0.52, None, 0.51, 0.49],
+        "bicycle": [0.35, 0.33, None, 0.36, 0.34],
+    },
+}
+
+
+def seeds_of(mode):
+    return len(IOU[mode]["road"])
+
+
+def run_iou(mode, seed, classes=CLASSES):
+    return [IOU[mode][c][seed] for c in classes]
+
+
+def miou_of(iou):
+    present = [v for v in iou if v is not None]
+    return sum(present) / len(present)
+
+
+def write_run(folder, mode, seed, results, *, classes=CLASSES, dataset="acdc", experiment="acdc_ensemble",
+              val_extra=None):
+    """A finished run directory as `iwu train` leaves it; `results` maps model -> IoU list."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = {
+        "experiment": experiment, "dataset": dataset, "mode": mode, "seed": seed, "steps": 48000,
+        "classes": list(classes),
+        "results": {m: {"best_step": 100 * (seed + 1), "miou": miou_of(iou), "iou": iou} for m, iou in results.items()},
+    }
+    if val_extra:
+        final["val_extra"] = {loader: {m: {"step": 100, "miou": miou_of(iou), "iou": iou} for m, iou in scores.items()}
+                              for loader, scores in val_extra.items()}
+    (folder / "final.json").write_text(json.dumps(final))
+    (folder / "config.yaml").write_text(f"mode: {mode}\nseed: {seed}\n")
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """runs/<experiment>/<mode>/seed<k>, 4 standard and 5 instance_uncertainty seeds (ensemble only)."""
+    root = tmp_path / "runs"
+    for mode in IOU:
+        for seed in range(seeds_of(mode)):
+            write_run(root / "acdc_ensemble" / mode / f"seed{seed}", mode, seed, {"ensemble": run_iou(mode, seed)})
+    return root
+
+
+def values(mode, cls):
+    return np.array([v for v in IOU[mode][cls] if v is not None], dtype=float)
+
+
+def mious(mode):
+    return np.array([miou_of(run_iou(mode, s)) for s in range(seeds_of(mode))])
+
+
+def md_rows(text):
+    """The body rows of the first Markdown table, as lists of cells."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[2:]]
+
+
+def tex_rows(text):
+    return [[c.strip() for c in ln.removesuffix(r"\\").split(" & ")]
+            for ln in text.splitlines() if ln.endswith(r"\\")][1:]
+
+
+# ----------------------------------------------------------------------------------------------- collect
+
+
+def test_collect_reads_every_run_below_the_folders_at_any_depth(tmp_path, runs):
+    deep = write_run(tmp_path / "elsewhere" / "a" / "b" / "c" / "seed9", "standard", 9,
+                     {"ensemble": run_iou("standard", 0)}, experiment="other")
+    records = collect([runs, tmp_path / "elsewhere"])
+    assert len(records) == 4 + 5 + 1
+    assert {r.run for r in records} >= {deep, runs / "acdc_ensemble" / "standard" / "seed0"}
+    r = next(r for r in records if r.run == deep)
+    assert (r.experiment, r.mode, r.seed, r.model, r.train, r.eval) == ("other", "standard", 9, "ensemble",
+                                                                        "acdc", "acdc")
+    assert r.classes == tuple(CLASSES) and list(r.iou) == run_iou("standard", 0)
+    assert r.miou == pytest.approx(miou_of(run_iou("standard", 0)))
+    # a run directory itself, and the same runs reached twice, count once
+    assert len(collect(deep)) == 1
+    assert len(collect([runs, runs / "acdc_ensemble" / "standard"])) == 9
+
+
+def test_collect_picks_members_and_reads_cross_domain_and_eval_files(tmp_path):
+    iou = run_iou("standard", 0)
+    run = write_run(tmp_path / "r", "standard", 0, {"ensemble": iou, "deeplabv3plus_resnet101": iou[::-1]},
+                    val_extra={"cityscapes/val": {"ensemble": iou[1:] + iou[:1],
+                                                  "deeplabv3plus_resnet101": iou}})
+    assert {(r.model, r.eval) for r in collect(run)} == {("ensemble", "acdc"), ("ensemble", "cityscapes")}
+    members = collect(run, member="deeplabv3plus_resnet101")
+    assert [list(r.iou) for r in members] == [iou[::-1], iou]
+    assert len(collect(run, member="all")) == 4
+    # an `iwu evaluate` file is one more train->eval column
+    (run / "eval_darkzurich.json").write_text(json.dumps({
+        "dataset": "darkzurich", "split": "val", "classes": CLASSES,
+        "results": {"ensemble": {"miou": 0.5, "iou": [0.5] * 5, "pixel_accuracy": 0.9}}}))
+    got = {r.eval: r for r in collect(run)}
+    assert set(got) == {"acdc", "cityscapes", "darkzurich"}
+    assert got["darkzurich"].train == "acdc" and got["darkzurich"].source == run / "eval_darkzurich.json"
+
+
+def test_default_grouping_adds_model_and_datasets_only_when_they_vary(tmp_path):
+    iou = run_iou("standard", 0)
+    for mode in ("standard", "instance_uncertainty"):
+        for seed in range(2):
+            write_run(tmp_path / mode / str(seed), mode, seed, {"ensemble": iou, "deeplabv3plus_mobilenet": iou},
+                      val_extra={"cityscapes/val": {"ensemble": iou, "deeplabv3plus_mobilenet": iou}})
+    assert list(group(collect(tmp_path / "standard"))) == ["standard / acdc->acdc", "standard / acdc->cityscapes"]
+    labels = list(group(collect(tmp_path, member="all")))
+    assert labels[0] == "standard / ensemble / acdc->acdc" and len(labels) == 8
+    assert list(group(collect(tmp_path), by="mode,train,eval"))[-1] == "instance_uncertainty / acdc->cityscapes"
+    assert all(len(g) == 2 for g in group(collect(tmp_path), by=("mode", "eval")).values())
+    with pytest.raises(UserError, match="add model to --by"):
+        group(collect(tmp_path, member="all"), by=("mode", "train", "eval"))
+    with pytest.raises(UserError, match="group by some of"):
+        group(collect(tmp_path), by="mode,colour")
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def test_summary_matches_numpy_per_cell(runs):
+    groups = group(collect(runs))
+    assert list(groups) == ["standard", "instance_uncertainty"]  # the baseline first
+    table = summarise(groups)
+    for col in table.columns:
+        for cls, stat in zip(CLASSES, col.cells):
+            x = values(col.label, cls)
+            assert stat.n == len(x)
+            assert stat.mean == pytest.approx(x.mean(), abs=1e-12)
+            if len(x) > 1:
+                assert stat.std == pytest.approx(x.std(ddof=1), abs=1e-12)
+            else:
+                assert math.isnan(stat.std)  # one run: no spread (documented)
+        x = mious(col.label)
+        assert col.miou.n == len(x)
+        assert col.miou.mean == pytest.approx(x.mean(), abs=1e-12)
+        assert col.miou.std == pytest.approx(x.std(ddof=1), abs=1e-12)
+    assert [c.n for c in table.columns[0].cells] == [4, 4, 4, 3, 1]
+    assert [c.n for c in table.columns[1].cells] == [5, 5, 5, 4, 4]
+
+
+@needs_scipy
+@pytest.mark.parametrize("a, b", [
+    ([0.5, 0.52, 0.49, 0.51], [0.55, 0.57, 0.56, 0.58]),  # equal n, clearly different
+    ([0.5, 0.52, 0.49], [0.3, 0.7, 0.45, 0.61, 0.5, 0.2]),  # unequal n and variances
+    ([0.1, 0.1001], [0.9, 0.2, 0.5, 0.6, 0.3, 0.31, 0.77, 0.42, 0.12, 0.66]),  # tiny against wide spread
+    ([0.31, 0.33], [0.32, 0.30]),  # n = 2 each, no difference
+    (list(np.linspace(0.2, 0.4, 30)), list(np.linspace(0.21, 0.38, 7) ** 1.1)),  # many seeds
+])
+def test_welch_t_matches_scipy(a, b):
+    ref = sp_stats.ttest_ind(a, b, equal_var=False)
+    got = welch_t(a, b)
+    assert isinstance(got, Welch)
+    assert got.t == pytest.approx(ref.statistic, rel=1e-10, abs=1e-8)
+    assert got.df == pytest.approx(ref.df, rel=1e-10, abs=1e-8)
+    assert got.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-8)
+
+
+@needs_scipy
+def test_welch_t_matches_scipy_on_random_samples():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        na, nb = rng.integers(2, 25, size=2)
+        a = rng.normal(0.5, rng.uniform(1e-3, 0.2), na)
+        b = rng.normal(0.5 + rng.normal(0, 0.05), rng.uniform(1e-3, 0.2), nb)
+        ref, got = sp_stats.ttest_ind(a, b, equal_var=False), welch_t(a, b)
+        assert abs(got.t - ref.statistic) <= 1e-8 * max(1, abs(ref.statistic))
+        assert abs(got.df - ref.df) <= 1e-8 * max(1, ref.df)
+        assert abs(got.p - ref.pvalue) <= 1e-8
+
+
+@needs_scipy
+def test_incomplete_beta_matches_scipy():
+    for a in (0.01, 0.5, 1.0, 2.5, 15.0, 400.0):
+        for b in (0.5, 1.0, 3.0):
+            for x in (1e-8, 0.01, 0.3, 0.5, 0.77, 0.999, 1 - 1e-9):
+                assert betainc(a, b, x) == pytest.approx(float(sp_special.betainc(a, b, x)), rel=1e-10, abs=1e-14)
+    assert betainc(2, 3, 0.0) == 0.0 and betainc(2, 3, 1.0) == 1.0
+
+
+def test_welch_needs_two_values_a_side():
+    assert all(math.isnan(v) for v in welch_t([0.3], [0.1, 0.2, 0.4]))
+    assert all(math.isnan(v) for v in welch_t([0.3, 0.3], [0.3, 0.3]))  # no spread at all
+    assert not welch_t([0.3], [0.1, 0.2]).significant
+
+
+@needs_scipy
+def test_welch_of_groups_matches_scipy_per_class_and_for_miou(runs):
+    groups = group(collect(runs))
+    tests = welch(groups["standard"], groups["instance_uncertainty"])
+    assert list(tests) == CLASSES + ["mIoU"]
+    for cls in CLASSES:
+        a, b = values("standard", cls), values("instance_uncertainty", cls)
+        if len(a) < 2:
+            assert math.isnan(tests[cls].p)
+            continue
+        ref = sp_stats.ttest_ind(a, b, equal_var=False)
+        assert tests[cls].t == pytest.approx(ref.statistic, abs=1e-8)
+        assert tests[cls].df == pytest.approx(ref.df, abs=1e-8)
+        assert tests[cls].p == pytest.approx(ref.pvalue, abs=1e-8)
+    ref = sp_stats.ttest_ind(mious("standard"), mious("instance_uncertainty"), equal_var=False)
+    assert tests["mIoU"].p == pytest.approx(ref.pvalue, abs=1e-8)
+    # the table's comparison is b against a: same p, t with the sign of the difference
+    cmp = summarise(groups).comparison
+    assert (cmp.a, cmp.b) == ("standard", "instance_uncertainty")
+    assert cmp.tests[2].t == pytest.approx(-tests["rider"].t) and cmp.tests[2].p == tests["rider"].p
+    assert cmp.diff[2] == pytest.approx(values("instance_uncertainty", "rider").mean() -
+                                        values("standard", "rider").mean())
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def scipy_p(cls):
+    a, b = values("standard", cls), values("instance_uncertainty", cls)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return sp_stats.ttest_ind(a, b, equal_var=False).pvalue
+
+
+def scipy_p_miou():
+    return sp_stats.ttest_ind(mious("standard"), mious("instance_uncertainty"), equal_var=False).pvalue
+
+
+def cell(x, d=3):
+    return f"{x.mean():.{d}f} ± {x.std(ddof=1):.{d}f} ({len(x)})" if len(x) > 1 else f"{x.mean():.{d}f} ({len(x)})"
+
+
+@needs_scipy
+def test_markdown_cells_and_markers(runs):
+    table = summarise(group(collect(runs)))
+    text = to_markdown(table)
+    header = [c.strip() for c in text.splitlines()[0].strip("|").split(" | ")]
+    assert header == ["class", "standard", "instance_uncertainty", "instance_uncertainty - standard",
+                      "p (Welch)", "p < 0.05"]
+    rows = md_rows(text)
+    assert [r[0] for r in rows] == CLASSES + ["mIoU"]
+    expected_sig = [scipy_p(c) < 0.05 for c in CLASSES] + [scipy_p_miou() < 0.05]
+    assert any(expected_sig) and not all(expected_sig)  # the data exercise both
+    for row, cls, sig in zip(rows, CLASSES + ["mIoU"], expected_sig):
+        a = mious("standard") if cls == "mIoU" else values("standard", cls)
+        b = mious("instance_uncertainty") if cls == "mIoU" else values("instance_uncertainty", cls)
+        assert row[1] == cell(a) and row[2] == cell(b)
+        assert row[3] == f"{b.mean() - a.mean():+.3f}"
+        assert row[5] == ("*" if sig else "")
+    assert rows[4][4] == "--"  # bicycle: one standard run, no test
+    assert text.count("*") == sum(expected_sig)  # no marker anywhere else
+    assert "61.2" not in text and "94.0 ± 0.8 (4)" in to_markdown(table, percent=True)
+
+
+@needs_scipy
+def test_latex_has_the_same_cells(runs):
+    table = summarise(group(collect(runs)))
+    text = to_latex(table)
+    assert text.startswith(r"\begin{tabular}") and r"\end{tabular}" in text and r"instance\_uncertainty" in text
+    rows = tex_rows(text)
+    assert [r[0] for r in rows] == CLASSES + ["mIoU"]
+    road = values("standard", "road")
+    assert rows[0][1] == f"${road.mean():.3f} \\pm {road.std(ddof=1):.3f}$ ({len(road)})"
+    assert rows[4][1] == f"${values('standard', 'bicycle').mean():.3f}$ (1)"
+    sig = [scipy_p(c) < 0.05 for c in CLASSES] + [scipy_p_miou() < 0.05]
+    assert [r[-1] == "*" for r in rows] == sig
+    assert text.count("*") == sum(sig)
+
+
+@needs_scipy
+def test_csv_parses_back_to_the_same_numbers(runs):
+    table = summarise(group(collect(runs)))
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    assert [r["class"] for r in rows] == CLASSES + ["mIoU"]
+    for i, row in enumerate(rows):
+        for col in table.columns:
+            stat = col.miou if i == len(CLASSES) else col.cells[i]
+            assert float(row[f"{col.label} mean"]) == stat.mean
+            assert int(row[f"{col.label} n"]) == stat.n
+            assert (row[f"{col.label} std"] == "") if math.isnan(stat.std) else float(row[f"{col.label} std"]) == stat.std
+        p = scipy_p_miou() if i == len(CLASSES) else scipy_p(CLASSES[i])
+        if math.isnan(p):
+            assert row["p"] == "" and row["p < 0.05"] == ""
+        else:
+            assert float(row["p"]) == pytest.approx(p, abs=1e-8)
+            assert row["p < 0.05"] == ("*" if p < 0.05 else "")
+    rider = rows[2]
+    assert float(rider["difference"]) == pytest.approx(values("instance_uncertainty", "rider").mean()
+                                                       - values("standard", "rider").mean(), abs=1e-12)
+    a, b = values("standard", "rider"), values("instance_uncertainty", "rider")
+    assert float(rider["se"]) == pytest.approx(math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    percent = list(csv.DictReader(io.StringIO(to_csv(table, percent=True))))
+    assert float(percent[0]["standard mean"]) == pytest.approx(100 * table.columns[0].cells[0].mean)
+
+
+# ----------------------------------------------------------------------------------------------- the paper
+
+
+def test_packaged_tables_are_the_shared_transcription():
+    if not SHARED_TABLES.exists():
+        pytest.skip("no shared copy of the paper here")
+    assert PACKAGE_TABLES.read_bytes() == SHARED_TABLES.read_bytes()
+
+
+def published():
+    return json.loads(PACKAGE_TABLES.read_text())
+
+
+def test_paper_columns_load_every_table():
+    data = published()
+    for name in ("table1_acdc", "table2_cityscapes_r101", "table3_cross_domain_r101"):
+        cols = paper_columns(name)
+        assert len(cols) == len(data[name]["columns"])
+        for col, raw in zip(cols, data[name]["columns"]):
+            assert list(col.mean) == raw["iou_mean"] and list(col.std) == raw["iou_std"] and col.miou == raw["miou"]
+            assert (col.mode, col.model) == (raw["mode"], raw["model"])
+    assert [(c.train, c.eval) for c in paper_columns("table1")] == [("acdc", "acdc")] * 6
+    assert {(c.train, c.eval) for c in paper_columns("table3")} == {("cityscapes", "acdc"), ("acdc", "cityscapes")}
+    with pytest.raises(UserError, match="table1_acdc, table2_cityscapes_r101, table3_cross_domain_r101") as err:
+        paper_columns("table9")
+    assert "\n" not in str(err.value)
+
+
+def paper_runs(root, seeds=3, val_extra=False):
+    """ACDC runs with the paper's 19 classes: standard and instance_uncertainty, an ensemble of two."""
+    classes = published()["classes"]
+    rng = np.random.default_rng(3)
+    for mode in ("standard", "instance_uncertainty"):
+        for seed in range(seeds):
+            iou = [round(float(v), 4) for v in rng.uniform(0.1, 0.95, len(classes))]
+            results = {"ensemble": iou, "deeplabv3plus_resnet101": [round(v * 0.98, 4) for v in iou]}
+            extra = {"cityscapes/val": {m: [round(v * 0.7, 4) for v in x] for m, x in results.items()}}
+            write_run(root / mode / f"seed{seed}", mode, seed, results, classes=classes,
+                      val_extra=extra if val_extra else None)
+    return root
+
+
+def test_match_paper_finds_the_published_column_and_std_units(tmp_path):
+    data, classes = published(), published()["classes"]
+    groups = group(collect(paper_runs(tmp_path), member="deeplabv3plus_resnet101"))
+    found = match_paper(groups["standard"], "table1_acdc")
+    raw = next(c for c in data["table1_acdc"]["columns"]
+               if c["mode"] == "standard" and c["model"] == "deeplabv3plus_resnet101")
+    assert (found.mode, found.model, found.train, found.eval) == ("standard", "deeplabv3plus_resnet101", "acdc", "acdc")
+    assert list(found.mean) == raw["iou_mean"] and list(found.std) == raw["iou_std"]
+    assert match_paper(groups["standard"], "table2_cityscapes_r101") is None  # other dataset
+    assert match_paper(group(collect(tmp_path))["standard"], "table1_acdc") is None  # no ensemble column
+
+    table = summarise(groups, paper="table1")
+    match = table.paper["standard"]
+    ours = np.array([[r.iou[i] for r in groups["standard"]] for i in range(len(classes))]).mean(axis=1)
+    wall, sidewalk = classes.index("wall"), classes.index("sidewalk")
+    assert raw["iou_std"][wall] == 0.01 and raw["iou_std"][sidewalk] == 0.0
+    assert match.cells[wall].z == pytest.approx((ours[wall] - raw["iou_mean"][wall]) / 0.01)
+    assert match.cells[sidewalk].raw and match.cells[sidewalk].diff == pytest.approx(ours[sidewalk] - 0.79)
+    assert match.miou.raw and match.miou.mean == raw["miou"]  # table 1 prints no mIoU std
+
+    text = to_markdown(table)
+    rows = {r[0]: r for r in md_rows(text)}
+    assert rows["wall"][2] == f"{raw['iou_mean'][wall]:.2f} ± 0.01"
+    assert rows["wall"][3] == f"{(ours[wall] - raw['iou_mean'][wall]) / 0.01:+.1f}"
+    assert rows["sidewalk"][3] == f"{ours[sidewalk] - 0.79:+.3f}\u2020"
+    assert f"${ours[sidewalk] - 0.79:+.3f}^\\dagger$" in to_latex(table)
+    row = next(csv.DictReader(io.StringIO(to_csv(table))))
+    assert float(row["standard paper mean"]) == raw["iou_mean"][0]
+    assert float(row["standard ours-paper"]) == pytest.approx(ours[0] - raw["iou_mean"][0])
+
+
+def test_cross_domain_groups_match_table3(tmp_path):
+    groups = group(collect(paper_runs(tmp_path, seeds=2, val_extra=True), member="deeplabv3plus_resnet101"))
+    assert list(groups) == ["standard / acdc->acdc", "standard / acdc->cityscapes",
+                            "instance_uncertainty / acdc->acdc", "instance_uncertainty / acdc->cityscapes"]
+    table = summarise(groups, paper="table3_cross_domain_r101")
+    assert table.paper["standard / acdc->acdc"] is None
+    match = table.paper["instance_uncertainty / acdc->cityscapes"]
+    col = next(c for c in published()["table3_cross_domain_r101"]["columns"]
+               if c["mode"] == "instance_uncertainty" and c["train"] == "acdc")
+    assert list(match.column.mean) == col["iou_mean"] and match.miou.std == col["miou_std"] == 0.01
+    ours = table.column("instance_uncertainty / acdc->cityscapes").miou.mean
+    assert match.miou.z == pytest.approx((ours - col["miou"]) / 0.01)
+    with pytest.raises(UserError, match="no published column matches"):
+        summarise(group(collect(tmp_path)), paper="table3")
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+
+def one_line(excinfo, *needles):
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert str(needle) in message
+
+
+def test_a_folder_without_runs_is_named(tmp_path, runs):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(UserError) as err:
+        collect([runs, tmp_path / "empty"])
+    one_line(err, tmp_path / "empty", "final.json")
+    with pytest.raises(UserError) as err:
+        collect(tmp_path / "missing")
+    one_line(err, tmp_path / "missing")
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    (json.dumps({"dataset": "acdc", "classes": CLASSES, "results": {}}), "mode"),
+    (json.dumps({"mode": "standard", "dataset": "acdc", "classes": CLASSES,
+                 "results": {"ensemble": {"miou": 0.5, "iou": [0.5] * 4}}}), "4 IoUs for 5 classes"),
+    (json.dumps({"mode": "standard", "dataset": "acdc", "classes": CLASSES,
+                 "results": {"ensemble": {"miou": 0.5, "iou": ["x"] * 5}}}), "'x'"),
+])
+def test_a_malformed_final_json_is_named(tmp_path, runs, content, needle):
+    bad = tmp_path / "bad" / "seed0" / "final.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(content)
+    with pytest.raises(UserError) as err:
+        collect([runs, tmp_path / "bad"])
+    one_line(err, bad, needle)
+
+
+def test_runs_with_other_classes_or_members_are_refused(tmp_path, runs):
+    odd = write_run(tmp_path / "odd", "standard", 7, {"ensemble": [0.5] * 4}, classes=CLASSES[:4])
+    with pytest.raises(UserError) as err:
+        collect([runs, odd])
+    one_line(err, odd / "final.json", "classes")
+    with pytest.raises(UserError) as err:
+        collect(runs, member="deeplabv3plus_resnet50")
+    one_line(err, "final.json", "deeplabv3plus_resnet50", "has: ensemble")
+    twin = write_run(tmp_path / "copy", "standard", 0, {"ensemble": run_iou("standard", 0)})
+    with pytest.raises(UserError) as err:
+        collect([runs, twin])
+    one_line(err, twin, "seed 0")
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def test_difference_figure_is_a_png(tmp_path, runs):
+    table = summarise(group(collect(runs)))
+    counts = tmp_path / "class_counts.json"
+    counts.write_text(json.dumps({"classes": CLASSES, "counts": [500, 300, 5, 10, 8], "ignored": 3}))
+    path = save_difference_figure(table, "standard", "instance_uncertainty", tmp_path / "fig" / "d.png",
+                                  class_share=report.load_class_share(counts, CLASSES))
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+    save_difference_figure(table, 0, 1, tmp_path / "plain.png")
+    assert (tmp_path / "plain.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_write_report_writes_the_table_and_the_figure(tmp_path, runs, capsys):
+    out = tmp_path / "report"
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    (counts / "class_counts.json").write_text(json.dumps({"classes": CLASSES[::-1], "counts": [1, 2, 3, 4, 90]}))
+    written = write_report([runs], out, by=None, member="ensemble", fmt="md", class_counts=counts)
+    assert written == {"md": out / "report.md", "figure": out / "difference.png"}
+    text = written["md"].read_text()
+    rows = md_rows(text)
+    assert rows[0][:2] == ["road", "90.00"]  # share of road (its count listed last in the file)
+    assert written["figure"].read_bytes()[:8] == PNG_SIGNATURE
+
+    written = write_report(runs, out, fmt="tex,csv", percent=True)
+    assert set(written) == {"tex", "csv", "figure"} and written["tex"].name == "report.tex"
+    assert run_report([runs], out=None, fmt="csv") == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("class,standard mean") and "wrote" not in printed
+    assert run_report(runs, out=tmp_path / "r2") == 0
+    printed = capsys.readouterr().out
+    assert "| road |" in printed and f"wrote {tmp_path / 'r2' / 'report.md'}" in printed
+    with pytest.raises(UserError, match="choose from md, tex, csv"):
+        write_report(runs, out, fmt="html")
+
+
+def test_one_group_writes_no_figure(tmp_path, runs):
+    written = write_report(runs / "acdc_ensemble" / "standard", tmp_path / "out")
+    assert set(written) == {"md"}
+    assert "p < 0.05" not in written["md"].read_text()
