@@ -23,9 +23,16 @@ def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys):
     assert [len(v) for v in summary["results"].values()] == [2, 2]
     assert abs(sum(summary["train_share"]) - 1) < 1e-9
     assert (out / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report" / "difference.png").is_file()
+    assert "| mIoU |" in (out / "report" / "report.md").read_text()
     printed = capsys.readouterr().out
     table = printed[printed.index("ensemble IoU"):]
     assert "road" in table and "mIoU" in table and "gain" in table
+
+    # the report command reads the same runs
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "csv"]) == 0
+    assert "instance_uncertainty mean" in capsys.readouterr().out
 
     # finished runs are not trained again
     before = (out / "standard" / "seed0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns

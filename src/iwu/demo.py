@@ -70,6 +70,7 @@ def _uncertainty_rows(run: Path, config, count: int = 2) -> list[dict]:
 def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) -> int:
     from iwu.data import SegmentationDataModule
     from iwu.data.cityscapes import PALETTE
+    from iwu.report import write_report
     from iwu.train import train
     from iwu.viz import save_uncertainty_figure
 
@@ -88,9 +89,13 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
     share = counts / counts.sum()
     table = per_class_table(final["classes"], results, share)
     print(f"\nensemble IoU on the validation scenes, mean ± std over {seeds} seed(s):\n{table}")
+    counts_file = atomic_write_json(out / "class_counts.json", {"classes": final["classes"],
+                                                                "counts": counts.astype(int).tolist()})
+    written = write_report([out / mode for mode in MODES], out / "report", class_counts=counts_file)
     figure = save_uncertainty_figure(out / "uncertainty.png", _uncertainty_rows(out / MODES[-1] / "seed0", config),
                                      PALETTE)
     atomic_write_json(out / "demo.json", {"classes": final["classes"], "train_share": share.tolist(),
                                           "results": results})
-    print(f"\nwrote {figure} and {out / 'demo.json'}; the runs are in {out}/<mode>/seed<k>")
+    print(f"\nwrote {figure}, {out / 'demo.json'}, and {written['md']} with {written['figure']} "
+          f"(Welch's t-test per class: iwu report {out}); the runs are in {out}/<mode>/seed<k>")
     return 0
