@@ -40,7 +40,7 @@ except ImportError:  # scipy is a dev dependency
 needs_scipy = pytest.mark.skipif(sp_stats is None, reason="scipy (dev dependency) is the reference")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PACKAGE_TABLES = Path(report.__file__).with_name("paper_tables.json")
+PACKAGE_TABLES = Path(report.__file__).parent.with_name("paper_tables.json")
 SHARED_TABLES = Path("/work/shared/paper/tables.json")
 
 CLASSES = ["road", "car", "rider", "train", "bicycle"]

@@ -1,0 +1,99 @@
+"""`iwu report`: per-class IoU over seeds from run directories, Welch t-tests, tables and a figure.
+
+    records = collect(["runs/acdc"], member="ensemble")   # one per (run, eval dataset)
+    table = summarise(group(records), paper="table1_acdc")
+    print(to_markdown(table))
+
+Inputs are the files runs write and nothing else: every ``final.json`` found
+below the given folders (its ``results`` score the training dataset's
+validation set, its optional ``val_extra`` a second, cross-domain one) and the
+``eval_<dataset>.json`` files `iwu evaluate` writes beside it. An eval file
+scoring the same dataset and split as ``final.json`` replaces that column for
+its run (it is the later, explicit evaluation).
+
+Statistics, per group (column) and class, over the runs (seeds) of the group:
+mean and sample standard deviation (ddof=1), and n, the number of runs whose
+IoU for the class is not null (a class absent from a validation set scores
+null, so n can differ between cells). With n = 1 the standard deviation is
+NaN and the cell shows no spread; with n = 0 it shows ``--``. The mIoU row is
+the mean and spread of each run's own mIoU. Two groups are compared with
+Welch's t-test (unequal variances), written here with a continued-fraction
+incomplete beta function so that scipy stays a test-only dependency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iwu.errors import UserError
+from iwu.files import atomic_write_bytes
+from iwu.report.figure import save_difference_figure
+from iwu.report.formats import RAW, RENDER, to_csv, to_latex, to_markdown
+from iwu.report.groups import FIELDS, MODE_ORDER, default_by, group
+from iwu.report.paper import PAPER_FILE, PaperCell, PaperColumn, PaperMatch, match_paper, paper_columns, paper_tables
+from iwu.report.records import ALL, ENSEMBLE, EVAL_GLOB, FINAL, Record, collect
+from iwu.report.stats import ALPHA, MIOU, Stat, Welch, betainc, describe, t_two_sided, welch, welch_t
+from iwu.report.table import Column, Comparison, Table, compare, load_class_share, summarise
+
+__all__ = [
+    "ALL", "ALPHA", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU", "MODE_ORDER",
+    "PAPER_FILE", "RAW", "RENDER",
+    "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "Table", "Welch",
+    "betainc", "build_table", "collect", "compare", "default_by", "describe", "group", "load_class_share",
+    "match_paper", "paper_columns", "paper_tables", "run_report", "save_difference_figure", "summarise",
+    "t_two_sided", "to_csv", "to_latex", "to_markdown", "welch", "welch_t", "write_report",
+]
+
+FORMATS = {"md": "report.md", "tex": "report.tex", "csv": "report.csv"}
+FIGURE = "difference.png"
+
+
+def _formats(fmt) -> list[str]:
+    if isinstance(fmt, str):
+        fmt = list(FORMATS) if fmt == "all" else [f.strip() for f in fmt.split(",") if f.strip()]
+    fmt = list(dict.fromkeys(fmt))
+    bad = [f for f in fmt if f not in FORMATS]
+    if bad or not fmt:
+        raise UserError(f"--format {','.join(bad) or '(empty)'}: choose from {', '.join(FORMATS)} or all")
+    return fmt
+
+
+def build_table(run_dirs, by=None, member: str = ENSEMBLE, paper: str | None = None,
+                class_counts=None) -> Table:
+    """collect -> group -> summarise, with class shares from a class_counts.json when given."""
+    records = collect(run_dirs, member)
+    share = load_class_share(class_counts, records[0].classes) if class_counts is not None else None
+    return summarise(group(records, by), paper=paper, class_share=share)
+
+
+def write_report(run_dirs, out_dir, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
+                 class_counts=None, percent: bool = False) -> dict[str, Path]:
+    """Write ``report.<fmt>`` (md, tex, csv; several comma-separated, or all) and, with exactly two
+    columns, ``difference.png`` into `out_dir`; returns {format or "figure": path}."""
+    formats = _formats(fmt)
+    table = build_table(run_dirs, by, member, paper, class_counts)
+    return _write(table, Path(out_dir), formats, percent)
+
+
+def _render(table: Table, fmt: str, percent: bool) -> str:
+    return RENDER[fmt](table, percent=percent)
+
+
+def _write(table: Table, out: Path, formats: list[str], percent: bool) -> dict[str, Path]:
+    written = {f: atomic_write_bytes(out / FORMATS[f], _render(table, f, percent).encode("utf-8"))
+               for f in formats}
+    if len(table.columns) == 2:
+        written["figure"] = save_difference_figure(table, 0, 1, out / FIGURE, percent=percent)
+    return written
+
+
+def run_report(runs, out=None, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
+               class_counts=None, percent: bool = False) -> int:
+    """Print the table (in the first format asked for); with `out`, also write the report files there."""
+    formats = _formats(fmt)
+    table = build_table(runs, by, member, paper, class_counts)
+    print(_render(table, formats[0], percent), end="")
+    if out is not None:
+        for path in _write(table, Path(out), formats, percent).values():
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,210 @@
+"""The table as text: Markdown, LaTeX (booktabs) and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from iwu.report.paper import PaperCell
+from iwu.report.stats import MIOU, Stat
+from iwu.report.table import Table
+
+RAW = "\u2020"  # marks a difference to the paper left in IoU units because the published std is 0
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+class _Style:
+    """Number formatting shared by the text formats."""
+
+    def __init__(self, percent: bool, decimals: int | None):
+        self.scale = 100.0 if percent else 1.0
+        self.d = decimals if decimals is not None else (1 if percent else 3)
+        self.paper_d = max(self.d - 1, 0) if percent else 2  # the paper prints two decimals of a fraction
+
+    def num(self, x, d=None, sign=False) -> str:
+        if _nan(x):
+            return "--"
+        return f"{x * self.scale:{'+' if sign else ''}.{self.d if d is None else d}f}"
+
+    @staticmethod
+    def p(p, tex: bool = False) -> str:
+        if _nan(p):
+            return "--"
+        if p >= 0.001:
+            return f"{p:.3f}"
+        mantissa, exponent = f"{p:.1e}".split("e")
+        return f"${mantissa} \\times 10^{{{int(exponent)}}}$" if tex else f"{p:.1e}"
+
+
+def _pm(style: _Style, stat: Stat, tex: bool) -> str:
+    if stat.n == 0:
+        return "--"
+    mean = style.num(stat.mean)
+    body = mean if _nan(stat.std) else (f"{mean} \\pm {style.num(stat.std)}" if tex
+                                        else f"{mean} ± {style.num(stat.std)}")
+    return f"${body}$ ({stat.n})" if tex else f"{body} ({stat.n})"
+
+
+def _paper_pm(style: _Style, cell: PaperCell | None, tex: bool) -> str:
+    if cell is None:
+        return ""
+    mean = style.num(cell.mean, style.paper_d)
+    if cell.std is None:
+        return f"${mean}$" if tex else mean
+    std = style.num(cell.std, style.paper_d)
+    return f"${mean} \\pm {std}$" if tex else f"{mean} ± {std}"
+
+
+def _paper_z(style: _Style, cell: PaperCell | None, tex: bool) -> str:
+    if cell is None or _nan(cell.diff):
+        return "" if cell is None else "--"
+    if cell.raw:
+        return f"${style.num(cell.diff, sign=True)}^\\dagger$" if tex else f"{style.num(cell.diff, sign=True)}{RAW}"
+    return f"${cell.z:+.1f}$" if tex else f"{cell.z:+.1f}"
+
+
+def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (classes, then mIoU) of the text formats."""
+    header = ["class"]
+    if table.share is not None:
+        header.append("train %")
+    for col in table.columns:
+        header.append(col.label)
+        if table.paper.get(col.label):
+            header += [f"paper {table.paper[col.label].column.table}", "(ours - paper) / paper std"]
+    cmp = table.comparison
+    if cmp:
+        header += [f"{cmp.b} - {cmp.a}", "p (Welch)", "p < 0.05"]
+    rows = []
+    for i in range(len(table.classes) + 1):
+        is_miou = i == len(table.classes)
+        row = [MIOU if is_miou else table.classes[i]]
+        if table.share is not None:
+            row.append("" if is_miou else f"{100 * table.share[i]:.2f}")
+        for col in table.columns:
+            row.append(_pm(style, col.miou if is_miou else col.cells[i], tex))
+            match = table.paper.get(col.label)
+            if match:
+                cell = match.miou if is_miou else match.cells[i]
+                row += [_paper_pm(style, cell, tex), _paper_z(style, cell, tex)]
+        if cmp:
+            diff, test = (cmp.miou_diff, cmp.miou_test) if is_miou else (cmp.diff[i], cmp.tests[i])
+            d = style.num(diff, sign=True)
+            row += [f"${d}$" if tex and d != "--" else d, style.p(test.p, tex), "*" if test.significant else ""]
+        rows.append(row)
+    return header, rows
+
+
+def _notes(table: Table, style: _Style) -> list[str]:
+    unit = "IoU x 100" if style.scale == 100 else "IoU"
+    notes = [f"Cells: {unit}, mean ± sample std over runs (n runs with a score for the class); "
+             f"the mIoU row is over each run's mIoU."]
+    if table.comparison:
+        notes.append("Difference of means and Welch's t-test (unequal variances), two-sided; "
+                     "the last column marks p < 0.05.")
+    if any(table.paper.values()):
+        notes.append(f"Paper: published mean ± std; (ours - paper) / paper std, or, marked {RAW}, "
+                     f"ours - paper in {unit} where the published std is 0 or not given.")
+    unmatched = [label for label, m in table.paper.items() if m is None]
+    if unmatched:
+        notes.append(f"No published column for: {', '.join(unmatched)}.")
+    return notes
+
+
+def to_markdown(table: Table, *, percent: bool = False, decimals: int | None = None) -> str:
+    """A GitHub-flavoured Markdown table: rows classes and mIoU, columns the groups (and comparisons)."""
+    style = _Style(percent, decimals)
+    header, rows = _rows(table, style, tex=False)
+
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    if table.comparison:
+        align[-1] = ":---:"
+    out = [line(header), "|" + "|".join(align) + "|", *(line(r) for r in rows), ""]
+    out += _notes(table, style)
+    return "\n".join(out) + "\n"
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text).replace("->", r"$\to$").replace("±", r"$\pm$")
+    return text.replace("<", "$<$")
+
+
+def to_latex(table: Table, *, percent: bool = False, decimals: int | None = None) -> str:
+    """A booktabs ``tabular`` with the same rows and columns as `to_markdown` (needs ``\\usepackage{booktabs}``)."""
+    style = _Style(percent, decimals)
+    header, rows = _rows(table, style, tex=True)
+    spec = "l" + "r" * (len(header) - 1)
+    if table.comparison:
+        spec = spec[:-1] + "c"
+    out = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+           " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+    for i, row in enumerate(rows):
+        if i == len(rows) - 1:
+            out.append(r"\midrule")
+        cells = [_tex(row[0])] + [c if c.startswith("$") else _tex(c) for c in row[1:]]
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    out += [f"% {note}" for note in _notes(table, style)]
+    return "\n".join(out) + "\n"
+
+
+def _csv_num(x, scale: float = 1.0) -> str:
+    return "" if _nan(x) else repr(float(x) * scale)
+
+
+def to_csv(table: Table, *, percent: bool = False) -> str:
+    """The same numbers at full precision, one row per class and mIoU; empty cells for none.
+
+    Columns: ``class``, ``train share`` (with class shares), per group
+    ``<label> mean|std|n`` (and ``<label> paper mean|paper std|ours-paper|(ours-paper)/paper std``
+    with a matched published column), and with two groups ``difference``
+    (b - a), ``se``, ``t`` (of b against a), ``df``, ``p``, ``p < 0.05`` (``*`` or empty).
+    """
+    scale = 100.0 if percent else 1.0
+    header = ["class"] + (["train share"] if table.share is not None else [])
+    for col in table.columns:
+        header += [f"{col.label} mean", f"{col.label} std", f"{col.label} n"]
+        if table.paper.get(col.label):
+            header += [f"{col.label} paper mean", f"{col.label} paper std", f"{col.label} ours-paper",
+                       f"{col.label} (ours-paper)/paper std"]
+    cmp = table.comparison
+    if cmp:
+        header += ["difference", "se", "t", "df", "p", "p < 0.05"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for i in range(len(table.classes) + 1):
+        is_miou = i == len(table.classes)
+        row = [MIOU if is_miou else table.classes[i]]
+        if table.share is not None:
+            row.append("" if is_miou else _csv_num(table.share[i]))
+        for col in table.columns:
+            stat = col.miou if is_miou else col.cells[i]
+            row += [_csv_num(stat.mean, scale), _csv_num(stat.std, scale), str(stat.n)]
+            match = table.paper.get(col.label)
+            if match:
+                cell = match.miou if is_miou else match.cells[i]
+                row += ["", "", "", ""] if cell is None else [
+                    _csv_num(cell.mean, scale), _csv_num(cell.std, scale), _csv_num(cell.diff, scale),
+                    _csv_num(cell.z)]
+        if cmp:
+            diff, se, test = ((cmp.miou_diff, cmp.miou_se, cmp.miou_test) if is_miou
+                              else (cmp.diff[i], cmp.se[i], cmp.tests[i]))
+            row += [_csv_num(diff, scale), _csv_num(se, scale), _csv_num(test.t), _csv_num(test.df),
+                    _csv_num(test.p), "*" if test.significant else ""]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+RENDER = {"md": to_markdown, "tex": to_latex, "csv": to_csv}

@@ -1,0 +1,184 @@
+"""Records: the scores of one model of one run on one validation set, collected from final.json and eval_*.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from iwu.errors import UserError
+
+FINAL = "final.json"
+EVAL_GLOB = "eval_*.json"
+ENSEMBLE = "ensemble"
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One model of one run scored on one validation set."""
+
+    experiment: str | None
+    mode: str
+    seed: int | None
+    model: str
+    train: str  # the dataset the run trained on
+    eval: str  # the dataset scored ("cityscapes"; "cityscapes/test" for a split other than val)
+    classes: tuple[str, ...]
+    iou: tuple[float | None, ...]  # in the order of `classes`; None: class absent from this set
+    miou: float | None
+    source: Path  # the final.json or eval_*.json the numbers come from
+    run: Path  # the run directory
+
+    def value(self, name: str):
+        return getattr(self, name)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: unreadable ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _text(path: Path, data: dict, key: str, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{path}: `{key}` must be a non-empty string, found {value!r}")
+    return value
+
+
+def _score(value) -> float | None:
+    """An IoU or mIoU: a finite number, or None for null/NaN (nothing to score)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _scores(path: Path, where: str, entry, classes: tuple[str, ...]) -> tuple[tuple[float | None, ...], float | None]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("iou"), list):
+        raise UserError(f"{path}: {where} needs an `iou` list")
+    if len(entry["iou"]) != len(classes):
+        raise UserError(f"{path}: {where} has {len(entry['iou'])} IoUs for {len(classes)} classes")
+    try:
+        iou = tuple(_score(v) for v in entry["iou"])
+        miou = _score(entry.get("miou"))
+    except TypeError as err:
+        raise UserError(f"{path}: {where} holds {err.args[0]!r} where a number or null belongs") from None
+    return iou, miou
+
+
+def _classes(path: Path, data: dict) -> tuple[str, ...]:
+    classes = data.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{path}: `classes` must be a non-empty list of names")
+    return tuple(classes)
+
+
+def _eval_label(name: str) -> str:
+    """A validation loader's name (``kind/split``) as an eval dataset: the kind alone for ``val``."""
+    kind, _, split = name.partition("/")
+    return kind if split in ("", "val") else name
+
+
+def _members(path: Path, where: str, results: dict, member: str) -> list[str]:
+    if member == ALL:
+        return list(results)
+    if member not in results:
+        raise UserError(f"{path}: no model {member!r} in `{where}` (it has: {', '.join(results) or 'none'}); "
+                        f"choose one with --member, or --member all")
+    return [member]
+
+
+def _run_records(final_path: Path, member: str) -> list[Record]:
+    data = _load_json(final_path)
+    run = final_path.parent
+    mode, train = _text(final_path, data, "mode"), _text(final_path, data, "dataset")
+    experiment = _text(final_path, data, "experiment", required=False)
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError(f"{final_path}: `seed` must be a whole number, found {seed!r}")
+    classes = _classes(final_path, data)
+    results = data.get("results")
+    if not isinstance(results, dict) or not results:
+        raise UserError(f"{final_path}: `results` must map model names to their scores")
+
+    # eval dataset -> (source, {model: scores}); later sources replace earlier ones for the same dataset
+    sets: dict[str, tuple[Path, str, dict]] = {train: (final_path, "results", results)}
+    extra = data.get("val_extra") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise UserError(f"{final_path}: `val_extra` must map validation sets to {{model: scores}}")
+    for loader, scores in extra.items():
+        sets[_eval_label(loader)] = (final_path, f"val_extra[{loader!r}]", scores)
+    for eval_path in sorted(run.glob(EVAL_GLOB)):
+        ev = _load_json(eval_path)
+        dataset = _text(eval_path, ev, "dataset")
+        split = ev.get("split") or "val"
+        if _classes(eval_path, ev) != classes:
+            raise UserError(f"{eval_path}: its classes differ from those of {final_path}")
+        if not isinstance(ev.get("results"), dict) or not ev["results"]:
+            raise UserError(f"{eval_path}: `results` must map model names to their scores")
+        sets[_eval_label(f"{dataset}/{split}")] = (eval_path, "results", ev["results"])
+
+    records = []
+    for eval_name, (source, where, scores) in sets.items():
+        for model in _members(source, where, scores, member):
+            iou, miou = _scores(source, f"{where}[{model!r}]", scores[model], classes)
+            records.append(Record(experiment, mode, seed, model, train, eval_name, classes, iou, miou, source, run))
+    return records
+
+
+def _final_files(folder) -> list[Path]:
+    path = Path(folder)
+    if path.is_file() and path.name == FINAL:
+        return [path]
+    if path.is_file():
+        raise UserError(f"{path}: not a folder of runs nor a {FINAL}")
+    if not path.is_dir():
+        raise UserError(f"{path}: no such folder")
+    found = sorted(path.rglob(FINAL))
+    if not found:
+        raise UserError(f"{path}: no {FINAL} in this folder or below it (a run writes it when it finishes)")
+    return found
+
+
+def collect(run_dirs, member: str = ENSEMBLE) -> list[Record]:
+    """One `Record` per (run, eval dataset, model) from every final.json below `run_dirs`.
+
+    `run_dirs` is a folder or a list of them; each may be a run directory or
+    hold runs at any depth. `member` picks the model: ``ensemble`` (default), a
+    member's name, or ``all`` for every model in the results.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise UserError("no run folders given")
+    files: dict[Path, Path] = {}
+    for folder in run_dirs:
+        for path in _final_files(folder):
+            files.setdefault(path.resolve(), path)  # the same run reached twice counts once
+    records = [r for path in files.values() for r in _run_records(path, member)]
+
+    first = records[0]
+    seen: dict[tuple, Path] = {}
+    for r in records:
+        if r.classes != first.classes:
+            raise UserError(f"{r.source}: its classes ({len(r.classes)}: {', '.join(r.classes[:3])}, ...) differ "
+                            f"from those of {first.source}; report runs of one class set at a time")
+        key = (r.experiment, r.mode, r.seed, r.model, r.train, r.eval)
+        if key in seen and seen[key] != r.run:
+            raise UserError(f"{r.run} and {seen[key]}: two runs of experiment {r.experiment}, mode {r.mode}, "
+                            f"seed {r.seed}; pass only one of them")
+        seen[key] = r.run
+    return records

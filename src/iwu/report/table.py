@@ -1,0 +1,155 @@
+"""The report table: per-column statistics, the comparison of two columns, the paper beside them,
+and training-set class shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iwu.errors import UserError
+from iwu.report.paper import PaperMatch, _class_key, _paper_cell, _shared, match_paper, paper_columns
+from iwu.report.records import Record, _load_json
+from iwu.report.stats import MIOU, Stat, Welch, _samples, describe, welch
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    records: tuple[Record, ...]
+    samples: tuple[tuple[float, ...], ...]  # per class: the non-null IoUs
+    miou_samples: tuple[float, ...]
+    cells: tuple[Stat, ...]
+    miou: Stat
+
+    def shared(self, name: str):
+        """The value of a record field common to the whole column, else None."""
+        return _shared(self.records, name)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Column b against column a: b - a per class, the standard error of that, and Welch's test of b against a."""
+
+    a: str
+    b: str
+    diff: tuple[float, ...]
+    se: tuple[float, ...]
+    tests: tuple[Welch, ...]  # t has the sign of b - a
+    miou_diff: float
+    miou_se: float
+    miou_test: Welch
+
+
+@dataclass(frozen=True)
+class Table:
+    classes: tuple[str, ...]
+    columns: tuple[Column, ...]
+    comparison: Comparison | None = None  # when exactly two columns
+    paper: Mapping[str, PaperMatch | None] = field(default_factory=dict)  # column label -> match
+    share: tuple[float, ...] | None = None  # training-set share per class
+
+    def column(self, which) -> Column:
+        if isinstance(which, int):
+            return self.columns[which]
+        for col in self.columns:
+            if col.label == which:
+                return col
+        raise UserError(f"no column {which!r}; the columns are: {', '.join(c.label for c in self.columns)}")
+
+
+def _column(label: str, records: Sequence[Record]) -> Column:
+    per_class, mious = _samples(records)
+    return Column(label, tuple(records), tuple(map(tuple, per_class)), tuple(mious),
+                  tuple(describe(v) for v in per_class), describe(mious))
+
+
+def _se(a: Stat, b: Stat) -> float:
+    if a.n < 2 or b.n < 2:
+        return math.nan
+    return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+
+
+def compare(a: Column, b: Column) -> Comparison:
+    tests = welch(b, a)
+    return Comparison(
+        a.label, b.label,
+        diff=tuple(cb.mean - ca.mean for ca, cb in zip(a.cells, b.cells)),
+        se=tuple(_se(ca, cb) for ca, cb in zip(a.cells, b.cells)),
+        tests=tuple(tests[c] for c in a.records[0].classes),
+        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU])
+
+
+def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = None, class_share=None) -> Table:
+    """Per column and class: mean, std, n over the runs; Welch's test when there are two columns.
+
+    `paper` names a published table to set beside each column it matches (a
+    UserError if it matches none); `class_share` (one training-set share per
+    class, or {class: share}) is kept for the formats and the figure.
+    """
+    if not groups:
+        raise UserError("no runs to report")
+    columns = tuple(_column(label, rs) for label, rs in groups.items())
+    classes = columns[0].records[0].classes
+    comparison = compare(*columns) if len(columns) == 2 else None
+    matches: dict[str, PaperMatch | None] = {}
+    if paper is not None:
+        published = paper_columns(paper)
+        for col in columns:
+            found = match_paper(col, published)
+            if found is None:
+                matches[col.label] = None
+                continue
+            cells = []
+            for name, stat in zip(classes, col.cells):
+                theirs = found.lookup(name)
+                cells.append(None if theirs is None else _paper_cell(stat.mean, *theirs))
+            matches[col.label] = PaperMatch(found, tuple(cells), _paper_cell(col.miou.mean, found.miou,
+                                                                               found.miou_std))
+        if not any(matches.values()):
+            ours = "; ".join(f"{c.shared('mode')} / {c.shared('model')} / {c.shared('train')}->{c.shared('eval')}"
+                             for c in columns)
+            theirs = "; ".join(c.label for c in published)
+            raise UserError(f"--paper {paper}: no published column matches a column of this report "
+                            f"(ours: {ours}; published: {theirs}); pick runs or --member to match")
+    return Table(classes, columns, comparison, matches, _shares(classes, class_share))
+
+
+def _shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:
+    if share is None:
+        return None
+    if isinstance(share, Mapping):
+        by_key = {_class_key(k): float(v) for k, v in share.items()}
+        missing = [c for c in classes if _class_key(c) not in by_key]
+        if missing:
+            raise UserError(f"class shares: none given for {', '.join(missing)}")
+        return tuple(by_key[_class_key(c)] for c in classes)
+    share = tuple(float(s) for s in share)
+    if len(share) != len(classes):
+        raise UserError(f"class shares: {len(share)} given for {len(classes)} classes")
+    return share
+
+
+def load_class_share(path, classes: Sequence[str]) -> tuple[float, ...]:
+    """Training-set share per class (in the order of `classes`) from a class_counts.json or its folder.
+
+    The file holds ``{"classes": [...], "counts": [...]}`` (as `iwu prepare` writes); classes are
+    matched by name.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "class_counts.json"
+    data = _load_json(path)
+    names, counts = data.get("classes"), data.get("counts")
+    if (not isinstance(names, list) or not isinstance(counts, list) or len(names) != len(counts)
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts)):
+        raise UserError(f"{path}: needs `classes` and as many non-negative `counts`")
+    total = float(sum(counts))
+    if total <= 0:
+        raise UserError(f"{path}: the counts add up to 0")
+    by_key = {_class_key(str(n)): c / total for n, c in zip(names, counts)}
+    missing = [c for c in classes if _class_key(c) not in by_key]
+    if missing:
+        raise UserError(f"{path}: no count for {', '.join(missing)}")
+    return tuple(by_key[_class_key(c)] for c in classes)
