@@ -20,7 +20,6 @@ from tqdm import tqdm
 from iwu.calibration import UncertaintyMeter, save_reliability_diagram
 from iwu.data.common import atomic_save_png
 from iwu.ensemble import ENSEMBLE
-from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.inference import Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import lightning as L
@@ -152,7 +153,10 @@ def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     _check_run_dir(config, out)
     if config.resume and (out / FINAL).exists():
         print(f"{out}: finished already; {FINAL} holds its results")
-        return yaml.safe_load((out / FINAL).read_text())
+        try:
+            return json.loads((out / FINAL).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{out / FINAL}: unreadable ({err}); delete it to finish the run again") from None
     save_config(config, out / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
