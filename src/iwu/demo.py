@@ -55,10 +55,10 @@ def per_class_table(classes, results: dict[str, list[dict]], share) -> str:
 @torch.no_grad()
 def _uncertainty_rows(run: Path, config, count: int = 2) -> list[dict]:
     from iwu.data import SegmentationDataModule
-    from iwu.ensemble import EnsembleModule
+    from iwu.inference import load_models
     from iwu.uncertainty import ensemble_uncertainty
 
-    module = EnsembleModule.from_checkpoint(run / "checkpoints" / "best_ensemble.ckpt")
+    module = load_models(run, "cpu").module
     dm = SegmentationDataModule(config.data)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))

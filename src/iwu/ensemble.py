@@ -80,22 +80,6 @@ class EnsembleModule(L.LightningModule):
         self.latest: dict[str, dict[str, tuple[list[float | None], float]]] = {}  # loader -> model -> (iou, miou)
         self.validated_step = -1
 
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> EnsembleModule:
-        """The members of a run's checkpoint (`best_ensemble.ckpt`, `last.ckpt`), in evaluation mode."""
-        from iwu.config import config_from_dict
-
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-            about = checkpoint["iwu"]
-        except (OSError, RuntimeError, KeyError, EOFError) as err:
-            raise UserError(f"{path}: not a checkpoint of an iwu run ({type(err).__name__}: {err})") from None
-        config = config_from_dict(about["config"], str(path))
-        config.model.pretrained = False  # the checkpoint holds the weights
-        module = cls(config, about["classes"])
-        module.load_state_dict(checkpoint["state_dict"])
-        return module.eval()
-
     # --- set-up -----------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
