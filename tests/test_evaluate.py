@@ -92,6 +92,8 @@ def test_evaluate_errors_are_one_line(run, tmp_path, capsys):
     out, root = run
     assert main(["evaluate", str(tmp_path / "nothing"), "--data", f"cityscapes:{root}"]) == 2
     assert "no such run directory or checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--device", "gpu7"]) == 2
+    assert "--device gpu7: not a device name" in capsys.readouterr().err
     folder = tmp_path / "folder"
     for split in ("val",):
         (folder / "images" / split).mkdir(parents=True)

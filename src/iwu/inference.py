@@ -41,7 +41,12 @@ def _read(path: Path) -> dict:
 def load_models(target, device=None) -> Loaded:
     """The models of a run directory or checkpoint file (see the module docstring)."""
     path = Path(target)
-    device = torch.device(device) if device is not None else default_device()
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device here; use --device cpu")
     if path.is_dir():
         if not (path / BEST).is_file():
             raise UserError(f"{path}: no {BEST} here; give a run directory of `iwu train` or a checkpoint file")
