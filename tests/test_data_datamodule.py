@@ -141,3 +141,19 @@ def test_trainer_runs_on_it(roots):
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
     assert model.val_seen == [3, 4]
+
+
+def test_setting_up_again_reuses_the_datasets(roots, monkeypatch):
+    import iwu.data.datamodule as datamodule
+
+    dm = SegmentationDataModule(_config(roots))
+    dm.prepare_data()
+    dm.setup("fit")
+    built = dm.train_set, dm.val_sets[0]
+    calls = []
+    monkeypatch.setattr(datamodule, "prepare_cache", lambda *a, **k: calls.append(a))
+    dm.prepare_data()
+    dm.setup("fit")  # what Lightning does after train() prepared the module
+    assert (dm.train_set, dm.val_sets[0]) == built and calls == []
+    dm.setup("validate")
+    assert dm.val_sets[0] is not built[1] and dm.train_set is built[0]

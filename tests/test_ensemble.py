@@ -35,10 +35,26 @@ def test_member_names_number_repeated_models():
 
 
 def test_backbone_batchnorm_momentum_comes_from_the_config():
-    module = _module(members=1)
+    torch.manual_seed(0)
+    config = RunConfig(mode="standard", members=[MemberConfig("deeplabv3plus_mobilenet", 1e-3)])
+    config.model.pretrained, config.model.bn_momentum = False, 0.05  # not the builder's own 0.01
+    module = EnsembleModule(config, CLASSES)
     backbone = {m.momentum for m in module.members[0].backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     head = {m.momentum for m in module.members[0].classifier.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    assert backbone == {0.01} and head == {0.1}  # the paper sets it on the backbone only
+    assert backbone == {0.05} and head == {0.1}  # the paper sets it on the backbone only
+
+
+def test_channels_last_switch_puts_weights_and_inputs_in_that_layout():
+    module = _module("standard", members=1)
+    module.config.trainer.channels_last = True
+    module.configure_model()
+    convs = [m.weight for m in module.members.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4
+             and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    seen = []
+    module.members[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    module(_batch()["image"])
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def _by_hand(module, batch, weight_of):

@@ -188,6 +188,9 @@ def test_command_line(base, tmp_path, capsys):
     assert "val_every: expected an integer" in capsys.readouterr().err
     assert main(["train", str(base), f"out={tmp_path / 'x'}", "mode=offline_masks"]) == 2
     assert "loss.masks_dir" in capsys.readouterr().err
+    assert main(["train", str(base), f"out={tmp_path / 'y'}", "trainer.precision=bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # Lightning's complaint, as one line
+    assert err.startswith("iwu train: error: trainer: Precision 'bogus' is invalid")
 
 
 def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):

@@ -93,14 +93,6 @@ def _as_array(u) -> np.ndarray:
     return np.asarray(u, dtype=np.float64)
 
 
-def _resize_nearest(q: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize sampling at pixel centres, as PIL's NEAREST does for labels."""
-    (h, w), (out_h, out_w) = q.shape, size
-    rows = np.minimum(((np.arange(out_h) + 0.5) * (h / out_h)).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * (w / out_w)).astype(np.int64), w - 1)
-    return q[rows[:, None], cols[None, :]]
-
-
 class MaskWriter:
     """Adds masks to a store folder; ``close()`` (or leaving the ``with``) writes ``masks.json``.
 
@@ -181,11 +173,14 @@ class MaskStore:
     def __repr__(self) -> str:
         return f"MaskStore({str(self.root)!r}, num_classes={self.num_classes}, count={self.count})"
 
-    def _read(self, name: str) -> np.ndarray:
+    def _read(self, name: str, size: tuple[int, int]) -> np.ndarray:
+        """The quantised mask at ``size = (H, W)``, resized with PIL's NEAREST as the labels are."""
         path = _mask_path(self.root, name)
         try:
             with Image.open(path) as img:
                 img.load()
+                if img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.NEAREST)
                 q = np.asarray(img)
         except FileNotFoundError:
             raise UserError(
@@ -205,9 +200,7 @@ class MaskStore:
         size = (int(size[0]), int(size[1]))
         out = np.empty((len(names), *size), dtype=np.float32)
         for i, name in enumerate(names):
-            q = self._read(name)
-            if q.shape != size:
-                q = _resize_nearest(q, size)
+            q = self._read(name, size)
             out[i] = q.astype(np.float64) * self.scale
         masks = torch.from_numpy(out)
         return masks if device is None else masks.to(device)

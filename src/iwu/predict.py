@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from iwu.data.common import atomic_save_png, make_item
+from iwu.data.common import atomic_save_png, image_tensor
 from iwu.errors import UserError
 from iwu.inference import load_models, member_probabilities
 from iwu.uncertainty import instance_uncertainty, pixel_entropy
@@ -64,8 +64,7 @@ def _back_to(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndar
 def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) -> dict:
     """Prediction, pixel entropy and instance uncertainty at the image's own size."""
     resized = np.asarray(image.resize((size, size), Image.BILINEAR))
-    item = make_item(resized, np.zeros((size, size), dtype=np.uint8), "")
-    mean = member_probabilities(loaded.module, item["image"][None].to(loaded.device)).mean(dim=0)
+    mean = member_probabilities(loaded.module, image_tensor(resized)[None].to(loaded.device)).mean(dim=0)
     pred = mean.argmax(dim=1)
     entropy = pixel_entropy(mean)
     instance = instance_uncertainty(pred, entropy, connectivity=connectivity)

@@ -20,6 +20,7 @@ import lightning as L
 import yaml
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from iwu.checkpoints import BEFORE_NONFINITE, LAST, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
@@ -105,16 +106,9 @@ def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     return min(bounds)
 
 
-def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, progress: bool = True,
-                  resume_step: int = 0) -> L.Trainer:
-    """Lightning's Trainer as the config says, bounded in steps.
-
-    Lightning's epoch count can run one ahead after a resume, so `max_epochs`
-    becomes steps here: batches per epoch on each rank, known once the Trainer
-    knows the world size.
-    """
+def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resume_step: int) -> L.Trainer:
     t = config.trainer
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=-1, max_steps=-1,  # set below, in steps
         precision=t.precision, accelerator=t.accelerator,
         devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, deterministic=t.deterministic,
@@ -126,6 +120,20 @@ def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, pro
         use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes
         enable_progress_bar=progress, default_root_dir=out,
     )
+
+
+def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, progress: bool = True,
+                  resume_step: int = 0) -> L.Trainer:
+    """Lightning's Trainer as the config says, bounded in steps.
+
+    Lightning's epoch count can run one ahead after a resume, so `max_epochs`
+    becomes steps here: batches per epoch on each rank, known once the Trainer
+    knows the world size.
+    """
+    try:
+        trainer = _trainer(config, out, callbacks, progress, resume_step)
+    except (MisconfigurationException, ValueError) as err:  # e.g. trainer.precision=16-bits, accelerator=gpu
+        raise UserError(f"trainer: {' '.join(str(err).split())[:300]}") from None
     per_rank = datamodule.batches_per_epoch(trainer.world_size)
     if per_rank < 1:
         raise UserError(f"data: {len(datamodule.train_set)} training images cannot make a batch for each of "

@@ -6,7 +6,7 @@
 
 Training shuffles and drops the last partial batch (the poly schedule counts
 full batches); the order is a pure function of (seed, epoch) so a run resumes
-mid-epoch exactly (`resume_at`). Validation keeps order. With `val_extra` a second validation
+mid-epoch exactly (`start_at`). Validation keeps order. With `val_extra` a second validation
 loader follows the main one (dataloader_idx 1), for cross-domain evaluation.
 With `cache` on, both read the memory-mapped store (`iwu prepare`), built here
 on first use, in the main process unless `cache_workers` says otherwise.
@@ -102,6 +102,8 @@ class SegmentationDataModule(L.LightningDataModule):
         self.train_set = None
         self.val_sets: list = []
         self._sampler: EpochSampler | None = None
+        self._set_up: dict | None = None  # the specs of the datasets built last
+        self._prepared = False
 
     # the (source, split, size, augment) of every dataset this module serves
     def _specs(self, stage: str | None) -> dict[str, tuple]:
@@ -124,10 +126,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Lightning calls this once per node before setup: write and cache there, not in every rank
+        if self._prepared:  # done already by the caller; checking the stores again would list every file
+            return
         self._write_synthetic()
         if self.config["cache"]:
             for spec in self._specs(None).values():
                 prepare_cache(build_dataset(*spec[:3]), self.config["cache_dir"], self.config["num_workers"])
+        self._prepared = True
 
     def _write_synthetic(self) -> None:
         from iwu.data.synthetic import MARKER, write_synthetic
@@ -138,8 +143,11 @@ class SegmentationDataModule(L.LightningDataModule):
                             seed=0)
 
     def setup(self, stage: str | None = None) -> None:
+        specs = self._specs(stage)
+        if specs == self._set_up:  # Lightning sets up again what the caller already did: listing files twice
+            return
         self._write_synthetic()  # also here, for use without a Trainer
-        datasets = {name: self._dataset(spec) for name, spec in self._specs(stage).items()}
+        datasets = {name: self._dataset(spec) for name, spec in specs.items()}
         if "train" in datasets:
             self.train_set = datasets["train"]
             if len(self.train_set) < self.config["batch_size"]:
@@ -148,6 +156,7 @@ class SegmentationDataModule(L.LightningDataModule):
                     f"fewer than batch_size {self.config['batch_size']}"
                 )
         self.val_sets = [datasets[k] for k in ("val", "val_extra") if k in datasets]
+        self._set_up = specs
         if len(self.val_sets) == 2 and self.val_sets[0].classes != self.val_sets[1].classes:
             raise UserError("data config: `val_extra` has other classes than the main dataset; "
                             "cross-domain evaluation needs the same classes")
