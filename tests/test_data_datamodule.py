@@ -157,3 +157,19 @@ def test_setting_up_again_reuses_the_datasets(roots, monkeypatch):
     assert (dm.train_set, dm.val_sets[0]) == built and calls == []
     dm.setup("validate")
     assert dm.val_sets[0] is not built[1] and dm.train_set is built[0]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_validation_shards_count_every_image_once_under_ddp(roots, monkeypatch, world):
+    import iwu.data.sampler as sampler
+
+    dm = SegmentationDataModule(_config(roots))
+    dm.setup("validate")
+    served = []
+    for rank in range(world):
+        monkeypatch.setattr(sampler, "_rank_and_world", lambda rank=rank: (rank, world))
+        loader = dm.val_dataloader()
+        names = [n for b in loader for n in b["name"]]
+        assert len(loader) == len(names)  # uneven shards: no padding, no repeats
+        served += names
+    assert sorted(served) == sorted(dm.val_sets[0].names)

@@ -77,8 +77,9 @@ class RunCheckpoints(L.Callback):
         atomic_write(self.folder / best_member_file(module.names[k]), lambda f: torch.save(state, f))
 
     def on_exception(self, trainer: L.Trainer, module, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteLoss) and trainer.world_size == 1:
-            # the step that failed never reached the weights: these are the last good ones
+        if isinstance(exception, NonFiniteLoss):
+            # the step that failed never reached the weights: these are the last good ones. Under DDP
+            # every rank raised at the same step (the check is all-reduced), so all reach the barrier.
             trainer.save_checkpoint(self.folder / BEFORE_NONFINITE, weights_only=True)
 
     def state_dict(self) -> dict:

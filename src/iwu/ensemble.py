@@ -10,6 +10,7 @@ and the ensemble (mean of softmaxes) from those same logits.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import lightning as L
@@ -27,6 +28,10 @@ from iwu.uncertainty import ensemble_uncertainty
 
 IGNORE_INDEX = 255
 ENSEMBLE = "ensemble"
+
+# Validation scores are logged after the confusion matrices were summed over the ranks, so every
+# rank logs the global value; Lightning's advice to average them once more does not apply.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 class NonFiniteLoss(UserError):
@@ -170,11 +175,16 @@ class EnsembleModule(L.LightningModule):
         logits = self(batch["image"])
         u = self._weights(batch, logits)
         losses = torch.stack([self._loss(z, batch["label"], u) for z in logits])
-        finite = torch.isfinite(losses)
+        checked = losses.detach()
+        if self.trainer.world_size > 1:
+            # summed over the ranks, a loss is non-finite if it is on any rank: all ranks stop at
+            # the same step, instead of the others waiting for this one at the gradients' all-reduce
+            checked = self.trainer.strategy.reduce(checked.clone(), reduce_op="sum")
+        finite = torch.isfinite(checked)
         if not bool(finite.all()):  # one host sync per step; a NaN must not reach the weights
             self._restore_buffers()
             bad = int((~finite).nonzero()[0])
-            raise NonFiniteLoss(self.global_step + 1, self.names[bad], float(losses[bad].detach()))
+            raise NonFiniteLoss(self.global_step + 1, self.names[bad], float(checked[bad]))
         for name, loss in zip(self.names, losses.detach()):
             self.log(f"train/{name}/loss", loss)
         self.log("train/loss", losses.detach().mean(), prog_bar=True)

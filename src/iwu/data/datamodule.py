@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
-from iwu.data.sampler import EpochSampler
+from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data.sources import build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
@@ -181,7 +181,7 @@ class SegmentationDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            drop_last=sampler is not None,
+            drop_last=isinstance(sampler, EpochSampler),
             # its own generator: making an iterator must not draw from the global RNG, or a resumed
             # run's dropout would see other random numbers than the uninterrupted one
             generator=torch.Generator().manual_seed(self.seed),
@@ -212,7 +212,7 @@ class SegmentationDataModule(L.LightningDataModule):
         """One loader, or [main, extra] when `val_extra` is set."""
         if not self.val_sets:
             self.setup("validate")
-        loaders = [self._loader(d, self.config["val_batch_size"]) for d in self.val_sets]
+        loaders = [self._loader(d, self.config["val_batch_size"], ShardSampler(len(d))) for d in self.val_sets]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def train_class_counts(self) -> np.ndarray:

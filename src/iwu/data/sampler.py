@@ -60,3 +60,23 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         # the whole epoch, also right after a resume: Lightning counts the epoch's batches from this
         return self.size // _rank_and_world()[1]
+
+
+class ShardSampler(Sampler[int]):
+    """Validation under DDP: rank r takes items r, r + world, ... of the set, in order.
+
+    Nothing is padded or repeated (Lightning's DistributedSampler repeats items
+    to even out the ranks), so the confusion matrices summed over the ranks
+    count every image exactly once. Without DDP it is the whole set in order.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __iter__(self):
+        rank, world = _rank_and_world()
+        return iter(range(rank, self.size, world))
+
+    def __len__(self) -> int:
+        rank, world = _rank_and_world()
+        return len(range(rank, self.size, world))
