@@ -61,7 +61,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise UserError(f"--import {module}: {err}") from None
     config = load_config(args.config, args.overrides)
     print(f"iwu train: {config_summary(config)} -> {run_dir(config)}")
-    final = train(config)
+    final = train(config, progress=args.progress)
     best = final["results"].get("ensemble", {})
     print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "
           f"{run_dir(config) / 'final.json'}")
@@ -76,7 +76,45 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a Python module first, e.g. one that registers your models (repeatable)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
     p.set_defaults(func=_run_train)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from iwu.sweep import run_sweep
+
+    options = {"partition": args.partition, "account": args.account, "gpus_per_job": args.gpus_per_job,
+               "time": args.time}
+    return run_sweep(args.config, seeds=args.seeds, modes=args.modes, overrides=args.overrides,
+                     launcher=args.launcher, parallel=args.parallel, imports=args.imports, slurm_options=options,
+                     dry_run=args.dry_run)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="many runs of a config (seeds x modes x override values), here or on SLURM",
+                       description="Trains every point of seeds x modes x the values of each key=a,b override, "
+                                   "one `iwu train` run each under out=DIR (default runs/<experiment>); runs that "
+                                   "finished are skipped and the others resume, so the same command finishes an "
+                                   "interrupted sweep. Then: iwu report DIR.")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides for every run; key=a,b makes an axis of the sweep; out=DIR puts it there")
+    p.add_argument("--seeds", required=True, help="a count (30: seeds 0-29), a range (10-19) or a list (0,4,7)")
+    p.add_argument("--modes", default="standard,instance_uncertainty", help="comma-separated training modes")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: processes on this machine; slurm: a job array through submitit")
+    p.add_argument("--parallel", type=POSITIVE, default=1,
+                   help="runs at once (local), or the most jobs of the array running at once (slurm)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="a module each run imports first, e.g. one that registers your models")
+    p.add_argument("--dry-run", action="store_true", help="only list the runs and what would be done to each")
+    slurm = p.add_argument_group("slurm (default: the config's slurm section)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--gpus-per-job", type=COUNT, default=None, help="GPUs of each run (default 1)")
+    slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 24:00:00 or 2-00:00:00; "
+                                                    "a run past it is requeued and resumes")
+    p.set_defaults(func=_run_sweep)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -215,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_sweep(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_masks(sub)
@@ -226,7 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value pairs may follow options too (`iwu sweep CONFIG --seeds 3 key=value`), which argparse's
+    # positional list cannot take once an option has come between
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except UserError as err:

@@ -73,6 +73,19 @@ class TrainerConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Where `iwu sweep --launcher slurm` submits its runs, one job each (its options override these)."""
+
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_job: int = 1  # more than 1: one DDP process per GPU (trainer.devices: auto takes them all)
+    time: str = "24:00:00"  # SLURM's forms, quoted: "90" (minutes), "H:M:S", "D-H", "D-H:M:S"; requeued past it
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    additional: dict = field(default_factory=dict)  # other sbatch options, e.g. {qos: high, constraint: a100}
+
+
+@dataclass
 class RunConfig:
     experiment: str = "experiment"
     seed: int = 0
@@ -86,6 +99,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: dict = field(default_factory=dict)  # checked by iwu.data.SegmentationDataModule
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)  # where a run is, not what it is: resume ignores it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -290,3 +304,4 @@ def _check_values(c: RunConfig) -> None:
     require("trainer.log_every_n_steps", c.trainer.log_every_n_steps, c.trainer.log_every_n_steps >= 1,
             "an integer >= 1")
     require("trainer.num_nodes", c.trainer.num_nodes, c.trainer.num_nodes >= 1, "an integer >= 1")
+    require("slurm.gpus_per_job", c.slurm.gpus_per_job, c.slurm.gpus_per_job >= 0, "an integer >= 0")

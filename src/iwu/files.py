@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -37,3 +39,20 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+@contextmanager
+def locked(path, wait: bool = True):
+    """Hold an exclusive lock on the file `path` (created if missing) across processes.
+
+    With `wait=False` a lock held elsewhere raises BlockingIOError at once. The
+    lock goes with the process, so a killed holder never leaves it stuck.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

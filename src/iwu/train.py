@@ -53,7 +53,8 @@ def _check_run_dir(config: RunConfig, out: Path) -> None:
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{saved}: cannot read the run's config ({err})") from None
     now = _flat(config.to_dict())
-    changed = sorted(k for k in set(before) | set(now) if k != "resume" and before.get(k) != now.get(k))
+    changed = sorted(k for k in set(before) | set(now)
+                     if k != "resume" and not k.startswith("slurm.") and before.get(k) != now.get(k))
     if changed:
         raise UserError(f"{out}: resume=true with another config than the run's ({', '.join(changed[:6])}); "
                         "resume with the same config, or start a new run with out=DIR")
@@ -106,6 +107,14 @@ def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     return min(bounds)
 
 
+def _cluster_plugins() -> list:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    # Under SLURM Lightning would requeue a job itself and resume from its own "hpc" checkpoint, which
+    # the run directory does not know; a run continues from last.ckpt instead (sweeps: submitit requeues).
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resume_step: int) -> L.Trainer:
     t = config.trainer
     return L.Trainer(
@@ -116,7 +125,7 @@ def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resu
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step),
         callbacks=[*callbacks, *([ProgressBar()] if progress else [])],
         enable_checkpointing=False,  # RunCheckpoints keeps the files
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
         use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes
         enable_progress_bar=progress, default_root_dir=out,
     )

@@ -35,7 +35,7 @@ from iwu.data.common import (
 )
 from iwu.data.stats import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
-from iwu.files import atomic_write_json
+from iwu.files import atomic_write_json, locked
 
 CACHE_VERSION = 1  # bump when resizing or the store format changes
 MANIFEST = "manifest.json"
@@ -88,8 +88,11 @@ def prepare_cache(dataset: PairDataset, cache_root=None, workers: int = 0, rebui
     """The folder of an up-to-date store of `dataset`, building it when missing or stale."""
     directory = cache_dir(dataset, cache_root)
     try:
-        if rebuild or not is_fresh(dataset, directory):
-            _build(dataset, directory, fingerprint(dataset), workers)
+        # runs of a sweep, or the ranks of a DDP run, may prepare the same store at once: one builds it,
+        # the others wait and find it fresh (two builders would each remove the other's files as stale)
+        with locked(directory.parent / f".{directory.name}.lock"):
+            if rebuild or not is_fresh(dataset, directory):
+                _build(dataset, directory, fingerprint(dataset), workers)
     except OSError as err:  # a full disk or a read-only cache folder is the user's to fix, not a traceback
         where = err.filename or directory
         raise UserError(f"{where}: {err.strerror or err}; free space or choose another cache folder "

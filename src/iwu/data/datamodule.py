@@ -33,6 +33,7 @@ from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data.sources import build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
+from iwu.files import locked
 
 DEFAULTS = {
     "kind": None,
@@ -137,10 +138,13 @@ class SegmentationDataModule(L.LightningDataModule):
     def _write_synthetic(self) -> None:
         from iwu.data.synthetic import MARKER, write_synthetic
 
-        spec, root = self.config["synthetic"], self.config["root"]
-        if spec is not None and not (Path(root) / MARKER).is_file():
-            write_synthetic(root, "cityscapes", n_train=spec["n_train"], n_val=spec["n_val"], size=spec["width"],
-                            seed=0)
+        spec, root = self.config["synthetic"], Path(self.config["root"])
+        if spec is None or (root / MARKER).is_file():
+            return
+        with locked(root.parent / f".{root.name}.lock"):  # other processes may be writing it too
+            if not (root / MARKER).is_file():
+                write_synthetic(root, "cityscapes", n_train=spec["n_train"], n_val=spec["n_val"],
+                                size=spec["width"], seed=0)
 
     def setup(self, stage: str | None = None) -> None:
         specs = self._specs(stage)

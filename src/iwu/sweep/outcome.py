@@ -1,0 +1,60 @@
+"""What became of each point of a sweep, and the summary printed (and kept in sweep/summary.json) at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from iwu.files import atomic_write_json
+from iwu.sweep.grid import Point
+
+STATES = ("finished", "failed", "interrupted", "skipped")
+
+
+@dataclass
+class Outcome:
+    point: Point
+    state: str  # one of STATES; skipped: finished by an earlier sweep or run
+    log: Path | None = None
+    detail: str = ""  # for a failure: the log's last words
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep, with what had become of each point by then."""
+
+    def __init__(self, outcomes: list[Outcome]):
+        super().__init__()
+        self.outcomes = outcomes
+
+
+def last_words(log: Path | None, limit: int = 240) -> str:
+    """The error line of a failed run's log (`iwu train: error: ...`), else its last line."""
+    if log is None or not log.is_file():
+        return ""
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 16384))
+        lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line or line.startswith(("Error", "error:"))]
+    return (errors or lines or [""])[-1][:limit]
+
+
+def summarize(root: Path, outcomes: list[Outcome]) -> str:
+    counts = {state: sum(o.state == state for o in outcomes) for state in STATES}
+    lines = [f"iwu sweep: {len(outcomes)} runs under {root}: "
+             + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "interrupted")]
+    for o in outcomes:
+        if o.state in ("failed", "interrupted"):
+            lines.append(f"  {o.state}: {o.point.run}  log: {o.log}")
+            if o.detail:
+                lines.append(f"      {o.detail}")
+    if counts["failed"] or counts["interrupted"]:
+        lines.append("  the same command again runs what did not finish, from its last checkpoint")
+    if counts["finished"] + counts["skipped"]:
+        lines.append(f"  tables: iwu report {root}")
+    return "\n".join(lines)
+
+
+def save_summary(path: Path, outcomes: list[Outcome]) -> Path:
+    return atomic_write_json(path, {"runs": [
+        {"name": o.point.name, "run": str(o.point.run), "state": o.state, "log": str(o.log) if o.log else None,
+         "detail": o.detail} for o in outcomes]})
