@@ -32,8 +32,13 @@ def _parse_by(by) -> tuple[str, ...]:
 
 
 def default_by(records: Sequence[Record]) -> tuple[str, ...]:
-    """By mode; plus model when there are several; plus train->eval when there are several."""
+    """By mode; plus experiment, model and train->eval, each when the records hold several.
+
+    A sweep's axes (`iwu sweep ... key=a,b`) are in the experiment's name, so each value gets its column.
+    """
     by = ["mode"]
+    if len({r.experiment for r in records}) > 1:
+        by.append("experiment")
     if len({r.model for r in records}) > 1:
         by.append("model")
     if len({(r.train, r.eval) for r in records}) > 1:
