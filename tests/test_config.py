@@ -103,6 +103,12 @@ def test_round_trip_and_run_dir(tmp_path, empty):
     assert run_dir(load_config(saved, ["out=elsewhere/x"])) == Path("elsewhere/x")
 
 
+def test_list_items_are_set_by_position(empty):
+    c = load_config(empty, ["members=[{name: x, lr: 1e-3}, {name: y, lr: 0.01}]", "members.1.lr=2e-4",
+                            "members.0.name=z", "trainer.devices=[0, 1]", "trainer.devices.1=3"])
+    assert c.members == [MemberConfig("z", 1e-3), MemberConfig("y", 2e-4)] and c.trainer.devices == [0, 3]
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -132,7 +138,9 @@ def test_round_trip_and_run_dir(tmp_path, empty):
         (["trainer.devices=true"], r"^trainer\.devices: expected an integer or a string or a list"),
         (["data=[1]"], r"^data: expected a mapping"),
         (["seed.x=1"], r"^seed\.x: seed is not a section of keys"),
-        (["members.0.lr=1"], r"^members\.0\.lr: members is not a section of keys"),
+        (["members.1.lr=1"], r"^members\.1\.lr: '1' is not a position in a list of 1 \(0 to 0\)$"),
+        (["members.x.lr=1"], r"^members\.x\.lr: 'x' is not a position in a list of 1"),
+        (["trainer.devices=[0]", "trainer.devices.0.x=1"], r"^trainer\.devices\.0\.x: trainer\.devices\.0 is not a section"),
         (["seed"], r"^override 'seed': expected key=value"),
         (["=3"], r"^override '=3': expected key=value"),
         (["trainer..max_steps=3"], r"expected key=value"),

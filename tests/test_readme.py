@@ -21,3 +21,39 @@ def test_readme_loop_trains_every_member():
     for member in members:  # every member received a gradient from its own loss
         head = member.classifier.classifier[-1].weight
         assert head.grad is not None and head.grad.abs().sum() > 0
+
+
+def _blocks_after(heading: str) -> list[str]:
+    section = README.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, re.S)
+
+
+def _commands(block: str) -> list[list[str]]:
+    import shlex
+
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip().startswith(("iwu", "srun"))]
+
+
+def test_readme_sweep_commands_are_valid(monkeypatch, capsys):
+    from iwu.cli import main
+
+    monkeypatch.chdir(README.parent)  # the configs/ paths as written; --dry-run writes nothing
+    sweeps = [c for c in _commands(_blocks_after("## Sweeps")[0]) if c[1] == "sweep"]
+    assert len(sweeps) == 3
+    for command in sweeps:
+        assert main([*command[1:], "--dry-run"]) == 0, capsys.readouterr().err
+    assert "60 runs under runs/acdc30" in capsys.readouterr().out  # 30 seeds x 2 modes
+
+
+def test_readme_slurm_script_matches_lightning_s_layout():
+    from iwu.config import load_config
+
+    script = _blocks_after("## Many GPUs")[0]
+    options = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))
+    command = _commands(script)[0]
+    assert command[:3] == ["srun", "iwu", "train"]
+    config = load_config(README.parent / command[3], command[4:])
+    assert config.trainer.num_nodes == int(options["nodes"])
+    assert config.trainer.devices == int(options["ntasks-per-node"]) == int(options["gpus-per-node"])
+    assert config.trainer.strategy == "ddp" and config.resume

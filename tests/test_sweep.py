@@ -77,6 +77,12 @@ def test_the_grid_is_seeds_by_modes_by_each_axis(tmp_path):
     assert plain.run.parts[-4:] == ("runs", "demo", "standard", "seed0")  # runs/<experiment> without out=
 
 
+def test_an_axis_over_one_member_s_learning_rate(tmp_path):
+    _, points = expand(demo_config_path(), [0], ["standard"], [*_tiny(tmp_path), "members.1.lr=1e-3,1e-4"])
+    assert [p.name for p in points] == ["members.1.lr=1e-3/standard/seed0", "members.1.lr=1e-4/standard/seed0"]
+    assert [[m.lr for m in p.config.members] for p in points] == [[1e-3, 1e-3, 1e-3], [1e-3, 1e-4, 1e-3]]
+
+
 @pytest.mark.parametrize("override, match", [
     ("seed=3", "--seeds"), ("mode=focal", "--modes"), ("resume=false", "sets it"), ("experiment=x", "sets it"),
     ("val_every=1,1", "distinct"), ("val_every=1,", "distinct"), ("trainer.max_steps=many", "trainer.max_steps"),

@@ -268,3 +268,15 @@ def test_a_missing_offline_mask_is_one_line_naming_the_item(base, tmp_path, caps
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars of the data
     assert err.startswith("iwu train: error: ") and "no mask for item" in err and str(tmp_path / "masks") in err
+
+
+def test_sync_batchnorm_reaches_the_trainer(base, tmp_path):
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from iwu.train import build_datamodule, build_trainer
+
+    for value, expected in (("true", TorchSyncBatchNorm), ("false", type(None))):
+        config = _config(base, tmp_path / value, f"trainer.sync_batchnorm={value}", "trainer.strategy=ddp",
+                         "trainer.devices=1")
+        trainer = build_trainer(config, tmp_path / value, build_datamodule(config), [], progress=False)
+        assert type(trainer.strategy._layer_sync) is expected  # Lightning converts the BN layers under DDP

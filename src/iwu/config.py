@@ -70,6 +70,7 @@ class TrainerConfig:
     compile: bool = False
     deterministic: bool = False
     log_every_n_steps: int = 10
+    sync_batchnorm: bool = False  # under DDP: batch statistics over all ranks (for 1-2 images per GPU)
 
 
 @dataclass
@@ -194,10 +195,17 @@ def _apply_override(raw: dict, text: str) -> None:
         raise UserError(f"{key}: cannot read the value {value!r} (YAML)") from None
     node = raw
     for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        node = node[_index(node, part, key)] if isinstance(node, list) else node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
             raise UserError(f"{key}: {'.'.join(parts[: i + 1])} is not a section of keys; set it whole")
-    node[parts[-1]] = value
+    node[_index(node, parts[-1], key) if isinstance(node, list) else parts[-1]] = value
+
+
+def _index(items: list, part: str, key: str) -> int:
+    """`members.1.lr`: a list's item by its position."""
+    if not part.isdigit() or int(part) >= len(items):
+        raise UserError(f"{key}: {part!r} is not a position in a list of {len(items)} (0 to {len(items) - 1})")
+    return int(part)
 
 
 # --- checking ---------------------------------------------------------------------
