@@ -65,7 +65,7 @@ def test_fresh_cache_is_reused_and_changed_sources_rebuild(cs_root, tmp_path):
     new = json.loads((directory / MANIFEST).read_text())
     assert new["fingerprint"] != manifest["fingerprint"]
     files = sorted(p.name for p in directory.iterdir())
-    assert files == sorted(["class_counts.json", MANIFEST, new["images"], new["labels"]])  # old store and temps gone
+    assert files == sorted([".lock", "class_counts.json", MANIFEST, new["images"], new["labels"]])  # old store and temps gone
 
 
 def test_keys_separate_size_split_and_conditions(tmp_path):

@@ -173,3 +173,37 @@ def test_validation_shards_count_every_image_once_under_ddp(roots, monkeypatch, 
         assert len(loader) == len(names)  # uneven shards: no padding, no repeats
         served += names
     assert sorted(served) == sorted(dm.val_sets[0].names)
+
+
+
+def test_preparing_waits_for_another_process_writing_the_same_data(tmp_path):
+    """Runs of a sweep (or DDP ranks) write the synthetic scenes and build a store once, under a lock:
+    two writers would each replace the other's files, and a reader would find its store gone."""
+    import threading
+    import time
+
+    from iwu.data.cache import MANIFEST, cache_dir
+    from iwu.data.sources import build_dataset
+    from iwu.files import locked
+
+    config = {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": SIZE, "cache_dir": str(tmp_path / "c"),
+              "synthetic": {"n_train": 4, "n_val": 2, "width": 64}, "num_workers": 0}
+    dm = SegmentationDataModule(config)
+    with locked(tmp_path / ".scenes.lock"):  # as another process writing the scenes would hold it
+        worker = threading.Thread(target=dm.prepare_data)
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and not (tmp_path / "scenes").exists()
+    worker.join(timeout=60)
+    store = cache_dir(build_dataset(dm.config, "train", SIZE), tmp_path / "c")
+    assert (store / MANIFEST).is_file()
+
+    (store / MANIFEST).unlink()  # a stale store: the next preparation rebuilds it, once the lock is free
+    again = SegmentationDataModule(config)
+    with locked(store / ".lock"):
+        worker = threading.Thread(target=again.prepare_data)
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and not (store / MANIFEST).exists()
+    worker.join(timeout=60)
+    assert (store / MANIFEST).is_file()

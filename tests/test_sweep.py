@@ -279,8 +279,8 @@ def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, mo
             (points[0].run / "final.json").write_text("{}")
             return True
 
-        def result(self):
-            return str(points[0].run / "final.json")
+        def results(self):
+            return [str(points[0].run / "final.json")]
 
     monkeypatch.setattr(slurm, "_attach", lambda folder, job_id: Queued() if job_id == "1234" else None)
     real = slurm.make_executor

@@ -176,7 +176,7 @@ class EnsembleModule(L.LightningModule):
         u = self._weights(batch, logits)
         losses = torch.stack([self._loss(z, batch["label"], u) for z in logits])
         checked = losses.detach()
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self.trainer.world_size > 1:
             # summed over the ranks, a loss is non-finite if it is on any rank: all ranks stop at
             # the same step, instead of the others waiting for this one at the gradients' all-reduce
             checked = self.trainer.strategy.reduce(checked.clone(), reduce_op="sum")
@@ -209,7 +209,7 @@ class EnsembleModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         confusion = self._confusion
-        if self.trainer.world_size > 1:  # every rank saw its share of the images
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank saw its share of the images
             confusion = self.trainer.strategy.reduce(confusion, reduce_op="sum")
         self.latest = {}
         for i, loader in enumerate(self.val_names):

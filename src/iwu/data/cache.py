@@ -90,7 +90,7 @@ def prepare_cache(dataset: PairDataset, cache_root=None, workers: int = 0, rebui
     try:
         # runs of a sweep, or the ranks of a DDP run, may prepare the same store at once: one builds it,
         # the others wait and find it fresh (two builders would each remove the other's files as stale)
-        with locked(directory.parent / f".{directory.name}.lock"):
+        with locked(directory / ".lock"):
             if rebuild or not is_fresh(dataset, directory):
                 _build(dataset, directory, fingerprint(dataset), workers)
     except OSError as err:  # a full disk or a read-only cache folder is the user's to fix, not a traceback

@@ -99,7 +99,7 @@ def _attach(folder: Path, job_id: str):
 def _outcome(point: Point, job) -> Outcome:
     log = Path(job.paths.stderr)
     try:
-        job.result()
+        job.results()  # one per task: a job of several GPUs runs one DDP process per task
     except Exception as err:  # the job's own error: a UserError's line, or the traceback's last line
         lines = [line for line in str(err).splitlines() if line.strip()]
         return Outcome(point, "failed", log, last_words(log) or (lines[-1] if lines else type(err).__name__))
