@@ -297,3 +297,28 @@ def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, mo
                                                                  ("standard/seed1", "finished")]
     jobs = json.loads((folder / "jobs.json").read_text())
     assert jobs["standard/seed0"] == "1234" and jobs["standard/seed1"] != "1235"
+
+
+def _fake_slurm(folder, sbatch_says):
+    folder.mkdir()
+    for name, body in (("srun", "exit 0"), ("sbatch", sbatch_says)):
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_without_slurm_or_when_sbatch_refuses_the_error_is_one_line(tmp_path, monkeypatch, capsys):
+    args = ["sweep", str(demo_config_path()), "--seeds", "2", "--modes", "standard", "--launcher", "slurm",
+            *_tiny(tmp_path), f"out={tmp_path / 'sw'}"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert main(args) == 2
+    assert "sbatch and srun are not on this machine's PATH" in capsys.readouterr().err
+    fake = _fake_slurm(tmp_path / "bin", "echo 'sbatch: error: invalid partition specified: nope' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    assert main([*args, "--partition", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("iwu sweep: error: sbatch refused the jobs (sbatch: error: invalid partition specified: nope); "
+                   "check --partition, --account, --time and slurm.additional")
+    script = next((tmp_path / "sw" / "sweep" / "slurm").glob(".submission_file_*.sh")).read_text()
+    assert "#SBATCH --partition=nope" in script and "#SBATCH --array=0-1%1" in script
+    assert "#SBATCH --time=1440" in script and "#SBATCH --gpus-per-node=1" in script

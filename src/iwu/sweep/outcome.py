@@ -41,7 +41,8 @@ def last_words(log: Path | None, limit: int = 240) -> str:
 def summarize(root: Path, outcomes: list[Outcome]) -> str:
     counts = {state: sum(o.state == state for o in outcomes) for state in STATES}
     lines = [f"iwu sweep: {len(outcomes)} runs under {root}: "
-             + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "interrupted")]
+             + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "interrupted")
+             + (" (finished before)" if counts["skipped"] else "")]
     for o in outcomes:
         if o.state in ("failed", "interrupted"):
             lines.append(f"  {o.state}: {o.point.run}  log: {o.log}")

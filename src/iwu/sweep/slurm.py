@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -121,15 +122,28 @@ def run_slurm(points: list[Point], config_files: dict[str, Path], folder: Path, 
                 jobs[point.name] = job
     todo = [p for p in points if p.name not in jobs]
     if todo:
-        executor = make_executor(slurm_folder, settings, parallel, name=f"iwu-{folder.parent.name}", cluster=cluster)
-        with executor.batch():
-            submitted = [executor.submit(TrainJob(), str(config_files[p.name]), tuple(imports)) for p in todo]
+        submitted = _submit(todo, config_files, slurm_folder, settings, parallel, imports, cluster,
+                            name=f"iwu-{folder.parent.name}")
         jobs.update({p.name: job for p, job in zip(todo, submitted)})
         known.update({name: job.job_id for name, job in jobs.items()})
         atomic_write_json(_job_file(folder), known)
     print(f"iwu sweep: {len(todo)} job(s) submitted, {len(points) - len(todo)} already in the queue; "
           f"logs in {slurm_folder}")
     return _wait(points, jobs, progress, poll)
+
+
+def _submit(todo, config_files, slurm_folder, settings, parallel, imports, cluster, name) -> list:
+    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise UserError("--launcher slurm: sbatch and srun are not on this machine's PATH; run the sweep on a "
+                        "SLURM login node, or use --launcher local")
+    executor = make_executor(slurm_folder, settings, parallel, name=name, cluster=cluster)
+    try:
+        with executor.batch():
+            return [executor.submit(TrainJob(), str(config_files[p.name]), tuple(imports)) for p in todo]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as err:
+        said = [line for line in str(err).splitlines() if line.strip()]
+        raise UserError(f"sbatch refused the jobs ({said[-1] if said else 'no message'}); check --partition, "
+                        "--account, --time and slurm.additional") from None
 
 
 def _wait(points: list[Point], jobs: dict, progress: bool, poll: float) -> list[Outcome]:
