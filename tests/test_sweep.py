@@ -322,3 +322,10 @@ def test_without_slurm_or_when_sbatch_refuses_the_error_is_one_line(tmp_path, mo
     script = next((tmp_path / "sw" / "sweep" / "slurm").glob(".submission_file_*.sh")).read_text()
     assert "#SBATCH --partition=nope" in script and "#SBATCH --array=0-1%1" in script
     assert "#SBATCH --time=1440" in script and "#SBATCH --gpus-per-node=1" in script
+
+
+def test_a_missing_import_module_is_one_line_before_anything_runs(tmp_path, capsys):
+    args = ["sweep", str(demo_config_path()), "--seeds", "1", *_tiny(tmp_path), f"out={tmp_path / 'sw'}"]
+    assert main([*args, "--import", "no_such_module_for_iwu"]) == 2
+    assert "iwu sweep: error: --import no_such_module_for_iwu: No module named" in capsys.readouterr().err
+    assert not (tmp_path / "sw").exists()

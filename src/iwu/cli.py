@@ -8,7 +8,6 @@ below becomes one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from iwu.errors import UserError
@@ -52,13 +51,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from iwu.config import load_config, run_dir
+    from iwu.models import import_user_modules
     from iwu.train import config_summary, train
 
-    for module in args.imports:  # the user's models register themselves on import
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise UserError(f"--import {module}: {err}") from None
+    import_user_modules(args.imports)
     config = load_config(args.config, args.overrides)
     print(f"iwu train: {config_summary(config)} -> {run_dir(config)}")
     final = train(config, progress=args.progress)

@@ -11,6 +11,7 @@ learning rates. Configs name members by string through `MODELS`; users add
 their own with `@register_model("name")`.
 """
 
+import importlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,6 +52,15 @@ def build_model(name: str, num_classes: int, *, output_stride: int = 16, pretrai
         raise UserError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     _aspp_rates(output_stride)  # here too, as a user's builder may not check
     return MODELS[name](num_classes, output_stride=output_stride, pretrained=pretrained)
+
+
+def import_user_modules(modules) -> None:
+    """Import modules named by `--import`, so the models they register are known by name."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"--import {module}: {err}") from None
 
 
 # --- head -------------------------------------------------------------------------

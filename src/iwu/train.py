@@ -39,7 +39,7 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("."): tree}
 
 
-def _check_run_dir(config: RunConfig, out: Path) -> None:
+def check_run_dir(config: RunConfig, out: Path) -> None:
     """A new run needs a fresh folder; a resumed one the same config as before."""
     saved = out / "config.yaml"
     if not config.resume:
@@ -168,7 +168,7 @@ def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoint
 def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     """Train as `config` says; returns what was written to `final.json`."""
     out = run_dir(config)
-    _check_run_dir(config, out)
+    check_run_dir(config, out)
     if config.resume and (out / FINAL).exists():
         print(f"{out}: finished already; {FINAL} holds its results")
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from iwu.config import save_config
 from iwu.errors import UserError
 from iwu.files import locked
+from iwu.models import import_user_modules
 from iwu.sweep.grid import Point, expand, parse_modes, parse_seeds
 from iwu.sweep.outcome import Outcome, SweepInterrupted, save_summary, summarize
 
@@ -35,12 +35,12 @@ def _lock(folder: Path):
 
 def _check_existing(points: list[Point]) -> None:
     """Runs already in the folders must be of this sweep's config, or their results would be mixed in."""
-    from iwu.train import _check_run_dir
+    from iwu.train import check_run_dir
 
     problems = []
     for point in points:
         try:
-            _check_run_dir(point.config, point.run)
+            check_run_dir(point.config, point.run)
         except UserError as err:
             problems.append(str(err))
     if problems:
@@ -68,11 +68,7 @@ def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", ove
     """Exit status: 0 when every run finished, 1 when some failed (the summary names their logs)."""
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}")
-    for module in imports:  # fail here, once, rather than in every run
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise UserError(f"--import {module}: {err}") from None
+    import_user_modules(imports)  # fail here, once, rather than in every run
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     root, points = expand(config_path, seeds, parse_modes(modes) if isinstance(modes, str) else modes, overrides)
     settings = _slurm_settings(points, slurm_options or {})

@@ -11,7 +11,6 @@ not submitted twice. submitit's logs (`<job>_<task>_log.out/.err`) are in
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
@@ -57,10 +56,10 @@ class TrainJob(submitit.helpers.Checkpointable):
     """One run; submitit calls `checkpoint` on timeout or preemption and requeues the same call."""
 
     def __call__(self, config_file: str, imports: tuple[str, ...] = ()) -> str:
+        from iwu.models import import_user_modules
         from iwu.train import train
 
-        for module in imports:  # the user's models register themselves on import
-            importlib.import_module(module)
+        import_user_modules(imports)
         config = load_config(config_file)
         train(config, progress=False)
         return str(run_dir(config) / FINAL)
