@@ -283,6 +283,7 @@ def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, mo
             return [str(points[0].run / "final.json")]
 
     monkeypatch.setattr(slurm, "_attach", lambda folder, job_id: Queued() if job_id == "1234" else None)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: f"/usr/bin/{name}")  # as on a login node
     real = slurm.make_executor
     monkeypatch.setattr(slurm, "make_executor", lambda *a, **k: real(*a, **{**k, "cluster": "local"}))
     files = {p.name: tmp_path / f"{p.name.replace('/', '_')}.yaml" for p in points}

@@ -280,3 +280,14 @@ def test_sync_batchnorm_reaches_the_trainer(base, tmp_path):
                          "trainer.devices=1")
         trainer = build_trainer(config, tmp_path / value, build_datamodule(config), [], progress=False)
         assert type(trainer.strategy._layer_sync) is expected  # Lightning converts the BN layers under DDP
+
+
+def test_resume_ignores_where_a_run_is_submitted(base, tmp_path):
+    from iwu.train import check_run_dir
+
+    train(_config(base, tmp_path / "run", "trainer.max_steps=1"), progress=False)
+    moved = _config(base, tmp_path / "run", "trainer.max_steps=1", "resume=true", "slurm.partition=other",
+                    "slurm.time='2:00:00'")
+    check_run_dir(moved, tmp_path / "run")  # the slurm section says where, not what: no refusal
+    with pytest.raises(UserError, match=r"another config than the run's \(trainer.max_steps\)"):
+        check_run_dir(_config(base, tmp_path / "run", "trainer.max_steps=2", "resume=true"), tmp_path / "run")

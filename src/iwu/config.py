@@ -204,7 +204,7 @@ def _apply_override(raw: dict, text: str) -> None:
 def _index(items: list, part: str, key: str) -> int:
     """`members.1.lr`: a list's item by its position."""
     if not part.isdigit() or int(part) >= len(items):
-        raise UserError(f"{key}: {part!r} is not a position in a list of {len(items)} (0 to {len(items) - 1})")
+        raise UserError(f"{key}: {part!r} is not a position in its list of {len(items)} item(s), counted from 0")
     return int(part)
 
 
@@ -264,6 +264,9 @@ def _convert(value, tp, key: str):
         return float(value)
     if tp is int and isinstance(value, bool):  # bool is an int in Python, not in a config
         raise _wrong(key, tp, value)
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        raise UserError(f"{key}: expected a string, got the number {value!r}; quote it "
+                        "(YAML reads an unquoted 24:00:00 as 86400)")
     if not isinstance(value, tp):
         raise _wrong(key, tp, value)
     return value
