@@ -330,3 +330,32 @@ def test_a_missing_import_module_is_one_line_before_anything_runs(tmp_path, caps
     assert main([*args, "--import", "no_such_module_for_iwu"]) == 2
     assert "iwu sweep: error: --import no_such_module_for_iwu: No module named" in capsys.readouterr().err
     assert not (tmp_path / "sw").exists()
+
+
+def test_local_runs_go_n_at_a_time_and_count_as_finished_only_with_final_json(tmp_path, monkeypatch):
+    _, points = expand(demo_config_path(), [0, 1, 2], ["standard"], [*_tiny(tmp_path), f"out={tmp_path / 'sw'}"])
+    # each stand-in run notes when it ran; seeds 0 and 1 write final.json, seed 2 does not
+    script = ("import sys, time, pathlib; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True, exist_ok=True)\n"
+              "start = time.time(); time.sleep(1.0)\n"
+              "(run / 'span').write_text(f'{start} {time.time()}')\n"
+              "if not run.name.endswith('2'): (run / 'final.json').write_text('{}')")
+    runs = {str(tmp_path / f"{p.name}.yaml"): p.run for p in points}
+    monkeypatch.setattr(local, "train_command", lambda config_file, imports: [
+        sys.executable, "-c", script, str(runs[str(config_file)])])
+    files = {p.name: tmp_path / f"{p.name}.yaml" for p in points}
+    outcomes = local.run_local(points, files, tmp_path / "logs", parallel=2, progress=False)
+    assert sorted((o.point.name, o.state) for o in outcomes) == [
+        ("standard/seed0", "finished"), ("standard/seed1", "finished"), ("standard/seed2", "failed")]
+    spans = [tuple(map(float, (p.run / "span").read_text().split())) for p in points]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # the first two overlapped
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.05  # the third waited for a free slot
+
+
+def test_planning_a_sweep_imports_neither_torch_nor_lightning(tmp_path):
+    """The parent only reads configs and run folders: `--dry-run` answers at once, and waiting costs no memory."""
+    code = ("import sys; from iwu.cli import main\n"
+            f"main(['sweep', {str(demo_config_path())!r}, '--seeds', '2', 'out={tmp_path / 'sw'}', '--dry-run'])\n"
+            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

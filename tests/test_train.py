@@ -283,7 +283,7 @@ def test_sync_batchnorm_reaches_the_trainer(base, tmp_path):
 
 
 def test_resume_ignores_where_a_run_is_submitted(base, tmp_path):
-    from iwu.train import check_run_dir
+    from iwu.rundir import check_run_dir
 
     train(_config(base, tmp_path / "run", "trainer.max_steps=1"), progress=False)
     moved = _config(base, tmp_path / "run", "trainer.max_steps=1", "resume=true", "slurm.partition=other",

@@ -20,8 +20,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from iwu.ensemble import ENSEMBLE, NonFiniteLoss
 from iwu.files import atomic_write
+from iwu.rundir import LAST
 
-LAST = "last.ckpt"
 BEST_ENSEMBLE = f"best_{ENSEMBLE}.ckpt"
 BEFORE_NONFINITE = "before_nonfinite.ckpt"
 

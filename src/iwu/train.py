@@ -17,48 +17,18 @@ import json
 from pathlib import Path
 
 import lightning as L
-import yaml
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from iwu.checkpoints import BEFORE_NONFINITE, LAST, AtomicCheckpointIO, StartData, RunCheckpoints
+from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
 from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.logs import run_loggers
-
-FINAL = "final.json"
-
-
-def _flat(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): tree}
-
-
-def check_run_dir(config: RunConfig, out: Path) -> None:
-    """A new run needs a fresh folder; a resumed one the same config as before."""
-    saved = out / "config.yaml"
-    if not config.resume:
-        if (out / "checkpoints" / LAST).exists() or (out / FINAL).exists():
-            raise UserError(f"{out}: holds a run already; add resume=true to continue it, or out=DIR for a new one")
-        return
-    if not saved.exists():
-        return  # nothing to resume: start
-    try:
-        before = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"{saved}: cannot read the run's config ({err})") from None
-    now = _flat(config.to_dict())
-    changed = sorted(k for k in set(before) | set(now)
-                     if k != "resume" and not k.startswith("slurm.") and before.get(k) != now.get(k))
-    if changed:
-        raise UserError(f"{out}: resume=true with another config than the run's ({', '.join(changed[:6])}); "
-                        "resume with the same config, or start a new run with out=DIR")
-
+from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, check_run_dir
 
 def _checkpoint_step(path: Path) -> int:
     # mmap: only the few bytes of the step are read, not the weights
@@ -175,12 +145,12 @@ def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
             return json.loads((out / FINAL).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise UserError(f"{out / FINAL}: unreadable ({err}); delete it to finish the run again") from None
-    save_config(config, out / "config.yaml")
+    save_config(config, out / CONFIG)
     L.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
     module = build_module(config, dm)
-    tracker = RunCheckpoints(out / "checkpoints")
-    last = out / "checkpoints" / LAST
+    tracker = RunCheckpoints(out / CHECKPOINTS)
+    last = out / CHECKPOINTS / LAST
     resume_from = last if config.resume and last.exists() else None
     trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
                             resume_step=_checkpoint_step(resume_from) if resume_from else 0)

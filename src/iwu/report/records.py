@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iwu.errors import UserError
+from iwu.rundir import FINAL
 
-FINAL = "final.json"
 EVAL_GLOB = "eval_*.json"
 ENSEMBLE = "ensemble"
 ALL = "all"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from iwu.config import save_config
 from iwu.errors import UserError
 from iwu.files import locked
-from iwu.models import import_user_modules
+from iwu.rundir import CHECKPOINTS, FINAL, LAST, check_run_dir
 from iwu.sweep.grid import Point, expand, parse_modes, parse_seeds
 from iwu.sweep.outcome import Outcome, SweepInterrupted, save_summary, summarize
 
@@ -20,23 +20,22 @@ LAUNCHERS = ("local", "slurm")
 @contextmanager
 def _lock(folder: Path):
     """One sweep at a time per folder: two would train the same runs into the same directories."""
-    try:
-        with locked(folder / "lock", wait=False) as handle:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield
-    except BlockingIOError:
-        holder = (folder / "lock").read_text().strip() or "?"
-        raise UserError(f"{folder}: another sweep over these runs is going on (process {holder}); "
-                        "wait for it or use another out=") from None
+    with ExitStack() as stack:
+        try:  # only taking the lock is answered here, not errors of the sweep it guards
+            handle = stack.enter_context(locked(folder / "lock", wait=False))
+        except BlockingIOError:
+            holder = (folder / "lock").read_text().strip() or "?"
+            raise UserError(f"{folder}: another sweep over these runs is going on (process {holder}); "
+                            "wait for it or use another out=") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def _check_existing(points: list[Point]) -> None:
     """Runs already in the folders must be of this sweep's config, or their results would be mixed in."""
-    from iwu.train import check_run_dir
-
     problems = []
     for point in points:
         try:
@@ -49,12 +48,9 @@ def _check_existing(points: list[Point]) -> None:
 
 
 def _state(point: Point) -> str:
-    from iwu.checkpoints import LAST
-    from iwu.train import FINAL
-
     if (point.run / FINAL).exists():
         return "finished"
-    return "resume" if (point.run / "checkpoints" / LAST).exists() else "new"
+    return "resume" if (point.run / CHECKPOINTS / LAST).exists() else "new"
 
 
 def _slurm_settings(points: list[Point], options: dict):
@@ -68,7 +64,10 @@ def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", ove
     """Exit status: 0 when every run finished, 1 when some failed (the summary names their logs)."""
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}")
-    import_user_modules(imports)  # fail here, once, rather than in every run
+    if imports:  # fail here, once, rather than in every run
+        from iwu.models import import_user_modules
+
+        import_user_modules(imports)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     root, points = expand(config_path, seeds, parse_modes(modes) if isinstance(modes, str) else modes, overrides)
     settings = _slurm_settings(points, slurm_options or {})

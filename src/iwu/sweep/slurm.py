@@ -25,7 +25,7 @@ from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.sweep.grid import Point
 from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
-from iwu.train import FINAL
+from iwu.rundir import FINAL
 
 # SLURM states in which a job may still produce its run
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",

@@ -1,0 +1,45 @@
+"""A run directory's fixed names, and the check that a run may start or resume in one.
+
+Light on purpose (no torch, no Lightning): the sweep and the report read run
+directories without training anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from iwu.errors import UserError
+
+FINAL = "final.json"  # written last: its presence means the run finished
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def check_run_dir(config, out: Path) -> None:
+    """A new run needs a fresh folder; a resumed one the same config as before (`slurm.*` aside)."""
+    saved = out / CONFIG
+    if not config.resume:
+        if (out / CHECKPOINTS / LAST).exists() or (out / FINAL).exists():
+            raise UserError(f"{out}: holds a run already; add resume=true to continue it, or out=DIR for a new one")
+        return
+    if not saved.exists():
+        return  # nothing to resume: start
+    try:
+        before = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"{saved}: cannot read the run's config ({err})") from None
+    now = _flat(config.to_dict())
+    changed = sorted(k for k in set(before) | set(now)
+                     if k != "resume" and not k.startswith("slurm.") and before.get(k) != now.get(k))
+    if changed:
+        raise UserError(f"{out}: resume=true with another config than the run's ({', '.join(changed[:6])}); "
+                        "resume with the same config, or start a new run with out=DIR")
