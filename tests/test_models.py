@@ -12,6 +12,7 @@ from iwu.errors import UserError
 from iwu.models import build_model
 
 MOBILENET, RESNET50, RESNET101 = "deeplabv3plus_mobilenet", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101"
+MOBILENET_TORCHVISION = "deeplabv3plus_mobilenet_torchvision"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def aspp(model):
 
 
 @pytest.mark.parametrize(
-    "name, count", [(MOBILENET, 5_225_203), (RESNET50, 39_761_331), (RESNET101, 58_753_459)]
+    "name, count",
+    [(MOBILENET, 5_225_203), (MOBILENET_TORCHVISION, 5_225_203), (RESNET50, 39_761_331), (RESNET101, 58_753_459)],
 )
 def test_parameter_counts_match_the_published_models(built, name, count):
     assert sum(p.numel() for p in built(name).parameters()) == count
@@ -44,6 +46,7 @@ def test_parameter_counts_match_the_published_models(built, name, count):
     [
         (MOBILENET, 16, (1, 3, 64, 64), False),
         (MOBILENET, 8, (2, 3, 65, 65), True),
+        (MOBILENET_TORCHVISION, 16, (2, 3, 65, 65), True),
         (RESNET50, 16, (2, 3, 65, 65), True),
         (RESNET50, 8, (1, 3, 64, 64), False),
         (RESNET101, 16, (1, 3, 64, 64), False),
@@ -72,12 +75,14 @@ def test_resnet_dilates_layer4_at_os16_and_layer3_too_at_os8(built, output_strid
     assert net.layer4[-1].conv2.dilation == ((4, 4) if layer3_dilated else (2, 2))
 
 
+@pytest.mark.parametrize("name", [MOBILENET, MOBILENET_TORCHVISION])
 @pytest.mark.parametrize("output_stride", [16, 8])
-def test_mobilenet_turns_strides_beyond_the_output_stride_into_dilation(built, output_stride):
-    blocks = built(MOBILENET, output_stride).backbone.out  # features[4:-1]
+def test_mobilenet_turns_strides_beyond_the_output_stride_into_dilation(built, name, output_stride):
+    blocks = built(name, output_stride).backbone.out  # features[4:-1]
     depthwise = [next(m for m in b.modules() if isinstance(m, nn.Conv2d) and m.groups > 1) for b in blocks]
     got = [(conv.stride[0], conv.dilation[0]) for conv in depthwise]
-    assert all(conv.padding == conv.dilation for conv in depthwise)
+    # the published network pads each block's input instead (test_mobilenet_fidelity)
+    assert all(conv.padding == (conv.dilation if name == MOBILENET_TORCHVISION else (0, 0)) for conv in depthwise)
     # (stride, dilation) of features[4..17], as in the published MobileNetV2 with output_stride.
     if output_stride == 16:
         assert got == [(2, 1)] + [(1, 1)] * 2 + [(2, 1)] + [(1, 1)] * 6 + [(1, 1)] + [(1, 2)] * 3
@@ -176,12 +181,13 @@ def test_missing_weights_are_a_one_line_user_error(offline_hub, name, filename):
     assert "pretrained: false" in message
 
 
-def test_weights_in_the_cache_are_loaded_into_the_backbone(offline_hub):
+@pytest.mark.parametrize("name", [MOBILENET, MOBILENET_TORCHVISION])
+def test_weights_in_the_cache_are_loaded_into_the_backbone(offline_hub, name):
     saved = torchvision.models.mobilenet_v2(weights=None).state_dict()
     offline_hub.mkdir(parents=True)
     torch.save(saved, offline_hub / "mobilenet_v2-b0353104.pth")
 
-    backbone = build_model(MOBILENET, 19, pretrained=True).backbone.state_dict()
+    backbone = build_model(name, 19, pretrained=True).backbone.state_dict()
     # The backbone is features[0:4] as "low_level" and features[4:-1] as "out", indices kept.
     renamed = {"features." + key.split(".", 1)[1]: value for key, value in backbone.items()}
     expected = {k: v for k, v in saved.items() if k.startswith("features.") and not k.startswith("features.18.")}

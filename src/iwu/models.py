@@ -1,8 +1,10 @@
 """DeepLabV3+ ensemble members on torchvision backbones, and a registry of them.
 
 The architecture is the one of the published DeepLabV3+ code the paper used
-(VainF/DeepLabV3Plus-Pytorch), so parameter counts match it exactly: at 19
-classes and output stride 16, 5,225,203 (MobileNetV2), 39,761,331 (ResNet-50)
+(VainF/DeepLabV3Plus-Pytorch), and so is the function: with the same weights,
+every member gives the published network's logits (its MobileNetV2 pads
+differently from torchvision's, see iwu.mobilenet). Parameter counts at 19
+classes and output stride 16: 5,225,203 (MobileNetV2), 39,761,331 (ResNet-50)
 and 58,753,459 (ResNet-101).
 
 A model returns logits (B, num_classes, H, W) at the input size and has two
@@ -13,7 +15,6 @@ their own with `@register_model("name")`.
 
 import importlib
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import urlparse
 
@@ -24,6 +25,7 @@ from torchvision import models as tvm
 from torchvision.models._utils import IntermediateLayerGetter
 
 from .errors import UserError
+from .mobilenet import HIGH_LEVEL_CHANNELS, LOW_LEVEL_CHANNELS, Padding, mobilenet_v2_backbone
 
 Builder = Callable[..., nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -185,40 +187,24 @@ def _resnet(arch: str, weights: tvm.WeightsEnum, num_classes: int, output_stride
     return _deeplabv3plus(backbone, 2048, 256, num_classes, rates)
 
 
-def _dilate_mobilenet(blocks: nn.Sequential, output_stride: int) -> None:
-    """Turn the strides of `blocks` (MobileNetV2 features[1:-1]) beyond the output
-    stride into dilation of the depthwise 3x3 convs, as the published code does:
-    the block that would have strided keeps the previous rate, later blocks double it."""
-    stride, dilation = 2, 1  # features[0] already halves the input
-    for block in blocks:
-        dw = next(m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
-        dw.dilation, dw.padding = (dilation, dilation), (dilation, dilation)
-        if dw.stride == (2, 2):
-            if stride == output_stride:
-                dw.stride = (1, 1)
-                block.stride = 1  # no residual either way: these blocks change the channel count
-                dilation *= 2
-            else:
-                stride *= 2
-
-
-def _mobilenet(num_classes: int, output_stride: int, pretrained: bool) -> nn.Module:
+def _mobilenet(num_classes: int, output_stride: int, pretrained: bool, padding: Padding) -> nn.Module:
     rates = _aspp_rates(output_stride)
     state = _imagenet_state(tvm.MobileNet_V2_Weights.IMAGENET1K_V1) if pretrained else None
-    net = tvm.mobilenet_v2(weights=None)
-    if state is not None:
-        net.load_state_dict(state)
-    features = net.features
-    _dilate_mobilenet(features[1:-1], output_stride)
-    # features[-1] (the 1x1 conv to 1280) and the classifier are left out, as published.
-    body = nn.Sequential(OrderedDict(low_level=features[0:4], out=features[4:-1]))
-    backbone = IntermediateLayerGetter(body, return_layers={"low_level": "low_level", "out": "out"})
-    return _deeplabv3plus(backbone, 320, 24, num_classes, rates)
+    backbone = mobilenet_v2_backbone(output_stride, state, padding)
+    return _deeplabv3plus(backbone, HIGH_LEVEL_CHANNELS, LOW_LEVEL_CHANNELS, num_classes, rates)
 
 
 @register_model("deeplabv3plus_mobilenet")
 def deeplabv3plus_mobilenet(num_classes: int, *, output_stride: int = 16, pretrained: bool = True) -> nn.Module:
-    return _mobilenet(num_classes, output_stride, pretrained)
+    """The published network (its MobileNetV2 pads each block's input, see iwu.mobilenet)."""
+    return _mobilenet(num_classes, output_stride, pretrained, "published")
+
+
+@register_model("deeplabv3plus_mobilenet_torchvision")
+def deeplabv3plus_mobilenet_torchvision(num_classes: int, *, output_stride: int = 16,
+                                        pretrained: bool = True) -> nn.Module:
+    """The same parameters with torchvision's padding: not the paper's network (iwu before models revision 2)."""
+    return _mobilenet(num_classes, output_stride, pretrained, "torchvision")
 
 
 @register_model("deeplabv3plus_resnet50")
