@@ -1,6 +1,7 @@
-"""`iwu.report`: run directories found at any depth, per-class mean/std/n over seeds against numpy,
-Welch's t-test against scipy, the three formats from the same numbers, the paper's tables,
-the difference figure, and one-line errors naming the path at fault."""
+"""`iwu.report`: run directories found at any depth, per-class mean/std/n over seeds against numpy
+(sample or population std), Welch's and Student's t-tests against scipy, the three formats from the
+same numbers and naming the std and test, the paper's tables, the difference figure, and one-line
+errors naming the path at fault."""
 
 import csv
 import io
@@ -12,17 +13,22 @@ import numpy as np
 import pytest
 
 from iwu import report
+from iwu.cli import main
 from iwu.errors import UserError
 from iwu.report import (
+    TTest,
     Welch,
     betainc,
+    build_table,
     collect,
     group,
     match_paper,
     paper_columns,
     run_report,
     save_difference_figure,
+    student_t,
     summarise,
+    t_tests,
     to_csv,
     to_latex,
     to_markdown,
@@ -270,6 +276,109 @@ def test_welch_of_groups_matches_scipy_per_class_and_for_miou(runs):
                                         values("standard", "rider").mean())
 
 
+def test_population_std_matches_np_std_per_cell(runs):
+    table = summarise(group(collect(runs)), std="population")
+    assert table.std == "population" and table.test == "welch"
+    for col in table.columns:
+        for cls, stat in zip(CLASSES, col.cells):
+            x = values(col.label, cls)
+            assert stat.n == len(x)
+            assert stat.mean == pytest.approx(x.mean(), abs=1e-12)
+            assert stat.std == pytest.approx(np.std(x), abs=1e-12)  # ddof=0: 0.0 with one run, not NaN
+        assert col.miou.std == pytest.approx(np.std(mious(col.label)), abs=1e-12)
+    assert table.columns[0].cells[4] == (values("standard", "bicycle")[0], 0.0, 1)
+    # the standard error of the difference (figure's error bars, CSV's se) uses the chosen std too
+    a, b = values("standard", "rider"), values("instance_uncertainty", "rider")
+    assert table.comparison.se[2] == pytest.approx(math.sqrt(np.var(a) / len(a) + np.var(b) / len(b)))
+    # the std changes no mean and no test
+    sample = summarise(group(collect(runs)))
+    assert [c.mean for c in table.columns[1].cells] == [c.mean for c in sample.columns[1].cells]
+    assert table.comparison.tests == sample.comparison.tests
+
+
+STUDENT_SAMPLES = [
+    ([0.5, 0.52, 0.49, 0.51], [0.55, 0.57, 0.56, 0.58]),  # equal n, clearly different
+    ([0.5, 0.52, 0.49], [0.3, 0.7, 0.45, 0.61, 0.5, 0.2]),  # unequal n and variances: differs from Welch
+    ([0.1, 0.1001], [0.9, 0.2, 0.5, 0.6, 0.3, 0.31, 0.77, 0.42, 0.12, 0.66]),
+    ([0.31, 0.33], [0.32, 0.30]),  # n = 2 each, no difference
+    ([0.3], [0.1, 0.2, 0.4]),  # one value a side: pooled from the other (as scipy)
+    (list(np.linspace(0.2, 0.4, 30)), list(np.linspace(0.21, 0.38, 7) ** 1.1)),
+]
+
+
+@needs_scipy
+@pytest.mark.parametrize("a, b", STUDENT_SAMPLES)
+def test_student_t_matches_scipy(a, b):
+    ref = sp_stats.ttest_ind(a, b)  # the paper's call: equal_var=True by default
+    got = student_t(a, b)
+    assert isinstance(got, TTest) and Welch is TTest
+    assert got.t == pytest.approx(ref.statistic, rel=1e-10, abs=1e-8)
+    assert got.df == ref.df == len(a) + len(b) - 2
+    assert got.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-8)
+    assert got.p == pytest.approx(sp_stats.t.sf(abs(ref.statistic), ref.df) * 2, rel=1e-8, abs=1e-12)
+
+
+@needs_scipy
+def test_student_t_differs_from_welch_where_it_should():
+    a, b = STUDENT_SAMPLES[1]
+    assert student_t(a, b).p != pytest.approx(welch_t(a, b).p, rel=1e-3)
+    assert student_t(a, b).p == pytest.approx(sp_stats.ttest_ind(a, b, equal_var=True).pvalue, abs=1e-10)
+
+
+@needs_scipy
+def test_student_t_matches_scipy_on_random_samples():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        na, nb = rng.integers(2, 25, size=2)
+        a = rng.normal(0.5, rng.uniform(1e-3, 0.2), na)
+        b = rng.normal(0.5 + rng.normal(0, 0.05), rng.uniform(1e-3, 0.2), nb)
+        ref, got = sp_stats.ttest_ind(a, b, equal_var=True), student_t(a, b)
+        assert abs(got.t - ref.statistic) <= 1e-8 * max(1, abs(ref.statistic))
+        assert got.df == ref.df
+        assert abs(got.p - ref.pvalue) <= 1e-8
+
+
+def test_student_needs_a_degree_of_freedom_and_some_spread():
+    assert all(math.isnan(v) for v in student_t([0.3], [0.1]))  # df = 0
+    assert all(math.isnan(v) for v in student_t([], [0.1, 0.2, 0.3]))
+    assert all(math.isnan(v) for v in student_t([0.3, 0.3], [0.2, 0.2]))  # no spread at all
+    assert not student_t([0.3], [0.1]).significant
+
+
+@needs_scipy
+def test_student_of_groups_matches_scipy_per_class_and_for_miou(runs):
+    groups = group(collect(runs))
+    tests = t_tests(groups["standard"], groups["instance_uncertainty"], "student")
+    assert list(tests) == CLASSES + ["mIoU"]
+    for cls in CLASSES:  # bicycle has one standard run: Student's test still has df = 1 + 4 - 2
+        ref = sp_stats.ttest_ind(values("standard", cls), values("instance_uncertainty", cls))
+        assert tests[cls].t == pytest.approx(ref.statistic, abs=1e-8) and tests[cls].df == ref.df
+        assert tests[cls].p == pytest.approx(ref.pvalue, abs=1e-8)
+    ref = sp_stats.ttest_ind(mious("standard"), mious("instance_uncertainty"))
+    assert tests["mIoU"].p == pytest.approx(ref.pvalue, abs=1e-8)
+    assert t_tests(groups["standard"], groups["instance_uncertainty"]) == welch(groups["standard"],
+                                                                                groups["instance_uncertainty"])
+    cmp = summarise(groups, test="student").comparison
+    assert cmp.test == "student"
+    assert cmp.tests[2].t == pytest.approx(-tests["rider"].t) and cmp.tests[2].p == tests["rider"].p
+
+
+def test_bad_std_or_test_names_are_one_line_errors(runs, capsys):
+    groups = group(collect(runs))
+    with pytest.raises(UserError) as err:
+        summarise(groups, std="pop")
+    one_line(err, "'pop'", "sample, population")
+    with pytest.raises(UserError) as err:
+        build_table(runs, test="paired")
+    one_line(err, "'paired'", "welch, student")
+    for option, bad in (("--std", "ddof0"), ("--test", "paired")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["report", str(runs), option, bad])
+        assert exit_.value.code == 2
+        stderr = capsys.readouterr().err
+        assert f"argument {option}: invalid choice: '{bad}'" in stderr and "Traceback" not in stderr
+
+
 # ----------------------------------------------------------------------------------------------- formats
 
 
@@ -349,6 +458,65 @@ def test_csv_parses_back_to_the_same_numbers(runs):
     assert float(rider["se"]) == pytest.approx(math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     percent = list(csv.DictReader(io.StringIO(to_csv(table, percent=True))))
     assert float(percent[0]["standard mean"]) == pytest.approx(100 * table.columns[0].cells[0].mean)
+
+
+def test_formats_name_the_std_and_the_test(runs):
+    default = summarise(group(collect(runs)))
+    chosen = summarise(group(collect(runs)), std="population", test="student")
+    md, md2 = to_markdown(default), to_markdown(chosen)
+    assert "sample std (ddof=1)" in md and "Welch's t-test (unequal variances)" in md
+    assert "population std (ddof=0; with one run, 0)" in md2 and "Student's t-test (equal variances, pooled" in md2
+    assert "Welch" not in md2 and "sample std" not in md2
+    assert "p (Student)" in md2.splitlines()[0]
+    tex = to_latex(chosen)
+    assert "p (Student)" in tex and "% Cells: IoU, mean ± population std (ddof=0" in tex
+    assert "% Difference of means and Student's t-test" in tex
+    rows = list(csv.DictReader(io.StringIO(to_csv(default))))
+    assert {r["std"] for r in rows} == {"sample (ddof=1)"} and {r["test"] for r in rows} == {"Welch's t-test"}
+    rows = list(csv.DictReader(io.StringIO(to_csv(chosen))))
+    assert {r["std"] for r in rows} == {"population (ddof=0)"} and {r["test"] for r in rows} == {"Student's t-test"}
+    assert float(rows[4]["standard std"]) == 0.0  # one run
+    for row, cls in zip(rows, CLASSES):
+        assert float(row["standard std"]) == pytest.approx(np.std(values("standard", cls)), abs=1e-15)
+    one = list(csv.DictReader(io.StringIO(to_csv(summarise(group(collect(runs / "acdc_ensemble" / "standard")))))))
+    assert "test" not in one[0] and one[0]["std"] == "sample (ddof=1)"
+
+
+@needs_scipy
+def test_cli_population_std_and_student_test(runs, capsys, tmp_path):
+    assert main(["report", str(runs), "--std", "population", "--test", "student"]) == 0
+    text = capsys.readouterr().out
+    assert "Student's t-test" in text and "population std (ddof=0" in text and "Welch" not in text
+    header = [c.strip() for c in text.splitlines()[0].strip("|").split(" | ")]
+    assert header[-2:] == ["p (Student)", "p < 0.05"]
+    rows = md_rows(text)
+    assert [r[0] for r in rows] == CLASSES + ["mIoU"]
+    sig = []
+    for row, cls in zip(rows, CLASSES + ["mIoU"]):
+        a = mious("standard") if cls == "mIoU" else values("standard", cls)
+        b = mious("instance_uncertainty") if cls == "mIoU" else values("instance_uncertainty", cls)
+        assert row[1] == f"{a.mean():.3f} ± {np.std(a):.3f} ({len(a)})"  # np.std: with one run, ± 0.000
+        assert row[2] == f"{b.mean():.3f} ± {np.std(b):.3f} ({len(b)})"
+        p = sp_stats.ttest_ind(b, a).pvalue
+        assert row[4] == (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+        assert row[5] == ("*" if p < 0.05 else "")
+        sig.append(p < 0.05)
+    assert rows[4][1].endswith("± 0.000 (1)") and rows[4][4] != "--"  # bicycle: one standard run, still tested
+    assert text.count("*") == sum(sig)
+    # the files and the figure follow the same options
+    assert main(["report", str(runs), "--std", "population", "--test", "student", "--format", "csv",
+                 "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
+    assert float(rows[0]["standard std"]) == pytest.approx(np.std(values("standard", "road")), abs=1e-15)
+    assert rows[0]["test"] == "Student's t-test"
+    assert (tmp_path / "out" / "difference.png").read_bytes()[:8] == PNG_SIGNATURE
+    # the defaults are the sample std and Welch's test
+    assert main(["report", str(runs)]) == 0
+    text = capsys.readouterr().out
+    assert "p (Welch)" in text and "sample std (ddof=1)" in text
+    road = values("standard", "road")
+    assert md_rows(text)[0][1] == f"{road.mean():.3f} ± {road.std(ddof=1):.3f} (4)"
 
 
 # ----------------------------------------------------------------------------------------------- the paper

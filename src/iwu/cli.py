@@ -178,11 +178,11 @@ def _run_report(args: argparse.Namespace) -> int:
     from iwu.report import run_report
 
     return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,
-                      class_counts=args.class_counts, percent=args.percent)
+                      class_counts=args.class_counts, percent=args.percent, std=args.std, test=args.test)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, Welch's t-test) from run directories")
+    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, t-test) from run directories")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them at any depth")
     p.add_argument("--by", default=None, help="group columns by fields of mode, model, experiment, train, eval "
                                               "(default: mode, plus what differs)")
@@ -193,6 +193,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-counts", default=None, metavar="JSON",
                    help="class_counts.json of the training set (iwu prepare), to order the figure by frequency")
     p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
+    # the choices are iwu.report.stats.DDOF and TESTS, spelled out so the parser imports no numpy
+    p.add_argument("--std", choices=["sample", "population"], default="sample",
+                   help="standard deviation of the cells and error bars: sample (ddof=1, default) or "
+                        "population (ddof=0, np.std as in the paper's scripts)")
+    p.add_argument("--test", choices=["welch", "student"], default="welch",
+                   help="t-test of two columns: welch (unequal variances, default) or student "
+                        "(pooled, scipy.stats.ttest_ind(a, b) as in the paper's scripts)")
     p.set_defaults(func=_run_report)
 
 

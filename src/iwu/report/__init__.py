@@ -1,4 +1,4 @@
-"""`iwu report`: per-class IoU over seeds from run directories, Welch t-tests, tables and a figure.
+"""`iwu report`: per-class IoU over seeds from run directories, t-tests, tables and a figure.
 
     records = collect(["runs/acdc"], member="ensemble")   # one per (run, eval dataset)
     table = summarise(group(records), paper="table1_acdc")
@@ -12,13 +12,19 @@ scoring the same dataset and split as ``final.json`` replaces that column for
 its run (it is the later, explicit evaluation).
 
 Statistics, per group (column) and class, over the runs (seeds) of the group:
-mean and sample standard deviation (ddof=1), and n, the number of runs whose
-IoU for the class is not null (a class absent from a validation set scores
-null, so n can differ between cells). With n = 1 the standard deviation is
-NaN and the cell shows no spread; with n = 0 it shows ``--``. The mIoU row is
-the mean and spread of each run's own mIoU. Two groups are compared with
-Welch's t-test (unequal variances), written here with a continued-fraction
-incomplete beta function so that scipy stays a test-only dependency.
+mean, standard deviation and n, the number of runs whose IoU for the class is
+not null (a class absent from a validation set scores null, so n can differ
+between cells). The mIoU row is the mean and spread of each run's own mIoU.
+``--std`` (``std=``) picks the standard deviation of every cell, CSV and error
+bar: ``sample`` (ddof=1, the default; with n = 1 it is NaN and the cell shows
+no spread) or ``population`` (ddof=0, as the paper's scripts' ``np.std``; with
+n = 1 it is 0 and the cell shows ``± 0.000 (1)``); with n = 0 the cell shows
+``--``. ``--test`` (``test=``) picks the t-test comparing two groups:
+``welch`` (unequal variances, the default) or ``student`` (pooled variance,
+df = n_a + n_b - 2, as the paper's ``scipy.stats.ttest_ind(a, b)``); its p
+marks the cells with p < 0.05. Both are written here, with a
+continued-fraction incomplete beta function, so that scipy stays a test-only
+dependency. Every format says which std and which test it used.
 """
 
 from __future__ import annotations
@@ -28,20 +34,25 @@ from pathlib import Path
 from iwu.errors import UserError
 from iwu.files import atomic_write_bytes
 from iwu.report.figure import save_difference_figure
-from iwu.report.formats import RAW, RENDER, to_csv, to_latex, to_markdown
+from iwu.report.formats import RAW, RENDER, STD_LABELS, TEST_LABELS, to_csv, to_latex, to_markdown
 from iwu.report.groups import FIELDS, MODE_ORDER, default_by, group
 from iwu.report.paper import PAPER_FILE, PaperCell, PaperColumn, PaperMatch, match_paper, paper_columns, paper_tables
 from iwu.report.records import ALL, ENSEMBLE, EVAL_GLOB, FINAL, Record, collect
-from iwu.report.stats import ALPHA, MIOU, Stat, Welch, betainc, describe, t_two_sided, welch, welch_t
+from iwu.report.stats import (
+    ALPHA, DDOF, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Stat, TTest, Welch, betainc, describe,
+    student_t, t_tests, t_two_sided, welch, welch_t,
+)
 from iwu.report.table import Column, Comparison, Table, compare, load_class_share, summarise
 
 __all__ = [
-    "ALL", "ALPHA", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU", "MODE_ORDER",
-    "PAPER_FILE", "RAW", "RENDER",
-    "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "Table", "Welch",
+    "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU", "MODE_ORDER",
+    "PAPER_FILE", "POPULATION", "RAW", "RENDER", "SAMPLE", "STD_LABELS", "STUDENT", "TESTS", "TEST_LABELS",
+    "TEST_NAMES", "WELCH",
+    "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",
     "betainc", "build_table", "collect", "compare", "default_by", "describe", "group", "load_class_share",
-    "match_paper", "paper_columns", "paper_tables", "run_report", "save_difference_figure", "summarise",
-    "t_two_sided", "to_csv", "to_latex", "to_markdown", "welch", "welch_t", "write_report",
+    "match_paper", "paper_columns", "paper_tables", "run_report", "save_difference_figure", "student_t",
+    "summarise", "t_tests", "t_two_sided", "to_csv", "to_latex", "to_markdown", "welch", "welch_t",
+    "write_report",
 ]
 
 FORMATS = {"md": "report.md", "tex": "report.tex", "csv": "report.csv"}
@@ -59,19 +70,25 @@ def _formats(fmt) -> list[str]:
 
 
 def build_table(run_dirs, by=None, member: str = ENSEMBLE, paper: str | None = None,
-                class_counts=None) -> Table:
-    """collect -> group -> summarise, with class shares from a class_counts.json when given."""
+                class_counts=None, *, std: str = SAMPLE, test: str = WELCH) -> Table:
+    """collect -> group -> summarise, with class shares from a class_counts.json when given.
+
+    `std`: ``sample`` (ddof=1) or ``population`` (ddof=0); `test`: ``welch`` or ``student``.
+    """
     records = collect(run_dirs, member)
     share = load_class_share(class_counts, records[0].classes) if class_counts is not None else None
-    return summarise(group(records, by), paper=paper, class_share=share)
+    return summarise(group(records, by), paper=paper, class_share=share, std=std, test=test)
 
 
 def write_report(run_dirs, out_dir, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
-                 class_counts=None, percent: bool = False) -> dict[str, Path]:
+                 class_counts=None, percent: bool = False, *, std: str = SAMPLE,
+                 test: str = WELCH) -> dict[str, Path]:
     """Write ``report.<fmt>`` (md, tex, csv; several comma-separated, or all) and, with exactly two
-    columns, ``difference.png`` into `out_dir`; returns {format or "figure": path}."""
+    columns, ``difference.png`` into `out_dir`; returns {format or "figure": path}.
+
+    `std` and `test` as in `build_table`."""
     formats = _formats(fmt)
-    table = build_table(run_dirs, by, member, paper, class_counts)
+    table = build_table(run_dirs, by, member, paper, class_counts, std=std, test=test)
     return _write(table, Path(out_dir), formats, percent)
 
 
@@ -88,10 +105,12 @@ def _write(table: Table, out: Path, formats: list[str], percent: bool) -> dict[s
 
 
 def run_report(runs, out=None, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
-               class_counts=None, percent: bool = False) -> int:
-    """Print the table (in the first format asked for); with `out`, also write the report files there."""
+               class_counts=None, percent: bool = False, *, std: str = SAMPLE, test: str = WELCH) -> int:
+    """Print the table (in the first format asked for); with `out`, also write the report files there.
+
+    `std` and `test` as in `build_table`."""
     formats = _formats(fmt)
-    table = build_table(runs, by, member, paper, class_counts)
+    table = build_table(runs, by, member, paper, class_counts, std=std, test=test)
     print(_render(table, formats[0], percent), end="")
     if out is not None:
         for path in _write(table, Path(out), formats, percent).values():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from iwu.files import atomic_write_bytes
 from iwu.report.formats import _nan
-from iwu.report.stats import MIOU
+from iwu.report.stats import MIOU, TEST_NAMES
 from iwu.report.table import Table, _shares, compare
 
 
@@ -15,16 +15,18 @@ def save_difference_figure(table: Table, a, b, path, class_share=None, *, percen
     """Per-class IoU difference b - a (and mIoU) with error bars, as a PNG written atomically.
 
     `a`, `b` are column labels or indices. Error bars are the standard error of
-    the difference, sqrt(s_a^2/n_a + s_b^2/n_b) (none where a side has one run).
-    With `class_share` (or the table's) classes run from the most to the least
-    frequent in training, their share in the tick labels. Classes where
-    Welch's p < 0.05 are drawn in colour, the others grey.
+    the difference, sqrt(s_a^2/n_a + s_b^2/n_b), s the table's std (sample or
+    population; none where a side has one run). With `class_share` (or the
+    table's) classes run from the most to the least frequent in training, their
+    share in the tick labels. Classes where the table's t-test (Welch's or
+    Student's) gives p < 0.05 are drawn in colour, the others grey.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     col_a, col_b = table.column(a), table.column(b)
-    cmp = compare(col_a, col_b)
+    cmp = compare(col_a, col_b, table.test)
+    name = TEST_NAMES[table.test]
     share = _shares(table.classes, class_share) if class_share is not None else table.share
     order = list(range(len(table.classes)))
     if share is not None:
@@ -58,10 +60,10 @@ def save_difference_figure(table: Table, a, b, path, class_share=None, *, percen
             tick.set_fontweight("bold")
     unit = "IoU x 100" if percent else "IoU"
     ax.set_ylabel(f"difference in {unit}")
-    ax.set_title(f"{col_b.label} - {col_a.label}, per class (mean over runs; bars: standard error)",
-                 fontsize="medium")
-    ax.legend(handles=[Patch(color="C2", label="higher, Welch p < 0.05"),
-                       Patch(color="C3", label="lower, Welch p < 0.05"),
+    ax.set_title(f"{col_b.label} - {col_a.label}, per class (mean over runs; bars: standard error, "
+                 f"{table.std} std)", fontsize="medium")
+    ax.legend(handles=[Patch(color="C2", label=f"higher, {name} p < 0.05"),
+                       Patch(color="C3", label=f"lower, {name} p < 0.05"),
                        Patch(color="0.7", label="not significant")], fontsize="small", loc="best")
     ax.grid(True, axis="y", alpha=0.3)
     if share is not None:

@@ -7,10 +7,13 @@ import io
 import math
 
 from iwu.report.paper import PaperCell
-from iwu.report.stats import MIOU, Stat
+from iwu.report.stats import DDOF, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat
 from iwu.report.table import Table
 
 RAW = "\u2020"  # marks a difference to the paper left in IoU units because the published std is 0
+STD_LABELS = {SAMPLE: "sample (ddof=1)", POPULATION: "population (ddof=0)"}  # as the CSV's `std` column says
+TEST_LABELS = {test: f"{name}'s t-test" for test, name in TEST_NAMES.items()}  # as the CSV's `test` column says
+_TEST_NOTES = {WELCH: "unequal variances", STUDENT: "equal variances, pooled, df = n_a + n_b - 2"}
 
 
 def _nan(x) -> bool:
@@ -78,7 +81,7 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
             header += [f"paper {table.paper[col.label].column.table}", "(ours - paper) / paper std"]
     cmp = table.comparison
     if cmp:
-        header += [f"{cmp.b} - {cmp.a}", "p (Welch)", "p < 0.05"]
+        header += [f"{cmp.b} - {cmp.a}", f"p ({TEST_NAMES[cmp.test]})", "p < 0.05"]
     rows = []
     for i in range(len(table.classes) + 1):
         is_miou = i == len(table.classes)
@@ -101,10 +104,12 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
 
 def _notes(table: Table, style: _Style) -> list[str]:
     unit = "IoU x 100" if style.scale == 100 else "IoU"
-    notes = [f"Cells: {unit}, mean ± sample std over runs (n runs with a score for the class); "
-             f"the mIoU row is over each run's mIoU."]
+    one = "; with one run, 0" if table.std == POPULATION else ""
+    notes = [f"Cells: {unit}, mean ± {table.std} std (ddof={DDOF[table.std]}{one}) over runs "
+             f"(n runs with a score for the class); the mIoU row is over each run's mIoU."]
     if table.comparison:
-        notes.append("Difference of means and Welch's t-test (unequal variances), two-sided; "
+        test = table.comparison.test
+        notes.append(f"Difference of means and {TEST_LABELS[test]} ({_TEST_NOTES[test]}), two-sided; "
                      "the last column marks p < 0.05.")
     if any(table.paper.values()):
         notes.append(f"Paper: published mean ± std; (ours - paper) / paper std, or, marked {RAW}, "
@@ -169,7 +174,9 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
     Columns: ``class``, ``train share`` (with class shares), per group
     ``<label> mean|std|n`` (and ``<label> paper mean|paper std|ours-paper|(ours-paper)/paper std``
     with a matched published column), and with two groups ``difference``
-    (b - a), ``se``, ``t`` (of b against a), ``df``, ``p``, ``p < 0.05`` (``*`` or empty).
+    (b - a), ``se`` (from the std), ``t`` (of b against a), ``df``, ``p``, ``p < 0.05`` (``*`` or empty);
+    last, on every row, ``std`` (``sample (ddof=1)`` or ``population (ddof=0)``) and, with two groups,
+    ``test`` (``Welch's t-test`` or ``Student's t-test``).
     """
     scale = 100.0 if percent else 1.0
     header = ["class"] + (["train share"] if table.share is not None else [])
@@ -181,6 +188,9 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
     cmp = table.comparison
     if cmp:
         header += ["difference", "se", "t", "df", "p", "p < 0.05"]
+    header.append("std")
+    if cmp:
+        header.append("test")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -203,6 +213,9 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
                               else (cmp.diff[i], cmp.se[i], cmp.tests[i]))
             row += [_csv_num(diff, scale), _csv_num(se, scale), _csv_num(test.t), _csv_num(test.df),
                     _csv_num(test.p), "*" if test.significant else ""]
+        row.append(STD_LABELS[table.std])
+        if cmp:
+            row.append(TEST_LABELS[cmp.test])
         writer.writerow(row)
     return buffer.getvalue()
 

@@ -1,4 +1,9 @@
-"""Statistics over runs: mean/std/n (`describe`), the incomplete beta function and Welch's t-test."""
+"""Statistics over runs: mean/std/n (`describe`), the incomplete beta function and the two-sample
+t-tests (Welch's and Student's).
+
+Which standard deviation (``sample``, ddof=1, or ``population``, ddof=0) is decided in one place,
+`DDOF`; which t-test, in `TESTS` (one function each).
+"""
 
 from __future__ import annotations
 
@@ -13,21 +18,38 @@ from iwu.errors import UserError
 ALPHA = 0.05
 MIOU = "mIoU"
 
+SAMPLE, POPULATION = "sample", "population"
+DDOF = {SAMPLE: 1, POPULATION: 0}  # --std: the delta degrees of freedom of each kind of standard deviation
+WELCH, STUDENT = "welch", "student"
+TEST_NAMES = {WELCH: "Welch", STUDENT: "Student"}  # --test -> the name printed beside the p-values
+
+
+def _choice(value: str, options, what: str) -> str:
+    if value not in options:
+        raise UserError(f"{what} {value!r}: choose from {', '.join(options)}")
+    return value
+
 
 class Stat(NamedTuple):
-    """Mean, sample std (ddof=1; NaN for n < 2) and n of some values; mean NaN for n = 0."""
+    """Mean, standard deviation and n of some values; mean NaN for n = 0.
+
+    The std is the sample one (ddof=1; NaN for n < 2) or the population one (ddof=0, as ``np.std``;
+    0 for n = 1, NaN for n = 0), as `describe` is asked.
+    """
 
     mean: float
     std: float
     n: int
 
 
-def describe(values: Iterable[float]) -> Stat:
+def describe(values: Iterable[float], std: str = SAMPLE) -> Stat:
+    """Mean, std (`std`: ``sample``, ddof=1, or ``population``, ddof=0) and n of the finite values."""
+    ddof = DDOF[_choice(std, DDOF, "std")]
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
-    std = float(x.std(ddof=1)) if n > 1 else math.nan
-    return Stat(mean, std, n)
+    sd = float(x.std(ddof=ddof)) if n > ddof else math.nan
+    return Stat(mean, sd, n)
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -79,8 +101,8 @@ def t_two_sided(t: float, df: float) -> float:
     return min(1.0, betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2)))
 
 
-class Welch(NamedTuple):
-    """Welch's t-test of two samples: t (of mean(a) - mean(b)), degrees of freedom, two-sided p."""
+class TTest(NamedTuple):
+    """A two-sample t-test: t (of mean(a) - mean(b)), degrees of freedom, two-sided p."""
 
     t: float
     df: float
@@ -91,18 +113,46 @@ class Welch(NamedTuple):
         return self.p < ALPHA  # False for NaN
 
 
-def welch_t(a: Iterable[float], b: Iterable[float]) -> Welch:
+Welch = TTest  # its first name, when Welch's was the only test
+
+
+_NONE = TTest(math.nan, math.nan, math.nan)
+
+
+def welch_t(a: Iterable[float], b: Iterable[float]) -> TTest:
     """As ``scipy.stats.ttest_ind(a, b, equal_var=False)``; NaN where a side has fewer than 2 values."""
     sa, sb = describe(a), describe(b)
     if sa.n < 2 or sb.n < 2:
-        return Welch(math.nan, math.nan, math.nan)
+        return _NONE
     va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
     se2 = va + vb
     if se2 == 0.0:  # both constant: no spread to test against
-        return Welch(math.nan, math.nan, math.nan)
+        return _NONE
     t = (sa.mean - sb.mean) / math.sqrt(se2)
     df = se2 ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
-    return Welch(t, df, t_two_sided(t, df))
+    return TTest(t, df, t_two_sided(t, df))
+
+
+def student_t(a: Iterable[float], b: Iterable[float]) -> TTest:
+    """As ``scipy.stats.ttest_ind(a, b, equal_var=True)``: pooled variance, df = n_a + n_b - 2.
+
+    A side may hold one value when the other has two or more (as in scipy); NaN when df < 1
+    or when both sides are constant (no spread to test against, as in `welch_t`).
+    """
+    sa, sb = describe(a), describe(b)
+    df = sa.n + sb.n - 2
+    if sa.n < 1 or sb.n < 1 or df < 1:
+        return _NONE
+    # (n - 1) * sample variance, 0 for one value
+    ss = sum((s.n - 1) * s.std ** 2 for s in (sa, sb) if s.n > 1)
+    se2 = ss / df * (1.0 / sa.n + 1.0 / sb.n)
+    if se2 == 0.0:
+        return _NONE
+    t = (sa.mean - sb.mean) / math.sqrt(se2)
+    return TTest(t, float(df), t_two_sided(t, df))
+
+
+TESTS = {WELCH: welch_t, STUDENT: student_t}  # --test -> the test of two samples
 
 
 def _samples(group) -> tuple[list[list[float]], list[float]]:
@@ -119,16 +169,23 @@ def _samples(group) -> tuple[list[list[float]], list[float]]:
     return per_class, [r.miou for r in records if r.miou is not None]
 
 
-def welch(group_a, group_b) -> dict[str, Welch]:
-    """Welch's t-test per class (by name) and for mIoU (key ``mIoU``, last) of two groups.
+def t_tests(group_a, group_b, test: str = WELCH) -> dict[str, TTest]:
+    """A t-test (`test`: ``welch`` or ``student``) per class (by name) and for mIoU (key ``mIoU``,
+    last) of two groups.
 
     A group is a list of records or a `Column`. t is that of a against b, as
-    ``scipy.stats.ttest_ind(a, b, equal_var=False)``; null IoUs are left out.
+    ``scipy.stats.ttest_ind(a, b, equal_var=test == "student")``; null IoUs are left out.
     """
     from iwu.report.table import Column  # the table module builds on this one
 
+    run = TESTS[_choice(test, TESTS, "test")]
     (ca, ma), (cb, mb) = _samples(group_a), _samples(group_b)
     first = group_a.records[0] if isinstance(group_a, Column) else list(group_a)[0]
-    tests = {name: welch_t(a, b) for name, a, b in zip(first.classes, ca, cb)}
-    tests[MIOU] = welch_t(ma, mb)
+    tests = {name: run(a, b) for name, a, b in zip(first.classes, ca, cb)}
+    tests[MIOU] = run(ma, mb)
     return tests
+
+
+def welch(group_a, group_b) -> dict[str, TTest]:
+    """Welch's t-test per class and for mIoU of two groups: ``t_tests(group_a, group_b, "welch")``."""
+    return t_tests(group_a, group_b, WELCH)

@@ -11,7 +11,7 @@ from pathlib import Path
 from iwu.errors import UserError
 from iwu.report.paper import PaperMatch, _class_key, _paper_cell, _shared, match_paper, paper_columns
 from iwu.report.records import Record, _load_json
-from iwu.report.stats import MIOU, Stat, Welch, _samples, describe, welch
+from iwu.report.stats import DDOF, MIOU, SAMPLE, TESTS, WELCH, Stat, TTest, _choice, _samples, describe, t_tests
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,18 @@ class Column:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Column b against column a: b - a per class, the standard error of that, and Welch's test of b against a."""
+    """Column b against column a: b - a per class, the standard error of that (from the columns' std),
+    and a t-test (`test`: welch or student) of b against a."""
 
     a: str
     b: str
     diff: tuple[float, ...]
     se: tuple[float, ...]
-    tests: tuple[Welch, ...]  # t has the sign of b - a
+    tests: tuple[TTest, ...]  # t has the sign of b - a
     miou_diff: float
     miou_se: float
-    miou_test: Welch
+    miou_test: TTest
+    test: str = WELCH
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Table:
     comparison: Comparison | None = None  # when exactly two columns
     paper: Mapping[str, PaperMatch | None] = field(default_factory=dict)  # column label -> match
     share: tuple[float, ...] | None = None  # training-set share per class
+    std: str = SAMPLE  # the columns' standard deviation: sample (ddof=1) or population (ddof=0)
+    test: str = WELCH  # the comparison's t-test: welch or student
 
     def column(self, which) -> Column:
         if isinstance(which, int):
@@ -59,40 +63,47 @@ class Table:
         raise UserError(f"no column {which!r}; the columns are: {', '.join(c.label for c in self.columns)}")
 
 
-def _column(label: str, records: Sequence[Record]) -> Column:
+def _column(label: str, records: Sequence[Record], std: str = SAMPLE) -> Column:
     per_class, mious = _samples(records)
     return Column(label, tuple(records), tuple(map(tuple, per_class)), tuple(mious),
-                  tuple(describe(v) for v in per_class), describe(mious))
+                  tuple(describe(v, std) for v in per_class), describe(mious, std))
 
 
 def _se(a: Stat, b: Stat) -> float:
+    """sqrt(s_a^2/n_a + s_b^2/n_b) with the cells' std; NaN where a side has fewer than 2 runs."""
     if a.n < 2 or b.n < 2:
         return math.nan
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
 
 
-def compare(a: Column, b: Column) -> Comparison:
-    tests = welch(b, a)
+def compare(a: Column, b: Column, test: str = WELCH) -> Comparison:
+    """b against a: differences of the means, their standard errors (from the columns' std) and `test`."""
+    tests = t_tests(b, a, test)
     return Comparison(
         a.label, b.label,
         diff=tuple(cb.mean - ca.mean for ca, cb in zip(a.cells, b.cells)),
         se=tuple(_se(ca, cb) for ca, cb in zip(a.cells, b.cells)),
         tests=tuple(tests[c] for c in a.records[0].classes),
-        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU])
+        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU], test=test)
 
 
-def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = None, class_share=None) -> Table:
-    """Per column and class: mean, std, n over the runs; Welch's test when there are two columns.
+def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = None, class_share=None,
+              std: str = SAMPLE, test: str = WELCH) -> Table:
+    """Per column and class: mean, std, n over the runs; a t-test when there are two columns.
 
-    `paper` names a published table to set beside each column it matches (a
-    UserError if it matches none); `class_share` (one training-set share per
-    class, or {class: share}) is kept for the formats and the figure.
+    `std` is ``sample`` (ddof=1) or ``population`` (ddof=0, as ``np.std``), `test` is ``welch``
+    (unequal variances) or ``student`` (pooled, as ``scipy.stats.ttest_ind``'s default); the
+    table keeps both for the formats and the figure. `paper` names a published table to set
+    beside each column it matches (a UserError if it matches none); `class_share` (one
+    training-set share per class, or {class: share}) is kept for the formats and the figure.
     """
+    _choice(std, DDOF, "std")
+    _choice(test, TESTS, "test")
     if not groups:
         raise UserError("no runs to report")
-    columns = tuple(_column(label, rs) for label, rs in groups.items())
+    columns = tuple(_column(label, rs, std) for label, rs in groups.items())
     classes = columns[0].records[0].classes
-    comparison = compare(*columns) if len(columns) == 2 else None
+    comparison = compare(*columns, test=test) if len(columns) == 2 else None
     matches: dict[str, PaperMatch | None] = {}
     if paper is not None:
         published = paper_columns(paper)
@@ -113,7 +124,7 @@ def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = Non
             theirs = "; ".join(c.label for c in published)
             raise UserError(f"--paper {paper}: no published column matches a column of this report "
                             f"(ours: {ours}; published: {theirs}); pick runs or --member to match")
-    return Table(classes, columns, comparison, matches, _shares(classes, class_share))
+    return Table(classes, columns, comparison, matches, _shares(classes, class_share), std, test)
 
 
 def _shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:
