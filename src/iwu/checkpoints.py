@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from iwu.ensemble import ENSEMBLE, NonFiniteLoss
 from iwu.files import atomic_write
+from iwu.models import MODELS_REVISION
 from iwu.rundir import LAST
 
 BEST_ENSEMBLE = f"best_{ENSEMBLE}.ckpt"
@@ -72,7 +73,7 @@ class RunCheckpoints(L.Callback):
     def _save_member(self, module, k: int, step: int, miou: float) -> None:
         config = module.config.to_dict()
         about = {"config": config, "member": config["members"][k], "name": module.names[k],
-                 "classes": list(module.classes), "step": step, "miou": miou}
+                 "classes": list(module.classes), "step": step, "miou": miou, "models_revision": MODELS_REVISION}
         state = {"state_dict": module.members[k].state_dict(), "iwu": about}
         atomic_write(self.folder / best_member_file(module.names[k]), lambda f: torch.save(state, f))
 

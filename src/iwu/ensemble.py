@@ -22,7 +22,7 @@ from iwu.config import RunConfig
 from iwu.errors import UserError
 from iwu.losses import class_weighted_cross_entropy, focal_loss, uncertainty_weighted_cross_entropy
 from iwu.metrics import confusion_matrices, iou_from_confusion
-from iwu.models import build_model, set_bn_momentum
+from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
 from iwu.optim import build_optimizer
 from iwu.uncertainty import ensemble_uncertainty
 
@@ -110,7 +110,8 @@ class EnsembleModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # plain types only, so `torch.load(weights_only=True)` reads it back
-        checkpoint["iwu"] = {"config": self.config.to_dict(), "classes": list(self.classes), "members": self.names}
+        checkpoint["iwu"] = {"config": self.config.to_dict(), "classes": list(self.classes), "members": self.names,
+                             "models_revision": MODELS_REVISION}
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()

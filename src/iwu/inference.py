@@ -7,14 +7,16 @@ member's `best_<member>.pt`, which evaluates as an ensemble of one.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from iwu.config import RunConfig, config_from_dict
-from iwu.ensemble import EnsembleModule
+from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
+from iwu.models import names_at_revision
 
 BEST = Path("checkpoints") / "best_ensemble.ckpt"
 
@@ -36,6 +38,20 @@ def _read(path: Path) -> dict:
     except (OSError, RuntimeError, EOFError) as err:
         reason = " ".join(str(err).split())[:160]
         raise UserError(f"{path}: cannot read the checkpoint ({reason})") from None
+
+
+def _build_as_trained(config: RunConfig, about: dict, path: Path) -> list[str]:
+    """Point the config's members at the networks the weights were trained as (an older models
+    revision may name them differently today); returns the members' names as the run knew them."""
+    saved = [m.name for m in config.members]
+    today = names_at_revision(saved, about.get("models_revision", 1))
+    if today != saved:
+        for member, name in zip(config.members, today):
+            member.name = name
+        changed = ", ".join(sorted({f"{a} as {b}" for a, b in zip(saved, today) if a != b}))
+        print(f"note: {path} was saved by an earlier iwu; loading {changed}, the network it was trained as",
+              file=sys.stderr)
+    return member_names(saved)
 
 
 def load_models(target, device=None) -> Loaded:
@@ -62,12 +78,14 @@ def load_models(target, device=None) -> Loaded:
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if "member" in about:  # best_<member>.pt: one member's weights
         config.members = [type(config.members[0])(**about["member"])]
-        module = EnsembleModule(config, about["classes"])
+    names = _build_as_trained(config, about, path)
+    module = EnsembleModule(config, about["classes"])
+    if "member" in about:
         module.members[0].load_state_dict(checkpoint["state_dict"])
         module.names = [about["name"]]
     else:
-        module = EnsembleModule(config, about["classes"])
         module.load_state_dict(checkpoint["state_dict"])
+        module.names = names
     return Loaded(module.to(device).eval(), config, run_dir, device)
 
 

@@ -32,6 +32,12 @@ MODELS: dict[str, Builder] = {}
 
 BACKBONE_BN_MOMENTUM = 0.01  # the published training code sets this on the backbone only
 
+# Saved in every checkpoint, so weights meet the network they were trained as. Revision 2:
+# `deeplabv3plus_mobilenet` became the published network; before, it had torchvision's padding,
+# the network now registered as `deeplabv3plus_mobilenet_torchvision`.
+MODELS_REVISION = 2
+_RENAMED_AFTER = {1: {"deeplabv3plus_mobilenet": "deeplabv3plus_mobilenet_torchvision"}}
+
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
     """Register `builder(num_classes, *, output_stride, pretrained) -> nn.Module` under `name`."""
@@ -54,6 +60,14 @@ def build_model(name: str, num_classes: int, *, output_stride: int = 16, pretrai
         raise UserError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     _aspp_rates(output_stride)  # here too, as a user's builder may not check
     return MODELS[name](num_classes, output_stride=output_stride, pretrained=pretrained)
+
+
+def names_at_revision(names: list[str], revision: int) -> list[str]:
+    """Today's names of the networks that `names` built at models `revision` (1: checkpoints
+    written before revisions were recorded)."""
+    for r in range(revision, MODELS_REVISION):
+        names = [_RENAMED_AFTER[r].get(name, name) for name in names]
+    return names
 
 
 def import_user_modules(modules) -> None:

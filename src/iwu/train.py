@@ -28,11 +28,20 @@ from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.logs import run_loggers
+from iwu.models import names_at_revision
 from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, check_run_dir
 
-def _checkpoint_step(path: Path) -> int:
-    # mmap: only the few bytes of the step are read, not the weights
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+def _resume_step(path: Path, config: RunConfig) -> int:
+    """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: the weights stay unread
+    names = [m.name for m in config.members]
+    today = names_at_revision(names, saved.get("iwu", {}).get("models_revision", 1))
+    if today != names:
+        changed = ", ".join(sorted({f"{a} (now {b})" for a, b in zip(names, today) if a != b}))
+        raise UserError(f"{path}: saved by an earlier iwu, when {changed} was another network; resuming would "
+                        "train its weights in the new one: start a new run with out=DIR (iwu evaluate still "
+                        "loads this run as it was trained)")
+    return int(saved["global_step"])
 
 
 def build_datamodule(config: RunConfig):
@@ -153,7 +162,7 @@ def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     last = out / CHECKPOINTS / LAST
     resume_from = last if config.resume and last.exists() else None
     trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
-                            resume_step=_checkpoint_step(resume_from) if resume_from else 0)
+                            resume_step=_resume_step(resume_from, config) if resume_from else 0)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     except NonFiniteLoss as err:
