@@ -1,7 +1,6 @@
 """The MobileNetV2 member computes the published network (fixtures/published_mobilenet/README.md)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ from torch import nn
 
 from iwu.mobilenet import InputPaddedBlock
 from iwu.models import build_model
+from published_layout import FIXTURES, fill_with_the_fixture_weights, published_key
 
-FIXTURES = Path(__file__).parent / "fixtures" / "published_mobilenet"
 PUBLISHED, TORCHVISION = "deeplabv3plus_mobilenet", "deeplabv3plus_mobilenet_torchvision"
 TOLERANCE = 1e-6  # the published network itself is 1.2e-7 from the eval outputs
 
@@ -20,24 +19,6 @@ TOLERANCE = 1e-6  # the published network itself is 1.2e-7 from the eval outputs
 def outputs():
     with np.load(FIXTURES / "outputs.npz") as eval_outputs, np.load(FIXTURES / "train_without_dropout.npz") as train:
         return {**{k: eval_outputs[k] for k in ("input", "os16_eval", "os8_eval")}, **dict(train)}
-
-
-def published_key(key: str) -> str:
-    return (key.replace("backbone.low_level.", "backbone.low_level_features.")
-            .replace("backbone.out.", "backbone.high_level_features."))
-
-
-def fill_with_the_fixture_weights(model: nn.Module) -> nn.Module:
-    """The README's formula, in the state dict's order (integer entries counted, left as they are)."""
-    state = {}
-    for i, (key, value) in enumerate(model.state_dict().items()):
-        if not value.is_floating_point():
-            state[key] = value
-            continue
-        s = torch.sin(0.37 * torch.arange(value.numel(), dtype=torch.float64) + i).reshape(value.shape)
-        state[key] = 1 + 0.5 * s**2 if key.endswith("running_var") else (0.5 if value.dim() == 1 else 0.1) * s
-    model.load_state_dict(state)
-    return model
 
 
 def member(name: str, output_stride: int, train: bool) -> nn.Module:

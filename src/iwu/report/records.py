@@ -111,11 +111,12 @@ def _run_records(final_path: Path, member: str) -> list[Record]:
         raise UserError(f"{final_path}: `seed` must be a whole number, found {seed!r}")
     classes = _classes(final_path, data)
     results = data.get("results")
-    if not isinstance(results, dict) or not results:
+    # an imported run (iwu import) was trained elsewhere: only `iwu evaluate` scores it
+    if not isinstance(results, dict) or not (results or "imported" in data):
         raise UserError(f"{final_path}: `results` must map model names to their scores")
 
     # eval dataset -> (source, {model: scores}); later sources replace earlier ones for the same dataset
-    sets: dict[str, tuple[Path, str, dict]] = {train: (final_path, "results", results)}
+    sets: dict[str, tuple[Path, str, dict]] = {train: (final_path, "results", results)} if results else {}
     extra = data.get("val_extra") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
         raise UserError(f"{final_path}: `val_extra` must map validation sets to {{model: scores}}")
@@ -169,6 +170,9 @@ def collect(run_dirs, member: str = ENSEMBLE) -> list[Record]:
         for path in _final_files(folder):
             files.setdefault(path.resolve(), path)  # the same run reached twice counts once
     records = [r for path in files.values() for r in _run_records(path, member)]
+    if not records:
+        raise UserError(f"{', '.join(map(str, files.values()))[:200]}: imported runs, no scores yet: score them "
+                        "with iwu evaluate RUN --data KIND:ROOT first")
 
     first = records[0]
     seen: dict[tuple, Path] = {}

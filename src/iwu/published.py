@@ -1,0 +1,254 @@
+"""`iwu import`: checkpoints of the published code as iwu run directories.
+
+The published code (luislcc/instance_uncertainty, on VainF/DeepLabV3Plus-Pytorch)
+saves one file per network, `best_<model>_<dataset>_os<16|8>_seed<k>[_<tag>].pth`
+(or `latest_...`): a dict whose `model_state` holds the weights. An ensemble is
+the files of its members, which share dataset, output stride, seed and tag (the
+method's tag is `uncertainty_instance_ensembling`). Files that share those four
+become one run directory, `<out>/<mode>/seed<k>/` (`--each`: one run per file,
+`<out>/<mode>/<model>/seed<k>/`), holding the config, `checkpoints/best_ensemble.ckpt`
+and a `final.json` marked `imported`, which `iwu evaluate`, `predict`, `masks` and
+`report` read like those of a run iwu trained. The weights load into iwu's members
+unchanged: they compute the published networks (tests/test_mobilenet_fidelity.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iwu.config import MemberConfig, RunConfig, save_config
+from iwu.errors import UserError
+from iwu.files import atomic_write, atomic_write_json
+from iwu.models import MODELS_REVISION
+from iwu.rundir import CHECKPOINTS, CONFIG, FINAL
+
+FILE_NAME = re.compile(r"(?:best|latest)_(?P<model>[a-z0-9]+_[a-z0-9_]+?)_(?P<dataset>voc|cityscapes|acdc|kvasir)"
+                       r"_os(?P<os>8|16)_seed(?P<seed>\d+)(?:_(?P<tag>[^.]+))?\.pth$")
+PATTERN = "best_<model>_<dataset>_os<16|8>_seed<k>[_<tag>].pth"
+METHOD_TAGS = ("uncertainty_instance_ensembling", "uncertainty_instance_new")
+PAPER_LR = {"deeplabv3plus_mobilenet": 1e-3, "deeplabv3plus_resnet50": 1e-4, "deeplabv3plus_resnet101": 1e-4}
+RENAMED = {"backbone.low_level_features.": "backbone.low_level.", "backbone.high_level_features.": "backbone.out."}
+IWU_KINDS = ("cityscapes", "acdc")  # datasets whose 19 classes iwu knows
+BEST = Path(CHECKPOINTS) / "best_ensemble.ckpt"
+
+
+@dataclass
+class Published:
+    """One file's weights, as iwu names them, and what its name and contents say about it."""
+
+    path: Path
+    model: str
+    dataset: str
+    output_stride: int
+    seed: int
+    tag: str
+    state: dict = field(repr=False)
+    num_classes: int
+    steps: int | None
+    best_score: float | None
+
+
+def _load(path: Path) -> dict:
+    """The file as a dict, read without running code: numpy scalars (the published `best_score`) allowed."""
+    scalar = getattr(np, "_core", None) or np.core  # numpy 2 moved it
+    numpy_types = [scalar.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)}]
+    try:
+        with torch.serialization.safe_globals(numpy_types):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as err:  # not a checkpoint, truncated, or holding objects that would run code
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint of the published code ({reason})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_state"), dict):
+        raise UserError(f"{path}: no `model_state` inside; is it a checkpoint of the published code?")
+    return data
+
+
+def _architecture(state: dict) -> str | None:
+    """The member the published weights belong to, by their names: MobileNetV2 or ResNet-50/101 DeepLabV3+."""
+    if "classifier.project.0.weight" not in state:  # no low-level projection: not DeepLabV3+
+        return None
+    if any(k.startswith("backbone.low_level_features.") for k in state):
+        return "deeplabv3plus_mobilenet"
+    blocks = {k.split(".")[2] for k in state if k.startswith("backbone.layer3.")}
+    return {6: "deeplabv3plus_resnet50", 23: "deeplabv3plus_resnet101"}.get(len(blocks))
+
+
+def _iwu_names(state: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        for old, new in RENAMED.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        out[key] = value
+    return out
+
+
+def name_fields(path: Path, *, dataset=None, output_stride=None, seed=None) -> dict:
+    """model, dataset, output_stride, seed and tag from a file's name; the options replace them."""
+    named = FILE_NAME.search(path.name)
+    if named is None and dataset is None:
+        raise UserError(f"{path}: the name is not {PATTERN}; give --dataset (and --seed, --output-stride)")
+    f = named.groupdict() if named else {"model": None, "dataset": None, "os": 16, "seed": 0, "tag": None}
+    return {"model": f["model"], "dataset": dataset or f["dataset"], "output_stride": int(output_stride or f["os"]),
+            "seed": int(seed if seed is not None else f["seed"]), "tag": f["tag"] or ""}
+
+
+def read_published(path, **options) -> Published:
+    """One published checkpoint; the `options` of `name_fields` replace what its name says."""
+    path = Path(path)
+    fields = name_fields(path, **options)
+    data = _load(path)
+    state = data["model_state"]
+    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel itself
+        state = {k[len("module."):]: v for k, v in state.items()}
+    model = _architecture(state)
+    if model is None:
+        raise UserError(f"{path}: not a DeepLabV3+ on MobileNetV2, ResNet-50 or ResNet-101, the published "
+                        "members iwu builds")
+    if fields["model"] not in (None, model):
+        raise UserError(f"{path}: named {fields['model']} but holds the weights of {model}")
+    best = data.get("best_score")
+    return Published(
+        path=path, model=model, dataset=fields["dataset"], output_stride=fields["output_stride"],
+        seed=fields["seed"], tag=fields["tag"], state=_iwu_names(state),
+        num_classes=int(state["classifier.classifier.3.weight"].shape[0]),
+        steps=int(data["cur_itrs"]) if isinstance(data.get("cur_itrs"), (int, float)) else None,
+        best_score=float(best) if isinstance(best, (int, float, np.floating)) else None,
+    )
+
+
+def _classes(group: list[Published], classes) -> list[str]:
+    first = group[0]
+    counts = {p.num_classes for p in group}
+    if len(counts) > 1:
+        raise UserError(f"{first.path}: its ensemble's files have {sorted(counts)} classes; one count for all")
+    if classes:
+        if len(classes) != first.num_classes:
+            raise UserError(f"--classes names {len(classes)} classes; {first.path} has {first.num_classes}")
+        return list(classes)
+    if first.dataset in IWU_KINDS and first.num_classes == 19:
+        from iwu.data import CLASSES
+
+        return list(CLASSES)
+    raise UserError(f"{first.path}: {first.num_classes} classes of {first.dataset}; name them with "
+                    "--classes a,b,c in train-id order")
+
+
+def _mode(tag: str) -> str:
+    return "instance_uncertainty" if tag in METHOD_TAGS else "standard"
+
+
+def _run_config(group: list[Published], mode: str, experiment: str, size: int, out: Path) -> RunConfig:
+    first = group[0]
+    config = RunConfig(experiment=experiment, seed=first.seed, mode=mode, out=str(out),
+                       members=[MemberConfig(p.model, PAPER_LR[p.model]) for p in group])
+    config.model.output_stride = first.output_stride
+    config.model.pretrained = False
+    config.data = {"kind": first.dataset, "size": size} if first.dataset in IWU_KINDS else {"size": size}
+    return config
+
+
+def _checked_state(config: RunConfig, classes: list[str], group: list[Published]) -> dict:
+    """The ensemble's state dict, loaded once into the members it will be read into."""
+    from iwu.ensemble import EnsembleModule
+
+    module = EnsembleModule(config, classes)
+    state = {}
+    for k, (member, p) in enumerate(zip(module.members, group)):
+        expected = member.state_dict()
+        weights = dict(p.state)
+        for key in expected:  # torch before 0.4.1 saved no BatchNorm counters
+            if key.endswith("num_batches_tracked") and key not in weights:
+                weights[key] = torch.zeros((), dtype=torch.long)
+        try:
+            member.load_state_dict(weights)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())[:200]
+            raise UserError(f"{p.path}: its weights do not fit {p.model} at output stride "
+                            f"{p.output_stride} ({detail})") from None
+        state.update({f"members.{k}.{key}": value for key, value in weights.items()})
+    return state
+
+
+def _write_run(out: Path, config: RunConfig, classes: list[str], group: list[Published]) -> None:
+    from iwu.ensemble import member_names
+
+    state = _checked_state(config, classes, group)
+    names = member_names([p.model for p in group])
+    imported = {"files": [str(p.path.resolve()) for p in group],
+                "steps": {n: p.steps for n, p in zip(names, group)},
+                "best_miou": {n: p.best_score for n, p in zip(names, group)}}
+    about = {"config": config.to_dict(), "classes": classes, "members": names,
+             "models_revision": MODELS_REVISION, "imported": imported}
+    save_config(config, out / CONFIG)
+    atomic_write(out / BEST, lambda f: torch.save({"state_dict": state, "iwu": about}, f))
+    steps = [p.steps for p in group if p.steps is not None]
+    final = {"experiment": config.experiment, "dataset": group[0].dataset, "mode": config.mode,
+             "seed": config.seed, "classes": classes, "steps": max(steps) if steps else None,
+             "results": {}, "imported": imported}  # scores come from `iwu evaluate`
+    atomic_write_json(out / FINAL, final)  # last: the run is whole
+
+
+def _plan(paths: list[Path], each: bool, mode, options: dict) -> dict[Path, list[Path]]:
+    """Run folder (relative to --out) -> its files, from the names alone, before any weights are read."""
+    groups: dict[tuple, list[Path]] = {}
+    for path in paths:
+        f = name_fields(path, **options)
+        key = (f["dataset"], f["output_stride"], f["seed"], f["tag"]) + ((path,) if each else ())
+        groups.setdefault(key, []).append(path)
+    plan: dict[Path, list[Path]] = {}
+    for (_, _, seed, tag, *_), group in groups.items():
+        folder = Path(mode or _mode(tag))
+        if each:
+            folder /= name_fields(group[0], **options)["model"] or group[0].stem
+        folder /= f"seed{seed}"
+        if folder in plan:
+            raise UserError(f"{group[0]} and {plan[folder][0]} would both become {folder} under --out; "
+                            "import them apart, or one run per file (--each)")
+        plan[folder] = group
+    return plan
+
+
+def _check_members(group: list[Published]) -> None:
+    seen: dict[str, Path] = {}
+    for p in group:
+        if p.model in seen:
+            raise UserError(f"{p.path} and {seen[p.model]}: two {p.model} in one ensemble; "
+                            "import them as separate runs (--each)")
+        seen[p.model] = p.path
+
+
+def import_published(files, out, *, each: bool = False, mode=None, dataset=None, output_stride=None, seed=None,
+                     classes=None, experiment: str = "published", size: int = 768) -> list[Path]:
+    """Turn published checkpoints into run directories under `out`; returns them in order.
+
+    Every name and target folder is checked before any weights are read; each run is written
+    whole (its final.json last) before the next is read.
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise UserError("no checkpoint files given")
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    options = {"dataset": dataset, "output_stride": output_stride, "seed": seed}
+    plan = {Path(out) / folder: group for folder, group in _plan(paths, each, mode, options).items()}
+    for target in plan:
+        if (target / FINAL).exists() or (target / CONFIG).exists():
+            raise UserError(f"{target}: holds a run already; import to another --out")
+    for target, group_paths in plan.items():
+        group = [read_published(p, **options) for p in group_paths]
+        _check_members(group)
+        run_mode = mode or _mode(group[0].tag)
+        config = _run_config(group, run_mode, experiment, size, target)
+        _write_run(target, config, _classes(group, classes), group)
+        print(f"{target}: {' + '.join(p.model for p in group)} ({group[0].dataset}, OS{group[0].output_stride}, "
+              f"seed {group[0].seed}, {run_mode})")
+    return list(plan)
