@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/instance_masks.py
 	$(PY) benchmarks/data_loading.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/mobilenet_padding.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
