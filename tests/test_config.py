@@ -126,7 +126,7 @@ def test_list_items_are_set_by_position(empty):
         (["loss.normalize=some"], r"^loss\.normalize: expected one of all, valid, got 'some'"),
         (["loss.backend=gpu"], r"^loss\.backend: expected one of auto, cc3d, torch"),
         (["loss.connectivity=6"], r"^loss\.connectivity: expected one of 4, 8"),
-        (["model.output_stride=32"], r"^model\.output_stride: expected one of 8, 16"),
+        (["model.output_stride=0"], r"^model\.output_stride: expected an integer >= 1"),
         (["val_every=0"], r"^val_every: expected an integer >= 1, got 0$"),
         (["members=[]"], r"^members: expected at least one member"),
         (["members=[{name: a, lr: 0}]"], r"^members\[0\]\.lr: expected a number > 0, got 0\.0$"),

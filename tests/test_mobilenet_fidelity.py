@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from iwu.mobilenet import InputPaddedBlock
+from iwu.models.mobilenet import InputPaddedBlock
 from iwu.models import build_model
 from published_layout import FIXTURES, fill_with_the_fixture_weights, published_key
 
@@ -65,3 +65,13 @@ def test_blocks_pad_their_input_at_their_dilation_and_no_conv_pads(output_stride
     assert all(isinstance(b, InputPaddedBlock) for b in blocks)
     assert [b.padding for b in blocks] == [(r,) * 4 for r in rates]
     assert all(m.padding == (0, 0) for m in backbone.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("name, mode", [("deeplabv3_mobilenet", "eval"), ("deeplabv3_mobilenet", "train"),
+                                        ("deeplabv3_resnet50", "eval")])
+def test_deeplabv3_members_equal_the_published_deeplabv3(outputs, name, mode):
+    with np.load(FIXTURES.parent / "published_deeplabv3" / "outputs.npz") as published:
+        expected = published[f"{name}_{mode}"]
+    with torch.no_grad():
+        logits = member(name, 16, mode == "train")(torch.from_numpy(outputs["input"])).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE)

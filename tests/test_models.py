@@ -35,7 +35,8 @@ def aspp(model):
 
 @pytest.mark.parametrize(
     "name, count",
-    [(MOBILENET, 5_225_203), (MOBILENET_TORCHVISION, 5_225_203), (RESNET50, 39_761_331), (RESNET101, 58_753_459)],
+    [(MOBILENET, 5_225_203), (MOBILENET_TORCHVISION, 5_225_203), (RESNET50, 39_761_331), (RESNET101, 58_753_459),
+     ("deeplabv3_mobilenet", 5_113_363), ("deeplabv3_resnet50", 39_638_355), ("deeplabv3_resnet101", 58_630_483)],
 )
 def test_parameter_counts_match_the_published_models(built, name, count):
     assert sum(p.numel() for p in built(name).parameters()) == count
@@ -134,7 +135,7 @@ def test_bad_options_are_user_errors_naming_the_option(kwargs, option):
 
 
 def test_user_registered_builder_is_buildable_by_name_and_names_are_unique(monkeypatch):
-    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))  # leave the real registry as it was
+    monkeypatch.setattr(models.registry, "MODELS", dict(models.MODELS))  # leave the real registry as it was
 
     @models.register_model("tiny")
     def tiny(num_classes, *, output_stride, pretrained):
@@ -203,3 +204,26 @@ def test_a_corrupt_weights_file_is_a_one_line_user_error(offline_hub):
     message = str(info.value)
     assert "\n" not in message and "unreadable ImageNet weights" in message
     assert "mobilenet_v2-b0353104.pth" in message and "pretrained: false" in message
+
+
+@pytest.mark.parametrize("name", [RESNET50, "deeplabv3_resnet101"])
+def test_resnet_dropout_follows_layers_1_to_3_as_published_and_is_off_in_eval(name):
+    torch.manual_seed(0)
+    model = build_model(name, 19, pretrained=False, args={"dropout": 0.3})
+    body = list(model.backbone.keys())
+    assert body == ["conv1", "bn1", "relu", "maxpool", "layer1", "dropout1", "layer2", "dropout2", "layer3",
+                    "dropout3", "layer4"]
+    assert [m.p for m in model.backbone.modules() if isinstance(m, nn.Dropout)] == [0.3] * 3
+    plain = build_model(name, 19, pretrained=False)
+    assert list(plain.state_dict()) == list(model.state_dict())  # same weights, same names
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 48, 48)  # two images: train-mode BatchNorm of the pooled branch needs them
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), plain.eval()(x))  # dropout is off in evaluation mode
+        model.train()
+        assert not torch.equal(model(x), model(x))  # and on in training mode (Monte Carlo dropout)
+
+
+def test_dropout_must_be_a_probability():
+    with pytest.raises(UserError, match="dropout must be a number in"):
+        build_model(RESNET50, 19, pretrained=False, args={"dropout": 1.5})

@@ -44,7 +44,7 @@ def test_every_group_follows_the_formula_at_chosen_iterations():
     max_steps = 100
     optimizer, scheduler = build_optimizer([Tiny(0), Tiny(1)], [1e-4, 1e-3], max_steps=max_steps, **SETTINGS)
     names = [g["name"] for g in optimizer.param_groups]
-    assert names == ["member0/backbone", "member0/classifier", "member1/backbone", "member1/classifier"]
+    assert names == ["member0/backbone", "member0/head", "member1/backbone", "member1/head"]
     bases = [g["base_lr"] for g in optimizer.param_groups]
     assert bases == pytest.approx([1e-5, 1e-4, 1e-4, 1e-3], rel=1e-12)  # backbones at 0.1x
 
@@ -71,16 +71,55 @@ def test_groups_partition_the_parameters():
         assert {id(p) for p in g["params"]} == {id(p) for p in m.backbone.parameters()}
 
 
-def test_a_model_without_parts_is_a_user_error():
-    with pytest.raises(UserError, match=r"member 1 \(Conv2d\).*\.backbone.*\.classifier"):
-        param_groups([Tiny(), nn.Conv2d(3, 3, 1)], [1e-4, 1e-4])
+def test_a_model_without_a_backbone_trains_as_one_group():
+    plain = nn.Conv2d(3, 3, 1)
+    groups = param_groups([Tiny(), plain], [1e-4, 1e-3])
+    assert [g["name"] for g in groups] == ["member0/backbone", "member0/head", "member1/all"]
+    assert groups[-1]["lr"] == 1e-3 and {id(p) for p in groups[-1]["params"]} == {id(p) for p in plain.parameters()}
 
 
-def test_parameters_outside_the_parts_are_a_user_error():
+def test_parameters_outside_the_backbone_train_with_the_head():
     model = Tiny()
-    model.extra = nn.Linear(2, 2)
-    with pytest.raises(UserError, match=r"member 0 .*extra\.weight"):
-        param_groups([model], [1e-4])
+    model.extra = nn.Linear(2, 2)  # e.g. torchvision's aux_classifier
+    backbone, head = param_groups([model], [1e-4])
+    assert {id(p) for p in head["params"]} == {id(p) for p in [*model.classifier.parameters(),
+                                                                 *model.extra.parameters()]}
+    assert head["lr"] == 1e-4 and backbone["lr"] == pytest.approx(1e-5)
+
+
+class OwnGroups(Tiny):
+    def __init__(self, leave_out=False):
+        super().__init__()
+        self.leave_out = leave_out
+
+    def param_groups(self, lr):
+        groups = [{"params": self.backbone[0].parameters(), "lr": lr / 100, "name": "stem"},
+                  {"params": [*self.backbone[1].parameters(), *self.classifier.parameters()], "lr": lr}]
+        return groups[1:] if self.leave_out else groups
+
+
+def test_a_model_may_choose_its_groups_but_not_leave_parameters_out():
+    stem, rest = param_groups([OwnGroups()], [1e-3])
+    assert (stem["name"], stem["lr"], rest["name"], rest["lr"]) == ("member0/stem", 1e-5, "member0/group1", 1e-3)
+    with pytest.raises(UserError, match=r"member 0 \(OwnGroups\): param_groups leaves out backbone\.0\.weight"):
+        param_groups([OwnGroups(leave_out=True)], [1e-3])
+
+
+@pytest.mark.parametrize("name, args, backbone", [
+    ("smp:Unet", {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]}, "encoder"),
+    ("torchvision:lraspp_mobilenet_v3_large", {}, "backbone"),
+    ("torchvision:fcn_resnet50", {"aux_loss": True}, "backbone"),
+])
+def test_every_family_splits_into_its_backbone_and_the_rest(name, args, backbone):
+    from iwu.models import build_model
+
+    model = build_model(name, 4, pretrained=False, args=args)
+    groups = param_groups([model], [1e-3])
+    assert [g["name"] for g in groups] == ["member0/backbone", "member0/head"]
+    inside = {id(p) for p in getattr(model, backbone).parameters()}
+    assert {id(p) for p in groups[0]["params"]} == inside and groups[0]["lr"] == pytest.approx(1e-4)
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.parameters()} - inside
+    assert groups[1]["lr"] == 1e-3 and groups[1]["params"]
 
 
 def test_a_member_given_twice_is_a_user_error():

@@ -84,7 +84,7 @@ def test_best_member_checkpoint_holds_only_that_member(base, tmp_path):
     out = tmp_path / "run"
     final = train(_config(base, out, "mode=standard", "trainer.max_steps=3"), progress=False)
     member = torch.load(out / "checkpoints" / f"best_{NAMES[1]}.pt", weights_only=True)
-    assert member["iwu"]["member"] == MEMBERS[1] and member["iwu"]["step"] == 3
+    assert member["iwu"]["member"] == {**MEMBERS[1], "args": {}} and member["iwu"]["step"] == 3
     assert member["iwu"]["miou"] == final["results"][NAMES[1]]["miou"]
     full = torch.load(out / "checkpoints" / "best_ensemble.ckpt", weights_only=True)
     assert "optimizer_states" not in full and full["iwu"]["members"] == NAMES
@@ -108,7 +108,7 @@ def test_learning_rate_of_every_group_follows_the_poly_formula(base, tmp_path):
           callbacks=[record], progress=False)
     assert len(record.lrs) == 6
     for step, groups in enumerate(record.lrs):
-        assert [name for name, _ in groups] == [f"member{i}/{p}" for i in (0, 1) for p in ("backbone", "classifier")]
+        assert [name for name, _ in groups] == [f"member{i}/{p}" for i in (0, 1) for p in ("backbone", "head")]
         for (name, lr), head in zip(groups, (1e-3, 1e-3, 5e-4, 5e-4)):
             base_lr = head * (0.1 if name.endswith("backbone") else 1.0)
             assert lr == pytest.approx(poly_lr(base_lr, step, 6, 0.9, 1e-6), rel=1e-12)

@@ -32,6 +32,17 @@ def _whole(minimum: int):
 COUNT, POSITIVE = _whole(0), _whole(1)
 
 
+def _add_import_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help=f"import a Python module first, e.g. one that registers your models {what}(repeatable)")
+
+
+def _import_modules(args: argparse.Namespace) -> None:
+    from iwu.models import import_user_modules
+
+    import_user_modules(args.imports)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from iwu.demo import run_demo
 
@@ -50,12 +61,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from iwu.config import load_config, run_dir
+    from iwu.config import add_imports, load_config, run_dir
     from iwu.models import import_user_modules
     from iwu.train import config_summary, train
 
-    import_user_modules(args.imports)
+    import_user_modules(args.imports)  # before the config: its members may be theirs
     config = load_config(args.config, args.overrides)
+    add_imports(config, args.imports)
     print(f"iwu train: {config_summary(config)} -> {run_dir(config)}")
     final = train(config, progress=args.progress)
     best = final["results"].get("ensemble", {})
@@ -70,8 +82,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "mode=instance_uncertainty trainer.max_steps=20 data.root=/data/acdc out=runs/x")
     p.add_argument("config", help="YAML run config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import a Python module first, e.g. one that registers your models (repeatable)")
+    _add_import_option(p, "(recorded in the run, so evaluate, predict and masks import it too) ")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
     p.set_defaults(func=_run_train)
 
@@ -101,8 +112,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="local: processes on this machine; slurm: a job array through submitit")
     p.add_argument("--parallel", type=POSITIVE, default=1,
                    help="runs at once (local), or the most jobs of the array running at once (slurm)")
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="a module each run imports first, e.g. one that registers your models")
+    _add_import_option(p, "(each run records it) ")
     p.add_argument("--dry-run", action="store_true", help="only list the runs and what would be done to each")
     slurm = p.add_argument_group("slurm (default: the config's slurm section)")
     slurm.add_argument("--partition", default=None)
@@ -114,6 +124,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
     from iwu.evaluate import run_evaluate
 
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
@@ -135,10 +146,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-predictions", metavar="DIR", default=None,
                    help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    _add_import_option(p, "")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
     from iwu.predict import run_predict
 
     return run_predict(args.run, args.images, args.out, size=args.size, device=args.device)
@@ -151,10 +164,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the PNGs")
     p.add_argument("--size", type=POSITIVE, default=None, help="side the ensemble sees (default: training size)")
     p.add_argument("--device", default=None)
+    _add_import_option(p, "")
     p.set_defaults(func=_run_predict)
 
 
 def _run_masks(args: argparse.Namespace) -> int:
+    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
     from iwu.masks import run_masks
 
     return run_masks(args.run, args.data, args.out, split=args.split, size=args.size,
@@ -171,6 +186,7 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=POSITIVE, default=1)
     p.add_argument("--workers", type=COUNT, default=0)
     p.add_argument("--device", default=None)
+    _add_import_option(p, "")
     p.set_defaults(func=_run_masks)
 
 
@@ -209,6 +225,61 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", default="published", help="experiment name in reports")
     p.add_argument("--size", type=POSITIVE, default=768, help="image side for evaluate, predict and masks")
     p.set_defaults(func=_run_import)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from iwu.export import export_run
+
+    _import_modules(args)
+    export_run(args.run, args.format, out=args.out, size=args.size)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a run's members and ensemble as ONNX or TorchScript files, for deployment",
+                       description="Writes each member (normalised images -> logits) and the ensemble (-> mean "
+                                   "softmax) to RUN/export/ (or --out), traced at --size with any batch size, "
+                                   "and checks each file's outputs against PyTorch's.")
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", default=None, help="folder for the files (default: RUN/export)")
+    p.add_argument("--size", type=POSITIVE, default=None, help="image side traced (default: the training size)")
+    _add_import_option(p, "")
+    p.set_defaults(func=_run_export)
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from iwu.config import load_config
+    from iwu.models.prefetch import fetch, member_weights
+
+    _import_modules(args)
+    config = load_config(args.config, args.overrides)
+    files = []
+    for m in config.members:
+        needed = member_weights(m.name, m.args)
+        files += needed
+        for f in needed or [None]:
+            state = "no pretrained files known" if f is None else ("present" if f.present else "MISSING")
+            print(f"{m.name}: {state}" + (f"  {f.source} -> {f.path}" if f else ""))
+    if args.fetch:
+        fetch(files)
+        print(f"fetched {sum(not f.present for f in files)} file(s); copy the caches to machines without internet")
+        return 0
+    return 1 if any(not f.present for f in files) else 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list the pretrained files a config needs and where they go; --fetch them",
+                       description="For every member of CONFIG: the pretrained weights files it reads, where "
+                                   "the local cache keeps them ($TORCH_HOME for torchvision, the Hugging Face "
+                                   "cache for smp and timm) and whether they are there. Runs never download; "
+                                   "on a machine with internet, --fetch fills the caches to copy over. "
+                                   "Exit 1 when a file is missing.")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
+    p.add_argument("--fetch", action="store_true", help="download the missing files into the caches")
+    _add_import_option(p, "")
+    p.set_defaults(func=_run_weights)
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -298,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_masks(sub)
     _add_import(sub)
+    _add_export(sub)
+    _add_weights(sub)
     _add_report(sub)
     _add_demo(sub)
     _add_synth(sub)

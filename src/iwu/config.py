@@ -29,15 +29,18 @@ Mode = Literal["standard", "class_weighted", "instance_uncertainty", "offline_ma
 
 @dataclass
 class MemberConfig:
-    name: str  # a registered model name (iwu.models.MODELS)
+    name: str  # a registered model, smp:<Arch> or torchvision:<builder> (iwu.models)
     lr: float  # the head's rate; the backbone gets optim.backbone_lr_scale x it
+    args: dict = field(default_factory=dict)  # keyword arguments of its builder
 
 
 @dataclass
 class ModelConfig:
-    output_stride: Literal[8, 16] = 16
+    output_stride: int = 16  # for the builders that take one (DeepLab: 8 or 16)
     pretrained: bool = True
     bn_momentum: float = 0.01
+    init_from: str | None = None  # a run directory, ensemble checkpoint or member .pt to start from
+    init_strict: bool = False  # refuse tensors of other shapes (a head for other classes) instead of re-initialising
 
 
 @dataclass
@@ -101,6 +104,7 @@ class RunConfig:
     data: dict = field(default_factory=dict)  # checked by iwu.data.SegmentationDataModule
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # where a run is, not what it is: resume ignores it
+    imports: list[str] = field(default_factory=list)  # modules registering its members (iwu train --import)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,6 +131,12 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     config = _build(RunConfig, _merge(RunConfig().to_dict(), raw), "")
     _check_values(config)
     return config
+
+
+def add_imports(config: RunConfig, modules) -> None:
+    """Record modules given with --import in the run's config, so every command that loads the run
+    imports them too."""
+    config.imports = list(dict.fromkeys([*config.imports, *modules]))
 
 
 def save_config(config: RunConfig, path) -> Path:
@@ -303,6 +313,7 @@ def _check_values(c: RunConfig) -> None:
     for i, m in enumerate(c.members):
         require(f"members[{i}].name", m.name, m.name != "", "a model name")
         require(f"members[{i}].lr", m.lr, m.lr > 0, "a number > 0")
+    require("model.output_stride", c.model.output_stride, c.model.output_stride >= 1, "an integer >= 1")
     require("model.bn_momentum", c.model.bn_momentum, 0 <= c.model.bn_momentum <= 1, "a number in [0, 1]")
     for key in ("weight_decay", "poly_power", "min_lr"):
         value = getattr(c.optim, key)

@@ -23,11 +23,13 @@ from iwu.errors import UserError
 from iwu.losses import class_weighted_cross_entropy, focal_loss, uncertainty_weighted_cross_entropy
 from iwu.metrics import confusion_matrices, iou_from_confusion
 from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
+from iwu.models.parts import backbone_of, check_logits, logits_and_aux
 from iwu.optim import build_optimizer
 from iwu.uncertainty import ensemble_uncertainty
 
 IGNORE_INDEX = 255
 ENSEMBLE = "ensemble"
+AUX_WEIGHT = 0.4
 
 # Validation scores are logged after the confusion matrices were summed over the ranks, so every
 # rank logs the global value; Lightning's advice to average them once more does not apply.
@@ -69,12 +71,12 @@ class EnsembleModule(L.LightningModule):
         self.names = member_names([m.name for m in config.members])
         self.members = nn.ModuleList(
             build_model(m.name, len(self.classes), output_stride=config.model.output_stride,
-                        pretrained=config.model.pretrained)
+                        pretrained=config.model.pretrained, args=m.args)
             for m in config.members
         )
         for member in self.members:
-            backbone = getattr(member, "backbone", member)  # the paper sets it on the backbone only
-            set_bn_momentum(backbone, config.model.bn_momentum)
+            # the paper sets it on the backbone only; a member without one has it everywhere
+            set_bn_momentum(backbone_of(member) or member, config.model.bn_momentum)
         weights = torch.as_tensor(class_weights if class_weights is not None else [], dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.masks = masks
@@ -126,10 +128,19 @@ class EnsembleModule(L.LightningModule):
 
     # --- training ---------------------------------------------------------------------
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def outputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every member's (logits, auxiliary logits or None), checked to be (B, C, H, W) at the input size."""
         if self.config.trainer.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return [f(images) for f in self._forwards]
+        out = []
+        for name, f in zip(self.names, self._forwards):
+            logits, aux = logits_and_aux(f(images))
+            check_logits(name, logits, images, len(self.classes))
+            out.append((logits, aux))
+        return out
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [logits for logits, _ in self.outputs(images)]
 
     def _weights(self, batch: dict, logits: list[torch.Tensor]) -> torch.Tensor | None:
         """The per-pixel uncertainty U of the weighted modes (no gradient), or None."""
@@ -173,9 +184,13 @@ class EnsembleModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._snapshot_buffers()
-        logits = self(batch["image"])
+        outputs = self.outputs(batch["image"])
+        logits = [z for z, _ in outputs]
         u = self._weights(batch, logits)
-        losses = torch.stack([self._loss(z, batch["label"], u) for z in logits])
+        # an auxiliary head (torchvision's aux_loss) learns the same target, weighted 0.4 as torchvision trains it
+        losses = torch.stack([self._loss(z, batch["label"], u)
+                              + (AUX_WEIGHT * self._loss(aux, batch["label"], u) if aux is not None else 0)
+                              for z, aux in outputs])
         checked = losses.detach()
         if self._trainer is not None and self.trainer.world_size > 1:
             # summed over the ranks, a loss is non-finite if it is on any rank: all ranks stop at

@@ -16,7 +16,7 @@ import torch
 from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
-from iwu.models import names_at_revision
+from iwu.models import import_user_modules, names_at_revision
 
 BEST = Path("checkpoints") / "best_ensemble.ckpt"
 
@@ -54,15 +54,8 @@ def _build_as_trained(config: RunConfig, about: dict, path: Path) -> list[str]:
     return member_names(saved)
 
 
-def load_models(target, device=None) -> Loaded:
-    """The models of a run directory or checkpoint file (see the module docstring)."""
-    path = Path(target)
-    try:
-        device = torch.device(device) if device is not None else default_device()
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device here; use --device cpu")
+def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
+    """(file, checkpoint, its "iwu" record) of a run directory (its best ensemble) or checkpoint file."""
     if path.is_dir():
         if not (path / BEST).is_file():
             raise UserError(f"{path}: no {BEST} here; give a run directory of `iwu train` or a checkpoint file")
@@ -73,6 +66,62 @@ def load_models(target, device=None) -> Loaded:
     about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
     if not isinstance(about, dict) or "config" not in about:
         raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
+    return path, checkpoint, about
+
+
+def init_members(module: EnsembleModule, source, strict: bool = False) -> None:
+    """Start `module`'s members from the trained weights of `source` (model.init_from): a run directory or
+    ensemble checkpoint gives member k to member k; a member's .pt gives itself to every member of its kind.
+    A tensor whose shape differs (a head for another class count) keeps its fresh initialisation, with a
+    note, unless `strict`."""
+    path, checkpoint, about = read_run_checkpoint(Path(source))
+    state = checkpoint["state_dict"]
+    ours = [m.name for m in module.config.members]
+    if "member" in about:
+        kind = names_at_revision([about["member"]["name"]], about.get("models_revision", 1))[0]
+        targets = {k: state for k, name in enumerate(ours) if name == kind}
+        if not targets:
+            raise UserError(f"model.init_from {path}: holds a {kind}, and no member is one ({', '.join(ours)})")
+    else:
+        raw = about["config"].get("members", []) if isinstance(about["config"], dict) else []
+        theirs = names_at_revision([m.get("name") for m in raw], about.get("models_revision", 1))
+        if theirs != ours:
+            raise UserError(f"model.init_from {path}: its members ({', '.join(map(str, theirs))}) are not this "
+                            f"run's ({', '.join(ours)}); give a member's best_<member>.pt to start one kind")
+        targets = {k: {key[len(f"members.{k}."):]: v for key, v in state.items() if key.startswith(f"members.{k}.")}
+                   for k in range(len(ours))}
+    for k, weights in targets.items():
+        _load_fitting(module.members[k], weights, f"model.init_from {path}, member {module.names[k]}", strict)
+
+
+def _load_fitting(member, weights: dict, where: str, strict: bool) -> None:
+    own = member.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise UserError(f"{where}: not the same network ({len(missing)} tensors missing from the checkpoint, "
+                        f"{len(unexpected)} it has in excess, e.g. {(missing or unexpected)[0]})")
+    other = [key for key in own if own[key].shape != weights[key].shape]
+    if other and strict:
+        raise UserError(f"{where}: {len(other)} tensors of other shapes (e.g. {other[0]}: "
+                        f"{tuple(weights[other[0]].shape)} here {tuple(own[other[0]].shape)}); model.init_strict=true")
+    if other:
+        print(f"note: {where}: {len(other)} tensors of other shapes ({', '.join(other[:3])}"
+              f"{', ...' if len(other) > 3 else ''}) keep their fresh initialisation", file=sys.stderr)
+    member.load_state_dict({key: (own[key] if key in other else weights[key]) for key in own})
+
+
+def load_models(target, device=None) -> Loaded:
+    """The models of a run directory or checkpoint file (see the module docstring)."""
+    path = Path(target)
+    try:
+        device = torch.device(device) if device is not None else default_device()
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device here; use --device cpu")
+    path, checkpoint, about = read_run_checkpoint(path)
+    imports = about["config"].get("imports") if isinstance(about["config"], dict) else None
+    import_user_modules(imports if isinstance(imports, list) else [])  # the modules registering its members
     config = config_from_dict(about["config"], str(path))
     config.model.pretrained = False  # the weights come from the checkpoint
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent

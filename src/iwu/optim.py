@@ -1,7 +1,8 @@
 """Optimisation as the paper: Adam, per-part learning rates, polynomial decay per iteration.
 
 The paper steps one Adam per member. Here one Adam holds a parameter group
-per (member, backbone|classifier) and the engine sums the members' losses:
+per (member, part) (backbone and head; see iwu.models.parts) and the engine
+sums the members' losses:
 that is exactly equivalent, because Adam is per-parameter and no member's loss
 depends on another member's parameters (the uncertainty weights are detached).
 One optimizer keeps Lightning's single-optimizer path simple.
@@ -11,9 +12,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-
-PARTS = ("backbone", "classifier")
-
+from .models.parts import parameter_parts
 
 def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9, min_lr: float = 1e-6) -> float:
     """`max(base * (1 - step/max_steps)**power, min_lr)`, with step clamped to max_steps."""
@@ -24,31 +23,24 @@ def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9, min_l
 
 
 def param_groups(members: list[nn.Module], lrs: list[float], backbone_lr_scale: float = 0.1) -> list[dict]:
-    """One group per (member, part): the backbone at `backbone_lr_scale` x the member's rate."""
+    """One group per (member, part) of `iwu.models.parts.parameter_parts`; every parameter in exactly one."""
     if len(members) != len(lrs):
         raise ValueError(f"{len(members)} members but {len(lrs)} learning rates")
     groups, seen = [], set()
     for i, (model, lr) in enumerate(zip(members, lrs)):
-        if not all(isinstance(getattr(model, part, None), nn.Module) for part in PARTS):
-            raise UserError(
-                f"member {i} ({type(model).__name__}): the optimizer needs a model with `.backbone` and "
-                "`.classifier` modules (as iwu.models builds), to give the backbone its own learning rate"
-            )
-        for part, scale in zip(PARTS, (backbone_lr_scale, 1.0)):
-            params = list(getattr(model, part).parameters())
-            base = lr * scale
-            groups.append({"params": params, "lr": base, "base_lr": base, "name": f"member{i}/{part}"})
-        ids = [id(p) for g in groups[-2:] for p in g["params"]]
-        grouped = set(ids)
-        left_out = [name for name, p in model.named_parameters() if id(p) not in grouped]
-        if left_out:  # they would silently never train
-            raise UserError(
-                f"member {i} ({type(model).__name__}): parameters outside .backbone and .classifier: "
-                f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}"
-            )
-        if len(grouped) != len(ids) or seen.intersection(ids):  # a shared parameter would step twice
+        parts = parameter_parts(model, lr, backbone_lr_scale)
+        ids = [id(p) for _, params, _ in parts for p in params]
+        if not ids:
+            raise UserError(f"member {i} ({type(model).__name__}): no parameters to train")
+        left_out = [name for name, p in model.named_parameters() if id(p) not in set(ids)]
+        if left_out:  # only a model's own param_groups can leave some out; they would never train
+            raise UserError(f"member {i} ({type(model).__name__}): param_groups leaves out "
+                            f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}")
+        if len(set(ids)) != len(ids) or seen.intersection(ids):  # a shared parameter would step twice
             raise UserError(f"member {i} ({type(model).__name__}): shares parameters with another part or member")
         seen.update(ids)
+        groups += [{"params": params, "lr": rate, "base_lr": rate, "name": f"member{i}/{part}"}
+                   for part, params, rate in parts if params]
     return groups
 
 

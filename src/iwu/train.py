@@ -27,8 +27,11 @@ from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import UserError
 from iwu.files import atomic_write_json
+from iwu.inference import init_members
 from iwu.logs import run_loggers
-from iwu.models import names_at_revision
+from iwu.models import import_user_modules, names_at_revision
+from iwu.models.parts import backbone_of
+from iwu.models.prefetch import check_weights
 from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig) -> int:
@@ -154,13 +157,21 @@ def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
             return json.loads((out / FINAL).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise UserError(f"{out / FINAL}: unreadable ({err}); delete it to finish the run again") from None
+    import_user_modules(config.imports)
+    check_weights(config)  # every missing file at once, before any data is prepared
     save_config(config, out / CONFIG)
     L.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
     module = build_module(config, dm)
+    for name, member, spec in zip(module.names, module.members, config.members):
+        if backbone_of(member) is None and not callable(getattr(member, "param_groups", None)):
+            print(f"iwu train: member {name} has no .backbone or .encoder (nor param_groups): "
+                  f"all of it trains at lr {spec.lr:g}")
     tracker = RunCheckpoints(out / CHECKPOINTS)
     last = out / CHECKPOINTS / LAST
     resume_from = last if config.resume and last.exists() else None
+    if config.model.init_from and resume_from is None:  # a resumed run has its own weights
+        init_members(module, config.model.init_from, strict=config.model.init_strict)
     trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
                             resume_step=_resume_step(resume_from, config) if resume_from else 0)
     try:

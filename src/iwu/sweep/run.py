@@ -7,7 +7,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from iwu.config import save_config
+from iwu.config import add_imports, save_config
 from iwu.errors import UserError
 from iwu.files import locked
 from iwu.rundir import CHECKPOINTS, FINAL, LAST, check_run_dir
@@ -70,6 +70,8 @@ def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", ove
         import_user_modules(imports)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
     root, points = expand(config_path, seeds, parse_modes(modes) if isinstance(modes, str) else modes, overrides)
+    for p in points:  # as `iwu train --import` records them, so a run's config compares equal on resume
+        add_imports(p.config, imports)
     settings = _slurm_settings(points, slurm_options or {})
     if launcher == "slurm":
         from iwu.sweep.slurm import minutes

@@ -1,0 +1,114 @@
+"""`iwu export`: a run's members and its ensemble as files that run without iwu.
+
+    RUN/export/<member>.onnx (or .torchscript.pt), ensemble.onnx (or .torchscript.pt)
+
+A member's file maps a normalised image batch (B, 3, H, W) (ImageNet mean and
+std, as iwu's datasets give it) to logits (B, C, H, W); the ensemble's maps it
+to the mean of the members' softmaxes, the probabilities every iwu command
+uses. Files are traced at `size` x `size` with any batch size; ONNX is checked
+against PyTorch with onnxruntime when it is installed, TorchScript always.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iwu.errors import UserError
+from iwu.files import atomic_write, atomic_write_bytes
+from iwu.models.parts import logits_and_aux
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+TOLERANCE = 1e-4  # float32 kernels of two runtimes
+
+
+class MemberLogits(nn.Module):
+    """A member whose output is a dict or tuple (torchvision, smp with a classification head) as plain logits."""
+
+    def __init__(self, member: nn.Module):
+        super().__init__()
+        self.member = member
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return logits_and_aux(self.member(images))[0]
+
+
+class EnsembleProbabilities(nn.Module):
+    """The ensemble's prediction: the mean of its members' softmaxes."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(MemberLogits(m) for m in members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(images).float().softmax(dim=1) for m in self.members]).mean(dim=0)
+
+
+def _torchscript(model: nn.Module, example: torch.Tensor) -> tuple[bytes, nn.Module]:
+    with warnings.catch_warnings():  # deprecated in favour of torch.export, still what many runtimes load
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, example)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        return buffer.getvalue(), traced
+
+
+def _onnx_check(path: Path, example: torch.Tensor):
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example.numpy()})[0])
+
+
+def _write(model: nn.Module, path: Path, fmt: str, example: torch.Tensor) -> float | None:
+    """Write `model` to `path`; the largest difference from PyTorch on `example`, or None if not checked."""
+    with torch.no_grad():
+        expected = model(example)
+    if fmt == "torchscript":
+        data, traced = _torchscript(model, example)
+        atomic_write_bytes(path, data)
+        with torch.no_grad():
+            got = traced(example)
+    else:
+        try:
+            import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+        except ImportError:
+            raise UserError("--format onnx needs the onnx exporter: pip install onnx onnxscript "
+                            "(and onnxruntime to check the files)") from None
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=["images"],
+                                    output_names=["output"], dynamic_shapes=({0: batch},))
+        atomic_write(path, lambda f: f.write(program.model_proto.SerializeToString()))
+        got = _onnx_check(path, example)
+    return None if got is None else float((got - expected).abs().max())
+
+
+def export_run(target, fmt: str = "onnx", out=None, size: int | None = None) -> list[Path]:
+    """Export every member of a run and its ensemble; returns the files written."""
+    from iwu.inference import load_models
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
+    loaded = load_models(target, "cpu")
+    size = size or int(loaded.config.data.get("size", 768))
+    folder = Path(out) if out is not None else loaded.run_dir / "export"
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    models = {name: MemberLogits(m) for name, m in zip(loaded.module.names, loaded.module.members)}
+    models["ensemble"] = EnsembleProbabilities(loaded.module.members)
+    written = []
+    for name, model in models.items():
+        path = folder / f"{name.replace(':', '-')}{FORMATS[fmt]}"
+        diff = _write(model.eval(), path, fmt, example)
+        if diff is not None and diff > TOLERANCE:
+            raise UserError(f"{path}: its outputs differ from PyTorch's by {diff:.2e}; the network does not "
+                            f"export faithfully to {fmt}")
+        check = "unchecked (no onnxruntime)" if diff is None else f"max |diff| vs PyTorch {diff:.1e}"
+        print(f"wrote {path} ({check})")
+        written.append(path)
+    return written

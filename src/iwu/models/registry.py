@@ -1,0 +1,149 @@
+"""How a config's member becomes a network: registered names, library families, keyword arguments.
+
+A member is named in one of three ways:
+- a registered name (`deeplabv3plus_resnet101`, or a user's `@register_model("my_unet")`);
+- `smp:<Arch>`: a segmentation_models_pytorch architecture (`smp:Unet`, `smp:Segformer`;
+  any timm encoder through `encoder_name: tu-<name>`);
+- `torchvision:<builder>` (or `tv:`): torchvision's segmentation builders (`fcn_*`,
+  `deeplabv3_*`, `lraspp_*`).
+Its `args` are keyword arguments of the builder. The class count and the
+pretrained setting come from iwu, and so does `output_stride` for builders that
+take one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from iwu.errors import UserError
+
+Builder = Callable[..., nn.Module]
+MODELS: dict[str, Builder] = {}
+PRETRAINED_URLS: dict[str, tuple[str, ...]] = {}  # name -> the torch hub files its builder reads when pretrained
+FAMILIES = ("smp", "torchvision", "tv")
+
+# Saved in every checkpoint, so weights meet the network they were trained as. Revision 2:
+# `deeplabv3plus_mobilenet` became the published network; before, it had torchvision's padding,
+# the network now registered as `deeplabv3plus_mobilenet_torchvision`.
+MODELS_REVISION = 2
+_RENAMED_AFTER = {1: {"deeplabv3plus_mobilenet": "deeplabv3plus_mobilenet_torchvision"}}
+
+# Set by iwu, never by a member's `args`: the class count and where the weights come from.
+RESERVED = ("num_classes", "classes", "pretrained", "weights", "weights_backbone", "encoder_weights")
+
+
+def register_model(name: str, *, pretrained_urls=()) -> Callable[[Builder], Builder]:
+    """Register `builder(num_classes, *, pretrained, [output_stride], **args) -> nn.Module` under `name`;
+    `pretrained_urls` are the torch hub files it reads when pretrained (checked before a run starts)."""
+
+    def decorator(builder: Builder) -> Builder:
+        if name in MODELS:
+            # A programming mistake (two plug-ins, one name), so it keeps its traceback.
+            raise ValueError(f"model {name!r} is already registered")
+        if ":" in name:
+            raise ValueError(f"model {name!r}: ':' is kept for the library families ({', '.join(FAMILIES)})")
+        MODELS[name] = builder
+        PRETRAINED_URLS[name] = tuple(pretrained_urls)
+        return builder
+
+    return decorator
+
+
+def near(word: str, choices) -> str:
+    """", did you mean X?" when something in `choices` is close to `word`."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def named_keywords(function) -> list[str]:
+    """The keyword arguments `function` names in its signature, iwu's own left out."""
+    return [n for n, p in inspect.signature(function).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in RESERVED]
+
+
+def keywords(function) -> list[str] | None:
+    """`named_keywords`, or None when `function` takes any keyword (**kwargs)."""
+    params = inspect.signature(function).parameters.values()
+    return None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params) else named_keywords(function)
+
+
+def check_args(member: str, args: dict, takes: list[str] | None) -> None:
+    """No key of `args` is iwu's, and each is one of `takes` (None: the builder takes any)."""
+    for key in args:
+        if key in RESERVED:
+            raise UserError(f"member {member}: args.{key} is set by iwu (the dataset's classes, "
+                            "model.pretrained); leave it out")
+        if takes is not None and key not in takes:
+            raise UserError(f"member {member}: unknown argument {key!r}{near(key, takes)}; "
+                            f"it takes: {', '.join(takes) or 'none'}")
+
+
+def refusal(err: BaseException) -> str:
+    """A builder's exception as one line; a bare `assert` says where it failed."""
+    text = " ".join(str(err).split())
+    if text:
+        return text[:300]
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    return f"{type(err).__name__} at {Path(where.filename).name}:{where.lineno}: {where.line} (a value it refuses?)"
+
+
+def build_model(name: str, num_classes: int, *, output_stride: int = 16, pretrained: bool = True,
+                args: dict | None = None) -> nn.Module:
+    """The network of member `name` with `args` (see the module docstring)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    args = dict(args or {})
+    family, sep, arch = name.partition(":")
+    if sep:
+        from iwu.models import families
+
+        builders = {"smp": families.build_smp, "torchvision": families.build_torchvision,
+                    "tv": families.build_torchvision}
+        if family not in builders:
+            raise UserError(f"member {name}: unknown family {family!r}{near(family, builders)}; "
+                            f"families: {', '.join(FAMILIES)}")
+        return builders[family](name, arch, num_classes, pretrained=pretrained, args=args)
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}{near(name, MODELS)}; registered: "
+                        f"{', '.join(sorted(MODELS))}; or a library's: smp:<Arch>, torchvision:<builder>")
+    return _call_registered(name, MODELS[name], num_classes, output_stride, pretrained, args)
+
+
+def _call_registered(name: str, builder: Builder, num_classes: int, output_stride: int, pretrained: bool,
+                     args: dict) -> nn.Module:
+    check_args(name, args, keywords(builder))
+    params = inspect.signature(builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = dict(args)
+    if "pretrained" in params or takes_any:
+        kwargs["pretrained"] = pretrained
+    if "output_stride" not in kwargs and ("output_stride" in params or takes_any):
+        kwargs["output_stride"] = output_stride  # a member's args may choose its own
+    try:
+        return builder(num_classes, **kwargs)
+    except (TypeError, ValueError) as err:  # a value the builder refuses: the config's mistake
+        raise UserError(f"member {name}: {refusal(err)}") from None
+
+
+def names_at_revision(names: list[str], revision: int) -> list[str]:
+    """Today's names of the networks that `names` built at models `revision` (1: checkpoints
+    written before revisions were recorded)."""
+    for r in range(revision, MODELS_REVISION):
+        names = [_RENAMED_AFTER[r].get(name, name) for name in names]
+    return names
+
+
+def import_user_modules(modules) -> None:
+    """Import modules named by `--import` (or a run's `imports`), so the models they register are known."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"--import {module}: {err}") from None
