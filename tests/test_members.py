@@ -245,3 +245,43 @@ def test_export_writes_members_and_ensemble_that_match_pytorch(mixed_run, tmp_pa
         got = torch.jit.load(str(path))(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     assert len(list(out.iterdir())) == 5
+
+
+def test_a_run_written_before_members_had_args_still_resumes(base, tmp_path):
+    from iwu.rundir import check_run_dir
+
+    config = _config(base, tmp_path / "old", "resume=true")
+    (tmp_path / "old").mkdir()
+    raw = config.to_dict()
+    del raw["imports"], raw["model"]["init_from"], raw["model"]["init_strict"]
+    raw["members"] = [{k: v for k, v in m.items() if k != "args" or v} for m in raw["members"]]  # as written then
+    (tmp_path / "old" / "config.yaml").write_text(yaml.safe_dump(raw))
+    check_run_dir(config, tmp_path / "old")  # no "another config" for the keys added since
+    with pytest.raises(UserError, match=r"another config than the run's \(seed\)"):
+        check_run_dir(_config(base, tmp_path / "old", "resume=true", "seed=9"), tmp_path / "old")
+
+
+def test_iwu_weights_fetch_fills_both_caches(base, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, filename: fetched.append((repo, filename)))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda url, **kw: fetched.append(url))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["weights", str(base), "model.pretrained=true", "--fetch"]) == 0
+    assert ("smp-hub/resnet18.imagenet", "model.safetensors") in fetched
+    assert ("smp-hub/resnet18.imagenet", "config.json") in fetched
+    assert "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth" in fetched
+    assert "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth" in fetched
+    out = capsys.readouterr().out
+    assert "tiny_user_net: no pretrained files known" in out and "MISSING" in out
+
+
+def test_offline_masks_of_a_mixed_ensemble_train_a_mixed_ensemble(mixed_run, base, tmp_path):
+    folder, _, _ = mixed_run
+    scenes = load_config(folder / "whole" / "config.yaml").data["root"]
+    masks = tmp_path / "masks"
+    assert main(["masks", str(folder / "whole"), "--data", f"cityscapes:{scenes}", "--out", str(masks)]) == 0
+    final = train(_config(base, tmp_path / "offline", "mode=offline_masks", f"loss.masks_dir={masks}"),
+                  progress=False)
+    assert final["mode"] == "offline_masks" and list(final["results"]) == ["ensemble", *NAMES]

@@ -24,8 +24,20 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("."): tree}
 
 
+def _with_defaults(raw):
+    """The saved config with today's defaults for keys added since it was written (a member's `args`),
+    so that a run started by an earlier iwu still resumes; as written if it no longer loads."""
+    from iwu.config import config_from_dict
+
+    try:
+        return config_from_dict(raw).to_dict()
+    except UserError:
+        return raw
+
+
 def check_run_dir(config, out: Path) -> None:
-    """A new run needs a fresh folder; a resumed one the same config as before (`slurm.*` aside)."""
+    """A new run needs a fresh folder; a resumed one the same config as before (`slurm.*` and `imports`,
+    where a run and its code are rather than what it is, aside)."""
     saved = out / CONFIG
     if not config.resume:
         if (out / CHECKPOINTS / LAST).exists() or (out / FINAL).exists():
@@ -34,12 +46,14 @@ def check_run_dir(config, out: Path) -> None:
     if not saved.exists():
         return  # nothing to resume: start
     try:
-        before = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")))
+        raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{saved}: cannot read the run's config ({err})") from None
+    before = _flat(_with_defaults(raw))
     now = _flat(config.to_dict())
+    ignored = ("resume", "imports")
     changed = sorted(k for k in set(before) | set(now)
-                     if k != "resume" and not k.startswith("slurm.") and before.get(k) != now.get(k))
+                     if k not in ignored and not k.startswith("slurm.") and before.get(k) != now.get(k))
     if changed:
         raise UserError(f"{out}: resume=true with another config than the run's ({', '.join(changed[:6])}); "
                         "resume with the same config, or start a new run with out=DIR")
