@@ -291,3 +291,10 @@ def test_resume_ignores_where_a_run_is_submitted(base, tmp_path):
     check_run_dir(moved, tmp_path / "run")  # the slurm section says where, not what: no refusal
     with pytest.raises(UserError, match=r"another config than the run's \(trainer.max_steps\)"):
         check_run_dir(_config(base, tmp_path / "run", "trainer.max_steps=2", "resume=true"), tmp_path / "run")
+
+
+def test_a_run_that_builds_the_cache_ends_like_one_that_finds_it_built(base, tmp_path):
+    args = ("mode=standard", "trainer.max_steps=2", f"data.cache_dir={tmp_path / 'fresh_cache'}")
+    first = train(_config(base, tmp_path / "first", *args), progress=False)  # builds the cache
+    second = train(_config(base, tmp_path / "second", *args), progress=False)  # reads it
+    assert first == second

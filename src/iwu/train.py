@@ -160,8 +160,10 @@ def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     import_user_modules(config.imports)
     check_weights(config)  # every missing file at once, before any data is prepared
     save_config(config, out / CONFIG)
-    L.seed_everything(config.seed, workers=True, verbose=False)
     dm = build_datamodule(config)
+    # seeded after the data are prepared: a run that builds the cache (and draws random numbers doing
+    # so) starts from the same weights as one that finds it built
+    L.seed_everything(config.seed, workers=True, verbose=False)
     module = build_module(config, dm)
     for name, member, spec in zip(module.names, module.members, config.members):
         if backbone_of(member) is None and not callable(getattr(member, "param_groups", None)):
