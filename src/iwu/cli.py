@@ -213,9 +213,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the run directories")
     p.add_argument("--each", action="store_true", help="one run per file (OUT/<mode>/<model>/seed<k>/)")
     # iwu.config.Mode, spelled out so the parser imports nothing heavy
-    p.add_argument("--mode", default=None, choices=["standard", "class_weighted", "instance_uncertainty",
-                                                    "offline_masks", "focal"],
-                   help="how the networks were trained (default: from the file names' tag)")
+    p.add_argument("--mode", default=None, help="how the networks were trained, a mode of `iwu train` "
+                                                 "(default: from the file names' tag)")
     p.add_argument("--dataset", default=None, help="the dataset they were trained on, for files named otherwise "
                                                    "(cityscapes, acdc, voc, kvasir)")
     p.add_argument("--output-stride", type=int, choices=[8, 16], default=None, help="default: from the names, or 16")

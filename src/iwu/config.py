@@ -24,7 +24,6 @@ import yaml
 from .errors import UserError
 from .files import atomic_write_bytes
 
-Mode = Literal["standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal"]
 
 
 @dataclass
@@ -58,6 +57,11 @@ class LossConfig:
     connectivity: Literal[4, 8] = 8
     backend: Literal["auto", "cc3d", "torch"] = "auto"
     masks_dir: str | None = None
+    exponent: float | None = None  # weights (1 + U)^exponent; default: the mode's (2 the paper's, 1 U-CE's)
+    uncertainty: Literal["entropy", "mutual_information", "predicted_std"] = "entropy"
+    source: Literal["ensemble", "mc_dropout"] = "ensemble"  # the members, or each member's dropout passes
+    mc_samples: int = 10  # stochastic passes per member with source mc_dropout
+    dice_weight: float = 0.5  # ce_dice: (1 - w) CE + w Dice, as the published hybrid
 
 
 @dataclass
@@ -93,7 +97,7 @@ class SlurmConfig:
 class RunConfig:
     experiment: str = "experiment"
     seed: int = 0
-    mode: Mode = "instance_uncertainty"
+    mode: str = "instance_uncertainty"  # a registered mode (iwu.modes)
     out: str | None = None
     resume: bool = False
     val_every: int = 100
@@ -308,6 +312,12 @@ def _check_values(c: RunConfig) -> None:
         if not ok:
             raise UserError(f"{key}: expected {expected}, got {value!r}")
 
+    from iwu.modes import MODES
+
+    if c.mode not in MODES:
+        near = difflib.get_close_matches(c.mode, list(MODES), n=1)
+        raise UserError(f"mode: unknown mode {c.mode!r}{f'; did you mean {near[0]}?' if near else ''} (modes: "
+                        f"{', '.join(sorted(MODES))}; your own: register_mode and --import)")
     require("val_every", c.val_every, c.val_every >= 1, "an integer >= 1")
     require("members", c.members, c.members != [], "at least one member, e.g. [{name: deeplabv3plus_resnet101, lr: 1e-4}]")
     for i, m in enumerate(c.members):
@@ -320,6 +330,9 @@ def _check_values(c: RunConfig) -> None:
         require(f"optim.{key}", value, value >= 0, "a number >= 0")
     require("optim.backbone_lr_scale", c.optim.backbone_lr_scale, c.optim.backbone_lr_scale > 0, "a number > 0")
     require("loss.focal_gamma", c.loss.focal_gamma, c.loss.focal_gamma >= 0, "a number >= 0")
+    require("loss.exponent", c.loss.exponent, c.loss.exponent is None or c.loss.exponent >= 0, "a number >= 0")
+    require("loss.mc_samples", c.loss.mc_samples, c.loss.mc_samples >= 2, "an integer >= 2 (passes to compare)")
+    require("loss.dice_weight", c.loss.dice_weight, 0 <= c.loss.dice_weight <= 1, "a number in [0, 1]")
     for key in ("max_epochs", "max_steps"):  # -1 is Lightning's "no limit"
         value = getattr(c.trainer, key)
         require(f"trainer.{key}", value, value == -1 or value >= 1, "-1 (no limit) or an integer >= 1")

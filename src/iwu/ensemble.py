@@ -1,4 +1,4 @@
-"""The LightningModule: M members trained jointly in one of the five modes, validated in one pass.
+"""The LightningModule: M members trained jointly in a mode of iwu.modes, validated in one pass.
 
 A training step runs every member on the batch, turns the members' logits into
 per-pixel weights as the mode says (the ensemble's instance uncertainty, stored
@@ -15,19 +15,16 @@ from collections import Counter
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from iwu.config import RunConfig
 from iwu.errors import UserError
-from iwu.losses import class_weighted_cross_entropy, focal_loss, uncertainty_weighted_cross_entropy
 from iwu.metrics import confusion_matrices, iou_from_confusion
+from iwu.modes import MODES
 from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
 from iwu.models.parts import backbone_of, check_logits, logits_and_aux
 from iwu.optim import build_optimizer
-from iwu.uncertainty import ensemble_uncertainty
 
-IGNORE_INDEX = 255
 ENSEMBLE = "ensemble"
 AUX_WEIGHT = 0.4
 
@@ -86,14 +83,29 @@ class EnsembleModule(L.LightningModule):
         self._confusion: torch.Tensor | None = None
         self.latest: dict[str, dict[str, tuple[list[float | None], float]]] = {}  # loader -> model -> (iou, miou)
         self.validated_step = -1
+        self._check_mode()
 
     # --- set-up -----------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        if self.mode == "class_weighted" and self.class_weights.numel() != len(self.classes):
-            raise ValueError("class_weighted mode needs class_weights, one per class")
-        if self.mode == "offline_masks" and self.masks is None:
-            raise ValueError("offline_masks mode needs a mask store")
+        needs = MODES[self.mode].needs
+        if "class_weights" in needs and self.class_weights.numel() != len(self.classes):
+            raise ValueError(f"{self.mode} mode needs class_weights, one per class")
+        if "masks" in needs and self.masks is None:
+            raise ValueError(f"{self.mode} mode needs a mask store")
+
+    def _check_mode(self) -> None:
+        """What the mode and its options ask of the members and the data, before any training."""
+        loss = self.config.loss
+        uses_uncertainty = getattr(MODES[self.mode].weights, "from_members", False)
+        if (loss.source == "mc_dropout" and uses_uncertainty) or "dropout" in MODES[self.mode].needs:
+            for name, member in zip(self.names, self.members):
+                if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in member.modules()):
+                    raise UserError(f"loss.source=mc_dropout: member {name} has no dropout to sample; give it "
+                                    "some (args: {dropout: 0.1} on a DeepLab ResNet) or use loss.source=ensemble")
+        if self.mode in ("dice", "ce_dice") and len(self.classes) < 2:
+            raise UserError(f"mode={self.mode}: Dice needs at least two classes; this dataset has "
+                            f"{len(self.classes)}")
 
     def configure_model(self) -> None:
         if self.config.trainer.channels_last:
@@ -142,31 +154,13 @@ class EnsembleModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return [logits for logits, _ in self.outputs(images)]
 
-    def _weights(self, batch: dict, logits: list[torch.Tensor]) -> torch.Tensor | None:
-        """The per-pixel uncertainty U of the weighted modes (no gradient), or None."""
-        if self.mode == "instance_uncertainty":
-            unc = ensemble_uncertainty(logits, connectivity=self.config.loss.connectivity,
-                                       backend=self.config.loss.backend)
-            stats = {"instance_uncertainty": unc.instance.mean(), "pixel_entropy": unc.pixel.mean(),
-                     "instances_per_image": unc.num_instances.float().mean()}
-            for key, value in stats.items():
-                self.log(f"train/{key}", value.to(self.device))
-            return unc.instance
-        if self.mode == "offline_masks":
-            u = self.masks.load(list(batch["name"]), tuple(batch["label"].shape[-2:]), device=self.device)
-            flipped = torch.as_tensor(batch["flip"], device=self.device)
-            return torch.where(flipped.view(-1, 1, 1), u.flip(-1), u)
-        return None
-
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-        loss = self.config.loss
-        if self.mode == "standard":
-            return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-        if self.mode == "class_weighted":
-            return class_weighted_cross_entropy(logits, target, self.class_weights, ignore_index=IGNORE_INDEX)
-        if self.mode == "focal":
-            return focal_loss(logits, target, gamma=loss.focal_gamma, normalize=loss.normalize)
-        return uncertainty_weighted_cross_entropy(logits, target, u, normalize=loss.normalize)
+    def log_uncertainty(self, found: list) -> None:
+        """Mean instance uncertainty, pixel uncertainty and instances per image of a weight source."""
+        stats = {"instance_uncertainty": [u.instance.mean() for u in found],
+                 "pixel_entropy": [u.pixel.mean() for u in found],
+                 "instances_per_image": [u.num_instances.float().mean() for u in found]}
+        for key, values in stats.items():
+            self.log(f"train/{key}", torch.stack(values).mean().to(self.device))
 
     def _snapshot_buffers(self) -> None:
         # The forward pass updates BatchNorm statistics before the loss is known; keeping a copy
@@ -185,12 +179,13 @@ class EnsembleModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._snapshot_buffers()
         outputs = self.outputs(batch["image"])
-        logits = [z for z, _ in outputs]
-        u = self._weights(batch, logits)
+        mode, target = MODES[self.mode], batch["label"]
+        u = mode.weights(self, batch, [z for z, _ in outputs]) if mode.weights is not None else None
+        weights = u if isinstance(u, list) else [u] * len(outputs)  # one map per member, or one for all
         # an auxiliary head (torchvision's aux_loss) learns the same target, weighted 0.4 as torchvision trains it
-        losses = torch.stack([self._loss(z, batch["label"], u)
-                              + (AUX_WEIGHT * self._loss(aux, batch["label"], u) if aux is not None else 0)
-                              for z, aux in outputs])
+        losses = torch.stack([mode.loss(self, z, target, w)
+                              + (AUX_WEIGHT * mode.loss(self, aux, target, w) if aux is not None else 0)
+                              for (z, aux), w in zip(outputs, weights)])
         checked = losses.detach()
         if self._trainer is not None and self.trainer.world_size > 1:
             # summed over the ranks, a loss is non-finite if it is on any rank: all ranks stop at

@@ -35,18 +35,39 @@ def uncertainty_weighted_cross_entropy(
     *,
     ignore_index: int = 255,
     normalize: str = "all",
+    exponent: float = 2.0,
 ) -> torch.Tensor:
-    """Mean of ``CE(logits, target) * (1 + U)^2`` (DESIGN section 1, step 7).
+    """Mean of ``CE(logits, target) * (1 + U)^exponent`` (DESIGN section 1, step 7: exponent 2).
 
-    ``uncertainty`` (B,H,W) is the instance uncertainty ``U``; it is a weight,
-    so no gradient flows into it.
+    ``uncertainty`` (B,H,W) is the instance (or pixel) uncertainty ``U``; it is
+    a weight, so no gradient flows into it. Exponent 1 with a pixel uncertainty
+    is U-CE's weighting.
     """
     _check(logits, target, normalize)
     if uncertainty.shape != target.shape:
         raise ValueError(f"uncertainty {tuple(uncertainty.shape)} must have the target's shape {tuple(target.shape)}")
+    if exponent < 0:
+        raise ValueError(f"exponent must be >= 0, got {exponent}")
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
-    weight = (1 + uncertainty.detach().to(ce.dtype)) ** 2
+    weight = (1 + uncertainty.detach().to(ce.dtype)) ** exponent
     return _mean(ce * weight, target, ignore_index, normalize)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = 255,
+              smooth: float = 1e-6) -> torch.Tensor:
+    """Soft multi-class Dice loss, ``1 - mean_c (2 sum p_c y_c + s) / (sum p_c + sum y_c + s)``, over
+    the classes present in the batch's labels; ignored pixels count for neither side."""
+    _check(logits, target)
+    probs = logits.float().softmax(dim=1)
+    valid = (target != ignore_index).unsqueeze(1)
+    onehot = F.one_hot(target.where(valid.squeeze(1), 0), logits.shape[1]).permute(0, 3, 1, 2).to(probs)
+    probs, onehot = probs * valid, onehot * valid
+    dims = (0, 2, 3)
+    present = onehot.sum(dims) > 0
+    if not present.any():  # nothing labeled: no Dice to learn from, and no NaN either
+        return (logits * 0).sum()
+    dice = (2 * (probs * onehot).sum(dims) + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
+    return 1 - dice[present].mean()
 
 
 def class_weights_from_counts(counts) -> torch.Tensor:

@@ -232,6 +232,10 @@ def import_published(files, out, *, each: bool = False, mode=None, dataset=None,
     Every name and target folder is checked before any weights are read; each run is written
     whole (its final.json last) before the next is read.
     """
+    from iwu.modes import MODES
+
+    if mode is not None and mode not in MODES:
+        raise UserError(f"--mode {mode}: not a mode; choose from {', '.join(sorted(MODES))}")
     paths = [Path(f) for f in files]
     if not paths:
         raise UserError("no checkpoint files given")

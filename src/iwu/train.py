@@ -29,6 +29,7 @@ from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.inference import init_members
 from iwu.logs import run_loggers
+from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
@@ -58,15 +59,16 @@ def build_datamodule(config: RunConfig):
 
 def build_module(config: RunConfig, dm) -> EnsembleModule:
     class_weights = masks = None
-    if config.mode == "class_weighted":
+    needs = MODES[config.mode].needs
+    if "class_weights" in needs:
         from iwu.losses import class_weights_from_counts
 
         class_weights = class_weights_from_counts(dm.train_class_counts())
-    if config.mode == "offline_masks":
+    if "masks" in needs:
         from iwu.mask_store import MaskStore
 
         if not config.loss.masks_dir:
-            raise UserError("loss.masks_dir: offline_masks mode needs the folder written by `iwu masks`")
+            raise UserError(f"loss.masks_dir: {config.mode} mode needs the folder written by `iwu masks`")
         masks = MaskStore(config.loss.masks_dir)
     return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
 

@@ -254,22 +254,50 @@ def instance_uncertainty(
 class EnsembleUncertainty(NamedTuple):
     probs: torch.Tensor  # (B,C,H,W) mean of the members' softmaxes
     pred: torch.Tensor  # (B,H,W) argmax of probs
-    pixel: torch.Tensor  # (B,H,W) entropy of probs
+    pixel: torch.Tensor  # (B,H,W) pixel uncertainty: the entropy of probs unless asked otherwise
     instance: torch.Tensor  # (B,H,W) mean of pixel over each pixel's instance
     num_instances: torch.Tensor  # (B,)
 
 
+UNCERTAINTIES = ("entropy", "mutual_information", "predicted_std")
+
+
+def predicted_std(member_probs: torch.Tensor) -> torch.Tensor:
+    """U-CE's uncertainty (Landgraf et al., 2023): the standard deviation, over members or stochastic
+    passes (M,B,C,H,W), of the probability of the class their mean predicts; (B,H,W)."""
+    pred = member_probs.mean(dim=0).argmax(dim=1, keepdim=True)  # (B,1,H,W)
+    chosen = member_probs.gather(2, pred.unsqueeze(0).expand(len(member_probs), -1, -1, -1, -1)).squeeze(2)
+    return chosen.std(dim=0)
+
+
 @torch.no_grad()
-def ensemble_uncertainty(
-    member_logits: Sequence[torch.Tensor], *, connectivity: int = 8, backend: str = "auto"
-) -> EnsembleUncertainty:
-    """Steps 2-6 of the method for the logits (B,C,H,W) of M members."""
-    if len(member_logits) == 0:
-        raise ValueError("ensemble_uncertainty needs the logits of at least one member")
-    probs = torch.stack([z.detach().float().softmax(dim=1) for z in member_logits]).mean(dim=0)
+def uncertainty_of(member_probs: torch.Tensor, kind: str = "entropy", *, connectivity: int = 8,
+                   backend: str = "auto") -> EnsembleUncertainty:
+    """Steps 3-6 of the method for the probabilities (M,B,C,H,W) of M members (or stochastic passes),
+    with the pixel uncertainty `kind`: the entropy of their mean (the paper's), their mutual information,
+    or the std of the predicted class's probability."""
+    if kind not in UNCERTAINTIES:
+        raise ValueError(f"uncertainty must be one of {', '.join(UNCERTAINTIES)}, got {kind!r}")
+    probs = member_probs.mean(dim=0)
     pred = probs.argmax(dim=1)
-    pixel = pixel_entropy(probs)
+    if kind == "entropy":
+        pixel = pixel_entropy(probs)
+    elif kind == "mutual_information":
+        pixel = mutual_information(member_probs)
+    else:
+        pixel = predicted_std(member_probs)
     instance, counts = instance_uncertainty(
         pred, pixel, connectivity=connectivity, backend=backend, return_num_instances=True
     )
     return EnsembleUncertainty(probs, pred, pixel, instance, counts)
+
+
+@torch.no_grad()
+def ensemble_uncertainty(
+    member_logits: Sequence[torch.Tensor], *, kind: str = "entropy", connectivity: int = 8, backend: str = "auto"
+) -> EnsembleUncertainty:
+    """Steps 2-6 of the method for the logits (B,C,H,W) of M members."""
+    if len(member_logits) == 0:
+        raise ValueError("ensemble_uncertainty needs the logits of at least one member")
+    member_probs = torch.stack([z.detach().float().softmax(dim=1) for z in member_logits])
+    return uncertainty_of(member_probs, kind, connectivity=connectivity, backend=backend)

@@ -35,7 +35,7 @@ from iwu.errors import UserError
 from iwu.files import atomic_write_bytes
 from iwu.report.figure import save_difference_figure
 from iwu.report.formats import RAW, RENDER, STD_LABELS, TEST_LABELS, to_csv, to_latex, to_markdown
-from iwu.report.groups import FIELDS, MODE_ORDER, default_by, group
+from iwu.report.groups import FIELDS, default_by, group
 from iwu.report.paper import PAPER_FILE, PaperCell, PaperColumn, PaperMatch, match_paper, paper_columns, paper_tables
 from iwu.report.records import ALL, ENSEMBLE, EVAL_GLOB, FINAL, Record, collect
 from iwu.report.stats import (
@@ -45,7 +45,7 @@ from iwu.report.stats import (
 from iwu.report.table import Column, Comparison, Table, compare, load_class_share, summarise
 
 __all__ = [
-    "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU", "MODE_ORDER",
+    "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU",
     "PAPER_FILE", "POPULATION", "RAW", "RENDER", "SAMPLE", "STD_LABELS", "STUDENT", "TESTS", "TEST_LABELS",
     "TEST_NAMES", "WELCH",
     "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",

@@ -6,16 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iwu.errors import UserError
+from iwu.modes import MODES
 from iwu.report.records import ENSEMBLE, Record
 
 FIELDS = ("mode", "model", "experiment", "train", "eval")
-# baselines first, so that with two groups the difference reads "method - baseline"
-MODE_ORDER = ("standard", "class_weighted", "focal", "offline_masks", "instance_uncertainty")
 
 
 def _order(name: str, value) -> tuple:
-    if name == "mode" and value in MODE_ORDER:
-        return (0, MODE_ORDER.index(value), "")
+    # modes in their registered order, baselines first, so that with two groups the difference
+    # reads "method - baseline"
+    if name == "mode" and value in MODES:
+        return (0, MODES[value].order, "")
     if name == "model" and value == ENSEMBLE:
         return (0, 0, "")
     return (1, 0, str(value))

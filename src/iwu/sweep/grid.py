@@ -14,14 +14,12 @@ gives every axis value its own column.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwu.config import Mode, RunConfig, load_config
+from iwu.config import RunConfig, load_config
 from iwu.errors import UserError
 
-MODES = typing.get_args(Mode)
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_modes(text: str) -> list[str]:
+    from iwu.modes import MODES
+
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes or len(set(modes)) != len(modes):

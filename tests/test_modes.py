@@ -1,0 +1,208 @@
+"""Training modes as one registry: the paper's defaults unchanged, the new modes against their formulas,
+MC dropout, a user's own mode, and bad input."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from iwu.cli import main
+from iwu.config import MemberConfig, RunConfig, load_config
+from iwu.ensemble import EnsembleModule
+from iwu.errors import UserError
+from iwu.losses import dice_loss, uncertainty_weighted_cross_entropy
+from iwu.modes import MODES
+from iwu.report.groups import _order
+from iwu.train import train
+from iwu.uncertainty import label_instances, pixel_entropy, uncertainty_of
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+FIXTURE = Path(__file__).parent / "fixtures" / "modes_before_registry"
+HELPERS = Path(__file__).parent / "helpers"
+CLASSES = [f"c{i}" for i in range(5)]
+
+
+def _fixture_module():
+    spec = importlib.util.spec_from_file_location("modes_fixture", FIXTURE / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["instance_uncertainty", "focal"])
+def test_a_config_naming_no_new_option_trains_exactly_as_before(tmp_path, mode):
+    before = json.loads((FIXTURE / "weights.json").read_text())[mode]
+    now = _fixture_module().weights_after_three_steps(tmp_path, mode)
+    assert now.keys() == before.keys()
+    for key, sums in now.items():
+        assert sums == pytest.approx(before[key], rel=1e-9, abs=1e-12), key
+
+
+def test_pixel_and_instance_weights_differ_exactly_where_instances_have_several_pixels():
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 1, 4, 6, 7, generator=g).softmax(dim=2)  # two members
+    found = uncertainty_of(probs)
+    labels, _ = label_instances(probs.mean(0).argmax(1))
+    single = torch.bincount(labels.flatten())[labels] == 1  # pixels alone in their instance
+    assert single.any() and not single.all()
+    assert torch.equal(found.pixel[single], found.instance[single])
+    assert (found.pixel[~single] != found.instance[~single]).all()  # random entropies: never all equal
+    logits, target = torch.randn(1, 4, 6, 7, generator=g), torch.randint(0, 4, (1, 6, 7), generator=g)
+    by_pixel = uncertainty_weighted_cross_entropy(logits, target, found.pixel, exponent=2)
+    by_instance = uncertainty_weighted_cross_entropy(logits, target, found.instance, exponent=2)
+    assert by_pixel != by_instance
+
+
+@pytest.mark.parametrize("normalize", ["all", "valid"])
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.5])
+def test_weighted_cross_entropy_with_any_exponent(normalize, exponent):
+    logits = torch.zeros(1, 2, 2, 2, requires_grad=True)  # every CE is log 2
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    u = torch.tensor([[[0.5, 0.0], [1.0, 7.0]]])
+    loss = uncertainty_weighted_cross_entropy(logits, target, u, exponent=exponent, normalize=normalize)
+    terms = [1.5 ** exponent, 1.0, 2.0 ** exponent]
+    assert loss.item() == pytest.approx(math.log(2) * sum(terms) / (4 if normalize == "all" else 3), rel=1e-6)
+    loss.backward()  # d CE / d z_y = p_y - 1 = -1/2 at equal logits, weighted; the ignored pixel gets none
+    denominator = 4 if normalize == "all" else 3
+    assert logits.grad[0, 0, 0, 0].item() == pytest.approx(-0.5 * terms[0] / denominator, rel=1e-6)
+    assert logits.grad[0, :, 1, 1].abs().sum().item() == 0
+    with pytest.raises(ValueError, match="exponent"):
+        uncertainty_weighted_cross_entropy(logits, target, u, exponent=-1)
+
+
+def test_dice_against_its_formula_with_ignored_pixels_and_absent_classes():
+    logits = torch.tensor([[[[2.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [3.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]],
+                          requires_grad=True)  # 3 classes, class 2 absent from the labels
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    p = logits.detach().softmax(1)[0]
+    valid = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    y = [torch.tensor([[1.0, 0], [0, 0]]), torch.tensor([[0.0, 1], [1, 0]])]
+    dice = [(2 * (p[c] * y[c] * valid).sum() + 1e-6) / ((p[c] * valid).sum() + y[c].sum() + 1e-6) for c in (0, 1)]
+    loss = dice_loss(logits, target)
+    assert loss.item() == pytest.approx(1 - (dice[0] + dice[1]).item() / 2, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, :, 1, 1].abs().sum().item() == 0  # the ignored pixel takes no part
+    assert dice_loss(torch.zeros(1, 3, 2, 2), torch.full((1, 2, 2), 255)).item() == 0  # nothing labeled: 0, not NaN
+
+
+def _module(mode="standard", members=("deeplabv3plus_mobilenet",), classes=CLASSES, **loss):
+    torch.manual_seed(0)
+    config = RunConfig(mode=mode, members=[MemberConfig(name, 1e-3) for name in members])
+    config.model.pretrained = False
+    for key, value in loss.items():
+        setattr(config.loss, key, value)
+    return EnsembleModule(config, classes)
+
+
+def _batch(size=32):
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, len(CLASSES), (2, size, size), generator=g)
+    label[:, :4] = 255
+    return {"image": torch.randn(2, 3, size, size, generator=g), "label": label, "name": ["a", "b"],
+            "flip": [False, False]}
+
+
+def test_ce_dice_mixes_as_the_published_hybrid():
+    module = _module("ce_dice", dice_weight=0.3)
+    batch = _batch()
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    torch.manual_seed(1)
+    loss = module.training_step(batch, 0)
+    module.load_state_dict(state)
+    torch.manual_seed(1)
+    z = module.members[0](batch["image"])
+    expected = 0.7 * F.cross_entropy(z, batch["label"], ignore_index=255) + 0.3 * dice_loss(z, batch["label"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mutual_information", "predicted_std"])
+def test_the_uncertainty_kinds(kind):
+    g = torch.Generator().manual_seed(1)
+    probs = torch.rand(3, 2, 4, 5, 5, generator=g).softmax(dim=2)
+    found = uncertainty_of(probs, kind)
+    mean = probs.mean(0)
+    if kind == "mutual_information":
+        expected = pixel_entropy(mean) - torch.stack([pixel_entropy(p) for p in probs]).mean(0)
+    else:
+        chosen = torch.stack([p.gather(1, mean.argmax(1, keepdim=True)).squeeze(1) for p in probs])
+        expected = chosen.std(dim=0)
+    torch.testing.assert_close(found.pixel, expected.clamp_min(0))
+
+
+def test_mc_dropout_uncertainty_has_no_gradient_keeps_batchnorm_and_repeats_for_a_seed():
+    module = _module("pixel_uncertainty", members=("deeplabv3plus_mobilenet", "deeplabv3plus_mobilenet"),
+                     source="mc_dropout", mc_samples=3)
+    batch = _batch()
+    buffers = [b.clone() for b in module.members.buffers()]
+    torch.manual_seed(7)
+    first = MODES["pixel_uncertainty"].weights(module, batch, [])
+    assert all(torch.equal(a, b) for a, b in zip(buffers, module.members.buffers()))  # statistics untouched
+    assert isinstance(first, list) and len(first) == 2 and not any(u.requires_grad for u in first)
+    assert not torch.equal(first[0], first[1])  # each member from its own passes
+    torch.manual_seed(7)
+    again = MODES["pixel_uncertainty"].weights(module, batch, [])
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert module.training_step(batch, 0).isfinite()
+
+
+def test_a_users_mode_from_its_own_module_trains_and_reports_in_its_place(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HELPERS))
+    config = {"experiment": "own", "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}],
+              "model": {"pretrained": False}, "val_every": 2,
+              "data": {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": 32,
+                       "cache_dir": str(tmp_path / "cache"), "synthetic": {"n_train": 4, "n_val": 1, "width": 64}},
+              "trainer": {"max_steps": 2, "accelerator": "cpu"}}
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "own.yaml"), "mode=sqrt_uncertainty", f"out={tmp_path / 'run'}",
+                 "--import", "user_modes", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["mode"] == "sqrt_uncertainty"
+    order = sorted(["instance_uncertainty", "sqrt_uncertainty", "standard", "pixel_uncertainty", "dice"],
+                   key=lambda m: _order("mode", m))
+    assert order == ["standard", "dice", "pixel_uncertainty", "instance_uncertainty", "sqrt_uncertainty"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["mode=pixel_uncertainty"], ["mode=dice"], ["mode=ce_dice"],
+    ["mode=instance_uncertainty", "loss.source=mc_dropout", "loss.mc_samples=2", "loss.uncertainty=predicted_std"],
+])
+def test_every_new_mode_trains_end_to_end(tmp_path, overrides):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "tiny", "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}],
+        "model": {"pretrained": False}, "val_every": 2,
+        "data": {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": 32,
+                 "cache_dir": str(tmp_path / "cache"), "synthetic": {"n_train": 4, "n_val": 1, "width": 64}},
+        "trainer": {"max_steps": 2, "accelerator": "cpu"}}))
+    final = train(load_config(config, [f"out={tmp_path / 'run'}", *overrides]), progress=False)
+    assert 0 <= final["results"]["ensemble"]["miou"] <= 1
+
+
+def test_bad_options_are_one_line_errors_before_training():
+    for overrides, needle in [(["loss.exponent=-1"], "loss.exponent: expected a number >= 0"),
+                              (["loss.mc_samples=1"], "loss.mc_samples: expected an integer >= 2"),
+                              (["loss.dice_weight=2"], "loss.dice_weight: expected a number in [0, 1]"),
+                              (["mode=pixel_uncertanty"], "did you mean pixel_uncertainty")]:
+        with pytest.raises(UserError) as info:
+            load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", overrides)
+        assert needle in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="loss.source=mc_dropout: member smp:Unet has no dropout"):
+        _module("instance_uncertainty", members=("smp:Unet",), source="mc_dropout")
+    with pytest.raises(UserError, match="mode=dice: Dice needs at least two classes"):
+        _module("dice", classes=["only"])
+
+
+def test_the_ablation_sweeps_plan_every_combination(capsys):
+    root = Path(__file__).parent.parent / "configs" / "ablations"
+    for config, extra, runs in [("cityscapes.yaml", ["data.root=/data/cs"], 2 * 2 * 2 * 2),
+                                ("synthetic.yaml", [], 2 * 2 * 2 * 2)]:
+        assert main(["sweep", str(root / config), "--seeds", "2", "--modes", "pixel_uncertainty,instance_uncertainty",
+                     "loss.source=ensemble,mc_dropout", "loss.exponent=1,2", *extra, "--dry-run"]) == 0
+        assert f"iwu sweep: {runs} runs under" in capsys.readouterr().out
+    config = load_config(root / "cityscapes.yaml", ["data.root=/data/cs"])
+    assert [m.args for m in config.members] == [{"dropout": 0.1}, {"dropout": 0.1}, {}]
