@@ -1,4 +1,4 @@
-"""Time per training step of the paper's ensemble: `instance_uncertainty` against `standard`.
+"""Time per training step of the paper's ensemble: `instance_uncertainty` (and every other mode) against `standard`.
 
 Builds the three members of `configs/paper/cityscapes_ensemble.yaml`
 (DeepLabV3+ ResNet-101 and ResNet-50 at lr 1e-4, MobileNetV2 at lr 1e-3;
@@ -26,7 +26,10 @@ and 10 timed steps per mode (under a minute on 2 idle cores; a busy machine
 slows it several times, and the interleaving keeps the ratio fair).
 
     python benchmarks/train_step.py [--size S] [--batch 2] [--steps N] [--warmup N]
-        [--precision 32-true|bf16-mixed] [--device auto|cpu|cuda] [--members paper|mobilenet]
+        [--precision 32-true|bf16-mixed] [--device auto|cpu|cuda] [--members paper|mobilenet] [--also MODES]
+
+The other modes (`--also`, all by default; `instance_uncertainty+mc_dropout` is the method with
+each member's own dropout passes as the source) are timed in the same rounds, each against standard.
 
 `--members mobilenet` replaces the ensemble by three MobileNetV2 members
 (lr 1e-3), for a quick run on a slow machine; it is not the paper's ensemble.
@@ -56,6 +59,8 @@ MOBILENETS = "[" + ", ".join(["{name: deeplabv3plus_mobilenet, lr: 1.0e-3}"] * 3
 TARGET = 5.0  # percent overhead, on a GPU
 TARGET_SIZE, TARGET_BATCH = 768, 2
 MODES = ("standard", "instance_uncertainty")
+# the other modes' cost; mc_dropout's T passes (loss.mc_samples, 10) cost about T forwards more
+ALSO = ("class_weighted", "focal", "dice", "ce_dice", "pixel_uncertainty", "instance_uncertainty+mc_dropout")
 BATCHES = 4  # distinct batches, cycled
 
 
@@ -95,13 +100,17 @@ def make_batches(size: int, batch: int, device: torch.device) -> list[dict]:
 class Runner:
     """One mode's module and optimizer, and a timed training step as Lightning's automatic optimization runs it."""
 
-    def __init__(self, mode: str, members: str, precision: str, device: torch.device, seed: int = 0):
+    def __init__(self, variant: str, members: str, precision: str, device: torch.device, seed: int = 0):
+        mode, _, source = variant.partition("+")  # e.g. instance_uncertainty+mc_dropout
         overrides = ["model.pretrained=false", f"mode={mode}", f"trainer.precision={precision}"]
+        if source:
+            overrides.append(f"loss.source={source}")
         if members == "mobilenet":
             overrides.append(f"members={MOBILENETS}")
         self.config = load_config(CONFIG, overrides)
         torch.manual_seed(seed)  # both modes start from the same weights
-        self.module = EnsembleModule(self.config, [str(c) for c in range(19)]).to(device)
+        self.module = EnsembleModule(self.config, [str(c) for c in range(19)],
+                                     class_weights=torch.ones(19)).to(device)
         self.module.configure_model()
         self.module.train()
         o = self.config.optim
@@ -164,7 +173,10 @@ def main() -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--members", choices=("paper", "mobilenet"), default="paper",
                         help="paper: ResNet-101 + ResNet-50 + MobileNetV2; mobilenet: three MobileNetV2")
+    parser.add_argument("--also", default=",".join(ALSO),
+                        help="other modes to time against standard, mode[+mc_dropout], comma-separated ('' none)")
     args = parser.parse_args()
+    variants = [*MODES, *(v.strip() for v in args.also.split(",") if v.strip() and v.strip() not in MODES)]
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -177,7 +189,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", message=re.escape("You are trying to `self.log()`"))
 
     batches = make_batches(size, args.batch, device)
-    runners = {mode: Runner(mode, args.members, args.precision, device) for mode in MODES}
+    runners = {v: Runner(v, args.members, args.precision, device) for v in variants}
     names = ", ".join(runners["standard"].module.names)
     where = torch.cuda.get_device_name(device) if gpu else f"CPU, torch threads {torch.get_num_threads()}"
     backend = runners["instance_uncertainty"].config.loss.backend
@@ -186,12 +198,12 @@ def main() -> int:
     print(f"members: {names}; masks: ensemble_uncertainty backend {backend} ({resolved})")
     print(f"{warmup} warm-up + {steps} timed steps per mode, interleaved; synthetic street scenes")
 
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    times: dict[str, list[float]] = {v: [] for v in variants}
     mask_s, instances = [], []
     start = time.perf_counter()
     for i in range(warmup + steps):
         batch = batches[i % len(batches)]
-        order = MODES if i % 2 == 0 else MODES[::-1]
+        order = variants if i % 2 == 0 else variants[::-1]
         for mode in order:
             seconds = runners[mode].step(batch)
             if i >= warmup:
@@ -207,10 +219,12 @@ def main() -> int:
     overhead = (iu / std - 1) * 100
     paired = (statistics.median(a / b for a, b in zip(times["instance_uncertainty"], times["standard"])) - 1) * 100
     print()
-    print(f"{'mode':<21} {'median s/step':>14} {'min':>8} {'max':>8} {'steps/s':>8}")
-    for mode in MODES:
+    print(f"{'mode':<33} {'median s/step':>14} {'min':>8} {'max':>8} {'steps/s':>8} {'vs standard':>12}")
+    for mode in variants:
         t = times[mode]
-        print(f"{mode:<21} {statistics.median(t):>14.4f} {min(t):>8.4f} {max(t):>8.4f} {1 / statistics.median(t):>8.3f}")
+        ratio = statistics.median(t) / std - 1
+        print(f"{mode:<33} {statistics.median(t):>14.4f} {min(t):>8.4f} {max(t):>8.4f} "
+              f"{1 / statistics.median(t):>8.3f} {ratio * 100:>+11.1f}%")
     print()
     print(f"instances per image (ensemble prediction, mean over timed steps): {statistics.mean(instances):.0f}")
     print(f"ensemble_uncertainty alone: {masks * 1e3:.2f} ms, {masks / iu * 100:.2f}% of the instance_uncertainty step")

@@ -57,8 +57,10 @@ def register_mode(name: str, *, weights: Callable | None = None, needs=(), order
 
 def exponent(ctx) -> float:
     """loss.exponent, or the mode's own default (2: the paper's; 1: U-CE's)."""
-    value = ctx.config.loss.exponent
-    return value if value is not None else (MODES[ctx.config.mode].exponent or 2.0)
+    for value in (ctx.config.loss.exponent, MODES[ctx.config.mode].exponent):
+        if value is not None:
+            return value
+    return 2.0
 
 
 # --- weight sources ---------------------------------------------------------------------
