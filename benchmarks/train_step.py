@@ -122,12 +122,14 @@ class Runner:
         self.device = device
         self.bf16 = precision == "bf16-mixed"
         self.logits: list[torch.Tensor] = []
-        self.module.register_forward_hook(self._keep_logits)
+        self._outputs = self.module.outputs
+        self.module.outputs = self._keep_logits  # the training step's own logits, for timing the masks alone
         self.steps = 0
 
-    def _keep_logits(self, _module, _inputs, output: list[torch.Tensor]) -> None:
-        # the members' logits of the latest step, without their graph, for timing the masks alone
-        self.logits = [z.detach() for z in output]
+    def _keep_logits(self, images: torch.Tensor):
+        outputs = self._outputs(images)
+        self.logits = [z.detach() for z, _ in outputs]  # without their graph
+        return outputs
 
     def autocast(self):
         if self.bf16:  # as Lightning's bf16-mixed: the step under autocast, backward outside it
