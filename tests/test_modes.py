@@ -206,3 +206,31 @@ def test_the_ablation_sweeps_plan_every_combination(capsys):
         assert f"iwu sweep: {runs} runs under" in capsys.readouterr().out
     config = load_config(root / "cityscapes.yaml", ["data.root=/data/cs"])
     assert [m.args for m in config.members] == [{"dropout": 0.1}, {"dropout": 0.1}, {}]
+
+
+def test_mc_dropout_and_dice_runs_resume_exactly(tmp_path):
+    import lightning as L
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt3(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 3:
+                raise Crash
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "tiny", "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}] * 2,
+        "model": {"pretrained": False}, "val_every": 2,
+        "data": {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": 32,
+                 "cache_dir": str(tmp_path / "cache"), "synthetic": {"n_train": 6, "n_val": 1, "width": 64}},
+        "trainer": {"max_steps": 5, "accelerator": "cpu"}}))
+    for overrides in (["mode=pixel_uncertainty", "loss.source=mc_dropout", "loss.mc_samples=2"], ["mode=ce_dice"]):
+        name = overrides[0].split("=")[1]
+        whole = train(load_config(config, [f"out={tmp_path / name / 'whole'}", *overrides]), progress=False)
+        out = tmp_path / name / "resumed"
+        with pytest.raises(Crash):
+            train(load_config(config, [f"out={out}", *overrides]), callbacks=[CrashAt3()], progress=False)
+        resumed = train(load_config(config, [f"out={out}", *overrides, "resume=true"]), progress=False)
+        assert resumed == whole, name
