@@ -47,14 +47,22 @@ def _smp_encoder(member: str, encoder: str) -> None:
                         "or any timm model as tu-<name>")
 
 
-def build_smp(member: str, arch: str, num_classes: int, *, pretrained: bool, args: dict) -> nn.Module:
-    smp = _smp()
-    classes = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
+def _smp_class(member: str, arch: str):
+    classes = {cls.__name__: cls for cls in _smp().MODEL_ARCHITECTURES_MAPPING.values()}
     if arch not in classes:
         raise UserError(f"member {member}: unknown architecture {arch!r}{near(arch, classes)}; smp has: "
                         f"{', '.join(sorted(classes))}")
-    cls = classes[arch]
-    encoder = args.get("encoder_name", inspect.signature(cls).parameters["encoder_name"].default)
+    return classes[arch]
+
+
+def smp_encoder(member: str, arch: str, args: dict) -> str:
+    """The encoder an smp member builds: its args' `encoder_name`, or the architecture's default."""
+    return args.get("encoder_name", inspect.signature(_smp_class(member, arch)).parameters["encoder_name"].default)
+
+
+def build_smp(member: str, arch: str, num_classes: int, *, pretrained: bool, args: dict) -> nn.Module:
+    cls = _smp_class(member, arch)
+    encoder = smp_encoder(member, arch, args)
     _smp_encoder(member, encoder)
     timm_encoder = encoder.startswith("tu-")
     # **kwargs of an smp model go to a timm encoder, which takes its own keywords

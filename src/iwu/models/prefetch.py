@@ -19,10 +19,10 @@ def member_weights(name: str, args: dict) -> list[WeightsFile]:
 
     try:
         if family == "smp":
-            return families.smp_weights(args.get("encoder_name", "resnet34"))
+            return families.smp_weights(families.smp_encoder(name, arch, args))
         if family in ("torchvision", "tv"):
             return families.torchvision_weights(arch)
-    except (KeyError, AttributeError):  # an unknown architecture or encoder: building says so in one line
+    except (KeyError, AttributeError, UserError):  # an unknown architecture or encoder: building says so
         return []
     return []
 
