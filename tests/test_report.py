@@ -1,6 +1,7 @@
 """`iwu.report`: run directories found at any depth, per-class mean/std/n over seeds against numpy
-(sample or population std), Welch's and Student's t-tests against scipy, the three formats from the
-same numbers and naming the std and test, the paper's tables, the difference figure, and one-line
+(sample or population std), Welch's and Student's t-tests against scipy, 95% intervals and Hedges' g
+against hand computations, Benjamini-Hochberg against scipy, the three formats from the same numbers
+and naming the std and test, the paper's tables, the difference figure, and one-line
 errors naming the path at fault."""
 
 import csv
@@ -18,7 +19,6 @@ from iwu.errors import UserError
 from iwu.report import (
     TTest,
     Welch,
-    betainc,
     build_table,
     collect,
     group,
@@ -37,13 +37,7 @@ from iwu.report import (
     write_report,
 )
 
-try:
-    from scipy import special as sp_special
-    from scipy import stats as sp_stats
-except ImportError:  # scipy is a dev dependency
-    sp_stats = sp_special = None
-
-needs_scipy = pytest.mark.skipif(sp_stats is None, reason="scipy (dev dependency) is the reference")
+from scipy import stats as sp_stats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PACKAGE_TABLES = Path(report.__file__).parent.with_name("paper_tables.json")
@@ -207,7 +201,6 @@ def test_summary_matches_numpy_per_cell(runs):
     assert [c.n for c in table.columns[1].cells] == [5, 5, 5, 4, 4]
 
 
-@needs_scipy
 @pytest.mark.parametrize("a, b", [
     ([0.5, 0.52, 0.49, 0.51], [0.55, 0.57, 0.56, 0.58]),  # equal n, clearly different
     ([0.5, 0.52, 0.49], [0.3, 0.7, 0.45, 0.61, 0.5, 0.2]),  # unequal n and variances
@@ -224,7 +217,6 @@ def test_welch_t_matches_scipy(a, b):
     assert got.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-8)
 
 
-@needs_scipy
 def test_welch_t_matches_scipy_on_random_samples():
     rng = np.random.default_rng(7)
     for _ in range(300):
@@ -237,22 +229,12 @@ def test_welch_t_matches_scipy_on_random_samples():
         assert abs(got.p - ref.pvalue) <= 1e-8
 
 
-@needs_scipy
-def test_incomplete_beta_matches_scipy():
-    for a in (0.01, 0.5, 1.0, 2.5, 15.0, 400.0):
-        for b in (0.5, 1.0, 3.0):
-            for x in (1e-8, 0.01, 0.3, 0.5, 0.77, 0.999, 1 - 1e-9):
-                assert betainc(a, b, x) == pytest.approx(float(sp_special.betainc(a, b, x)), rel=1e-10, abs=1e-14)
-    assert betainc(2, 3, 0.0) == 0.0 and betainc(2, 3, 1.0) == 1.0
-
-
 def test_welch_needs_two_values_a_side():
     assert all(math.isnan(v) for v in welch_t([0.3], [0.1, 0.2, 0.4]))
     assert all(math.isnan(v) for v in welch_t([0.3, 0.3], [0.3, 0.3]))  # no spread at all
     assert not welch_t([0.3], [0.1, 0.2]).significant
 
 
-@needs_scipy
 def test_welch_of_groups_matches_scipy_per_class_and_for_miou(runs):
     groups = group(collect(runs))
     tests = welch(groups["standard"], groups["instance_uncertainty"])
@@ -306,7 +288,6 @@ STUDENT_SAMPLES = [
 ]
 
 
-@needs_scipy
 @pytest.mark.parametrize("a, b", STUDENT_SAMPLES)
 def test_student_t_matches_scipy(a, b):
     ref = sp_stats.ttest_ind(a, b)  # the paper's call: equal_var=True by default
@@ -318,14 +299,12 @@ def test_student_t_matches_scipy(a, b):
     assert got.p == pytest.approx(sp_stats.t.sf(abs(ref.statistic), ref.df) * 2, rel=1e-8, abs=1e-12)
 
 
-@needs_scipy
 def test_student_t_differs_from_welch_where_it_should():
     a, b = STUDENT_SAMPLES[1]
     assert student_t(a, b).p != pytest.approx(welch_t(a, b).p, rel=1e-3)
     assert student_t(a, b).p == pytest.approx(sp_stats.ttest_ind(a, b, equal_var=True).pvalue, abs=1e-10)
 
 
-@needs_scipy
 def test_student_t_matches_scipy_on_random_samples():
     rng = np.random.default_rng(11)
     for _ in range(300):
@@ -345,7 +324,6 @@ def test_student_needs_a_degree_of_freedom_and_some_spread():
     assert not student_t([0.3], [0.1]).significant
 
 
-@needs_scipy
 def test_student_of_groups_matches_scipy_per_class_and_for_miou(runs):
     groups = group(collect(runs))
     tests = t_tests(groups["standard"], groups["instance_uncertainty"], "student")
@@ -361,6 +339,107 @@ def test_student_of_groups_matches_scipy_per_class_and_for_miou(runs):
     cmp = summarise(groups, test="student").comparison
     assert cmp.test == "student"
     assert cmp.tests[2].t == pytest.approx(-tests["rider"].t) and cmp.tests[2].p == tests["rider"].p
+
+
+# ----------------------------------------------------------------- intervals, effect sizes, BH adjustment
+
+
+def welch_ci(a, b, level=0.95):
+    """By hand: mean(a) - mean(b) -/+ t_{(1+level)/2, df} * se, Welch-Satterthwaite df."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = sp_stats.t.ppf((1 + level) / 2, df) * math.sqrt(va + vb)
+    d = a.mean() - b.mean()
+    return d - half, d + half
+
+
+def student_ci(a, b, level=0.95):
+    """By hand: pooled variance, df = n_a + n_b - 2."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    df = len(a) + len(b) - 2
+    sp2 = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / df
+    half = sp_stats.t.ppf((1 + level) / 2, df) * math.sqrt(sp2 * (1 / len(a) + 1 / len(b)))
+    d = a.mean() - b.mean()
+    return d - half, d + half
+
+
+def hand_hedges_g(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    na, nb = len(a), len(b)
+    sp = math.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
+    return (1 - 3 / (4 * (na + nb) - 9)) * (a.mean() - b.mean()) / sp
+
+
+@pytest.mark.parametrize("test, hand", [("welch", welch_ci), ("student", student_ci)])
+@pytest.mark.parametrize("a, b", STUDENT_SAMPLES[:4] + STUDENT_SAMPLES[5:])
+def test_confidence_interval_matches_hand_computation(test, hand, a, b):
+    low, high = report.confidence_interval(a, b, test)
+    assert (low, high) == pytest.approx(hand(a, b), rel=1e-12, abs=1e-14)
+    assert low <= np.mean(a) - np.mean(b) <= high
+    assert report.hedges_g(a, b) == pytest.approx(hand_hedges_g(a, b), rel=1e-12, abs=1e-14)
+    assert report.hedges_g(b, a) == pytest.approx(-report.hedges_g(a, b))
+
+
+@pytest.mark.parametrize("test", ["welch", "student"])
+def test_confidence_interval_agrees_with_the_test(test):
+    rng = np.random.default_rng(5)
+    run = report.TESTS[test]
+    seen = set()
+    for _ in range(300):
+        na, nb = rng.integers(2, 12, size=2)
+        a = rng.normal(0.5, rng.uniform(1e-3, 0.1), na)
+        b = rng.normal(0.5 + rng.normal(0, 0.05), rng.uniform(1e-3, 0.1), nb)
+        low, high = report.confidence_interval(a, b, test)
+        p = run(a, b).p
+        assert low <= a.mean() - b.mean() <= high
+        if abs(p - 0.05) > 1e-9:  # away from the boundary: the interval excludes 0 iff p < 0.05
+            assert (not low <= 0.0 <= high) == (p < 0.05)
+            seen.add(p < 0.05)
+    assert seen == {True, False}
+
+
+def test_interval_and_g_are_nan_where_undefined():
+    for a, b in (([0.3], [0.1, 0.2, 0.4]), ([0.3, 0.3], [0.2, 0.2]), ([], [0.1, 0.2])):
+        assert all(math.isnan(x) for x in report.confidence_interval(a, b, "welch"))
+        assert math.isnan(report.hedges_g(a, b))
+    assert all(math.isnan(x) for x in report.confidence_interval([0.3, 0.3], [0.2, 0.2], "student"))
+    assert all(math.isnan(x) for x in report.confidence_interval([0.3], [0.1], "student"))  # df = 0
+    # Student's test pools one value with the other side's spread: so does its interval (not g)
+    low, high = report.confidence_interval([0.3], [0.1, 0.2, 0.4], "student")
+    assert low < 0.3 - np.mean([0.1, 0.2, 0.4]) < high
+
+
+@pytest.mark.parametrize("test", ["welch", "student"])
+def test_table_adjusts_its_p_values_by_benjamini_hochberg(runs, test):
+    cmp = summarise(group(collect(runs)), test=test).comparison
+    raw = [t.p for t in cmp.tests] + [cmp.miou_test.p]
+    adjusted = list(cmp.p_adj) + [cmp.miou_p_adj]
+    finite = [p for p in raw if not math.isnan(p)]
+    expected = iter(sp_stats.false_discovery_control(finite, method="bh"))  # NaN not in the family
+    for p, q in zip(raw, adjusted):
+        if math.isnan(p):
+            assert math.isnan(q)
+        else:
+            assert q == pytest.approx(next(expected), rel=1e-12) and q >= p
+    assert (test == "welch") == any(math.isnan(p) for p in raw)  # Welch: bicycle has one standard run
+    assert [cmp.significant(i) for i in range(len(CLASSES))] + [cmp.significant()] == [q < 0.05 for q in adjusted]
+    assert report.bh_adjust([0.01, math.nan, 0.04]) == pytest.approx([0.02, math.nan, 0.04], nan_ok=True)
+
+
+def test_table_intervals_and_g_are_of_b_minus_a(runs):
+    for test, hand in (("welch", welch_ci), ("student", student_ci)):
+        cmp = summarise(group(collect(runs)), test=test).comparison
+        for i, cls in enumerate(CLASSES[:4]):
+            a, b = values("standard", cls), values("instance_uncertainty", cls)
+            assert cmp.ci[i] == pytest.approx(hand(b, a), abs=1e-12)
+            assert cmp.ci[i][0] <= cmp.diff[i] <= cmp.ci[i][1]
+            assert (not cmp.ci[i][0] <= 0 <= cmp.ci[i][1]) == (cmp.tests[i].p < 0.05)
+            assert cmp.g[i] == pytest.approx(hand_hedges_g(b, a), abs=1e-12)
+        a, b = mious("standard"), mious("instance_uncertainty")
+        assert cmp.miou_ci == pytest.approx(hand(b, a), abs=1e-12)
+        assert cmp.miou_g == pytest.approx(hand_hedges_g(b, a), abs=1e-12)
+        assert math.isnan(cmp.g[4])  # bicycle: one standard run
 
 
 def test_bad_std_or_test_names_are_one_line_errors(runs, capsys):
@@ -393,33 +472,58 @@ def scipy_p_miou():
     return sp_stats.ttest_ind(mious("standard"), mious("instance_uncertainty"), equal_var=False).pvalue
 
 
+def scipy_p_adj(ps):
+    """scipy's Benjamini-Hochberg adjustment over the non-NaN p-values, NaN kept NaN."""
+    ps = np.asarray(ps, dtype=float)
+    out = np.full_like(ps, np.nan)
+    keep = ~np.isnan(ps)
+    out[keep] = sp_stats.false_discovery_control(ps[keep], method="bh")
+    return list(out)
+
+
+def welch_p_adj():
+    """The fixture table's Welch p-values, classes then mIoU, BH-adjusted by scipy."""
+    return scipy_p_adj([scipy_p(c) for c in CLASSES] + [scipy_p_miou()])
+
+
 def cell(x, d=3):
     return f"{x.mean():.{d}f} ± {x.std(ddof=1):.{d}f} ({len(x)})" if len(x) > 1 else f"{x.mean():.{d}f} ({len(x)})"
 
 
-@needs_scipy
 def test_markdown_cells_and_markers(runs):
     table = summarise(group(collect(runs)))
     text = to_markdown(table)
     header = [c.strip() for c in text.splitlines()[0].strip("|").split(" | ")]
     assert header == ["class", "standard", "instance_uncertainty", "instance_uncertainty - standard",
-                      "p (Welch)", "p < 0.05"]
+                      "95% CI", "g", "p (Welch)", "p (BH)", "p (BH) < 0.05"]
     rows = md_rows(text)
     assert [r[0] for r in rows] == CLASSES + ["mIoU"]
-    expected_sig = [scipy_p(c) < 0.05 for c in CLASSES] + [scipy_p_miou() < 0.05]
+    raw = [scipy_p(c) for c in CLASSES] + [scipy_p_miou()]
+    adjusted = welch_p_adj()
+    expected_sig = [q < 0.05 for q in adjusted]
     assert any(expected_sig) and not all(expected_sig)  # the data exercise both
-    for row, cls, sig in zip(rows, CLASSES + ["mIoU"], expected_sig):
+    # and a class significant before the correction but not after it (train: raw p 0.045)
+    assert any(p < 0.05 and not sig for p, sig in zip(raw, expected_sig))
+    cmp = table.comparison
+    for i, (row, cls, sig) in enumerate(zip(rows, CLASSES + ["mIoU"], expected_sig)):
         a = mious("standard") if cls == "mIoU" else values("standard", cls)
         b = mious("instance_uncertainty") if cls == "mIoU" else values("instance_uncertainty", cls)
         assert row[1] == cell(a) and row[2] == cell(b)
         assert row[3] == f"{b.mean() - a.mean():+.3f}"
-        assert row[5] == ("*" if sig else "")
-    assert rows[4][4] == "--"  # bicycle: one standard run, no test
+        low, high = cmp.miou_ci if cls == "mIoU" else cmp.ci[i]
+        g = cmp.miou_g if cls == "mIoU" else cmp.g[i]
+        assert row[4] == ("--" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]")
+        assert row[5] == ("--" if math.isnan(g) else f"{g:+.2f}")
+        for cell_p, p in ((row[6], raw[i]), (row[7], adjusted[i])):
+            assert cell_p == ("--" if math.isnan(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+        assert row[8] == ("*" if sig else "")
+    assert rows[4][4:8] == ["--"] * 4  # bicycle: one standard run, no test, no interval, no g
+    assert "Benjamini-Hochberg" in text.split("\n\n", 1)[1]  # in the note under the table
+    assert "marks adjusted p < 0.05" in text
     assert text.count("*") == sum(expected_sig)  # no marker anywhere else
     assert "61.2" not in text and "94.0 ± 0.8 (4)" in to_markdown(table, percent=True)
 
 
-@needs_scipy
 def test_latex_has_the_same_cells(runs):
     table = summarise(group(collect(runs)))
     text = to_latex(table)
@@ -429,12 +533,14 @@ def test_latex_has_the_same_cells(runs):
     road = values("standard", "road")
     assert rows[0][1] == f"${road.mean():.3f} \\pm {road.std(ddof=1):.3f}$ ({len(road)})"
     assert rows[4][1] == f"${values('standard', 'bicycle').mean():.3f}$ (1)"
-    sig = [scipy_p(c) < 0.05 for c in CLASSES] + [scipy_p_miou() < 0.05]
+    sig = [q < 0.05 for q in welch_p_adj()]
     assert [r[-1] == "*" for r in rows] == sig
     assert text.count("*") == sum(sig)
+    assert rows[2][4] == "$[{:+.3f}, {:+.3f}]$".format(*table.comparison.ci[2])
+    assert rows[2][5] == f"${table.comparison.g[2]:+.2f}$"
+    assert r"95\% CI" in text and "% Difference of means, its 95% CI" in text and "Benjamini-Hochberg" in text
 
 
-@needs_scipy
 def test_csv_parses_back_to_the_same_numbers(runs):
     table = summarise(group(collect(runs)))
     rows = list(csv.DictReader(io.StringIO(to_csv(table))))
@@ -446,18 +552,32 @@ def test_csv_parses_back_to_the_same_numbers(runs):
             assert int(row[f"{col.label} n"]) == stat.n
             assert (row[f"{col.label} std"] == "") if math.isnan(stat.std) else float(row[f"{col.label} std"]) == stat.std
         p = scipy_p_miou() if i == len(CLASSES) else scipy_p(CLASSES[i])
+        q = welch_p_adj()[i]
         if math.isnan(p):
-            assert row["p"] == "" and row["p < 0.05"] == ""
+            assert math.isnan(q)
+            assert row["p"] == row["p (BH)"] == row["p (BH) < 0.05"] == ""
+            assert row["ci low"] == row["ci high"] == row["hedges g"] == ""
         else:
             assert float(row["p"]) == pytest.approx(p, abs=1e-8)
-            assert row["p < 0.05"] == ("*" if p < 0.05 else "")
+            assert float(row["p (BH)"]) == pytest.approx(q, abs=1e-8)
+            assert row["p (BH) < 0.05"] == ("*" if q < 0.05 else "")
+        cmp = table.comparison
+        low, high = cmp.miou_ci if i == len(CLASSES) else cmp.ci[i]
+        g = cmp.miou_g if i == len(CLASSES) else cmp.g[i]
+        for key, x in (("ci low", low), ("ci high", high), ("hedges g", g)):
+            assert (row[key] == "") if math.isnan(x) else float(row[key]) == x
     rider = rows[2]
     assert float(rider["difference"]) == pytest.approx(values("instance_uncertainty", "rider").mean()
                                                        - values("standard", "rider").mean(), abs=1e-12)
     a, b = values("standard", "rider"), values("instance_uncertainty", "rider")
     assert float(rider["se"]) == pytest.approx(math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    lo, hi = welch_ci(b, a)
+    assert (float(rider["ci low"]), float(rider["ci high"])) == pytest.approx((lo, hi), abs=1e-12)
+    assert float(rider["hedges g"]) == pytest.approx(hand_hedges_g(b, a), abs=1e-12)
     percent = list(csv.DictReader(io.StringIO(to_csv(table, percent=True))))
     assert float(percent[0]["standard mean"]) == pytest.approx(100 * table.columns[0].cells[0].mean)
+    # the interval is in IoU units (scaled with --percent), g has none
+    assert float(percent[2]["ci low"]) == pytest.approx(100 * lo) and percent[2]["hedges g"] == rider["hedges g"]
 
 
 def test_formats_name_the_std_and_the_test(runs):
@@ -470,7 +590,8 @@ def test_formats_name_the_std_and_the_test(runs):
     assert "p (Student)" in md2.splitlines()[0]
     tex = to_latex(chosen)
     assert "p (Student)" in tex and "% Cells: IoU, mean ± population std (ddof=0" in tex
-    assert "% Difference of means and Student's t-test" in tex
+    assert "% Difference of means, its 95% CI (pooled se" in tex and "Student's t-test (equal variances" in tex
+    assert "Welch-Satterthwaite" in md and "Welch-Satterthwaite" not in md2
     rows = list(csv.DictReader(io.StringIO(to_csv(default))))
     assert {r["std"] for r in rows} == {"sample (ddof=1)"} and {r["test"] for r in rows} == {"Welch's t-test"}
     rows = list(csv.DictReader(io.StringIO(to_csv(chosen))))
@@ -482,26 +603,28 @@ def test_formats_name_the_std_and_the_test(runs):
     assert "test" not in one[0] and one[0]["std"] == "sample (ddof=1)"
 
 
-@needs_scipy
 def test_cli_population_std_and_student_test(runs, capsys, tmp_path):
     assert main(["report", str(runs), "--std", "population", "--test", "student"]) == 0
     text = capsys.readouterr().out
     assert "Student's t-test" in text and "population std (ddof=0" in text and "Welch" not in text
     header = [c.strip() for c in text.splitlines()[0].strip("|").split(" | ")]
-    assert header[-2:] == ["p (Student)", "p < 0.05"]
+    assert header[-3:] == ["p (Student)", "p (BH)", "p (BH) < 0.05"]
     rows = md_rows(text)
     assert [r[0] for r in rows] == CLASSES + ["mIoU"]
+    pairs = [(mious("standard"), mious("instance_uncertainty")) if cls == "mIoU"
+             else (values("standard", cls), values("instance_uncertainty", cls)) for cls in CLASSES + ["mIoU"]]
+    raw = [sp_stats.ttest_ind(b, a).pvalue for a, b in pairs]
+    adjusted = scipy_p_adj(raw)
     sig = []
-    for row, cls in zip(rows, CLASSES + ["mIoU"]):
-        a = mious("standard") if cls == "mIoU" else values("standard", cls)
-        b = mious("instance_uncertainty") if cls == "mIoU" else values("instance_uncertainty", cls)
+    for row, (a, b), p, q in zip(rows, pairs, raw, adjusted):
         assert row[1] == f"{a.mean():.3f} ± {np.std(a):.3f} ({len(a)})"  # np.std: with one run, ± 0.000
         assert row[2] == f"{b.mean():.3f} ± {np.std(b):.3f} ({len(b)})"
-        p = sp_stats.ttest_ind(b, a).pvalue
-        assert row[4] == (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
-        assert row[5] == ("*" if p < 0.05 else "")
-        sig.append(p < 0.05)
-    assert rows[4][1].endswith("± 0.000 (1)") and rows[4][4] != "--"  # bicycle: one standard run, still tested
+        assert row[-3] == (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+        assert row[-2] == (f"{q:.3f}" if q >= 0.001 else f"{q:.1e}")
+        assert row[-1] == ("*" if q < 0.05 else "")
+        sig.append(q < 0.05)
+    # bicycle: one standard run, still tested, with an interval; no Hedges' g (needs 2 runs a side)
+    assert rows[4][1].endswith("± 0.000 (1)") and rows[4][-3] != "--" and rows[4][4] != "--" and rows[4][5] == "--"
     assert text.count("*") == sum(sig)
     # the files and the figure follow the same options
     assert main(["report", str(runs), "--std", "population", "--test", "student", "--format", "csv",
@@ -673,6 +796,30 @@ def test_difference_figure_is_a_png(tmp_path, runs):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
     save_difference_figure(table, 0, 1, tmp_path / "plain.png")
     assert (tmp_path / "plain.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_difference_figure_marks_the_adjusted_p(tmp_path, runs, monkeypatch):
+    from matplotlib.axes import Axes
+
+    seen = {}
+    bar, legend = Axes.bar, Axes.legend
+
+    def spy_bar(self, *args, **kwargs):
+        seen["colors"] = list(kwargs["color"])
+        return bar(self, *args, **kwargs)
+
+    def spy_legend(self, *args, **kwargs):
+        seen["labels"] = [h.get_label() for h in kwargs["handles"]]
+        return legend(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy_bar)
+    monkeypatch.setattr(Axes, "legend", spy_legend)
+    table = summarise(group(collect(runs)))
+    save_difference_figure(table, 0, 1, tmp_path / "d.png")
+    sig = [q < 0.05 for q in welch_p_adj()]
+    assert [c != "0.7" for c in seen["colors"]] == sig  # train: raw p < 0.05, adjusted not: grey
+    assert any("BH-adjusted" in label for label in seen["labels"])
+    assert any("Benjamini-Hochberg" in label for label in seen["labels"])
 
 
 def test_write_report_writes_the_table_and_the_figure(tmp_path, runs, capsys):

@@ -21,10 +21,16 @@ no spread) or ``population`` (ddof=0, as the paper's scripts' ``np.std``; with
 n = 1 it is 0 and the cell shows ``± 0.000 (1)``); with n = 0 the cell shows
 ``--``. ``--test`` (``test=``) picks the t-test comparing two groups:
 ``welch`` (unequal variances, the default) or ``student`` (pooled variance,
-df = n_a + n_b - 2, as the paper's ``scipy.stats.ttest_ind(a, b)``); its p
-marks the cells with p < 0.05. Both are written here, with a
-continued-fraction incomplete beta function, so that scipy stays a test-only
-dependency. Every format says which std and which test it used.
+df = n_a + n_b - 2, as the paper's ``scipy.stats.ttest_ind(a, b)``), both by
+``scipy.stats.ttest_ind`` (NaN where a side has fewer than 2 runs for Welch's,
+or where both sides are constant). Beside each difference of means the table
+gives its 95% confidence interval (the test's se and df: Welch-Satterthwaite,
+or pooled with n_a + n_b - 2; it excludes 0 exactly when p < 0.05), Hedges' g
+(pooled sd, J = 1 - 3/(4(n_a + n_b) - 9)), the raw p and the
+Benjamini-Hochberg adjusted p over the table's classes and mIoU
+(``scipy.stats.false_discovery_control``; NaN p-values are left out of the
+family); the cells are marked, in the tables and the figure, where the
+adjusted p < 0.05. Every format says which std and which test it used.
 """
 
 from __future__ import annotations
@@ -39,20 +45,20 @@ from iwu.report.groups import FIELDS, default_by, group
 from iwu.report.paper import PAPER_FILE, PaperCell, PaperColumn, PaperMatch, match_paper, paper_columns, paper_tables
 from iwu.report.records import ALL, ENSEMBLE, EVAL_GLOB, FINAL, Record, collect
 from iwu.report.stats import (
-    ALPHA, DDOF, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Stat, TTest, Welch, betainc, describe,
-    student_t, t_tests, t_two_sided, welch, welch_t,
+    ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Stat, TTest, Welch, bh_adjust,
+    confidence_interval, describe, hedges_g, student_t, t_tests, welch, welch_t,
 )
 from iwu.report.table import Column, Comparison, Table, compare, load_class_share, summarise
 
 __all__ = [
-    "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "MIOU",
+    "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "LEVEL", "MIOU",
     "PAPER_FILE", "POPULATION", "RAW", "RENDER", "SAMPLE", "STD_LABELS", "STUDENT", "TESTS", "TEST_LABELS",
     "TEST_NAMES", "WELCH",
     "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",
-    "betainc", "build_table", "collect", "compare", "default_by", "describe", "group", "load_class_share",
-    "match_paper", "paper_columns", "paper_tables", "run_report", "save_difference_figure", "student_t",
-    "summarise", "t_tests", "t_two_sided", "to_csv", "to_latex", "to_markdown", "welch", "welch_t",
-    "write_report",
+    "bh_adjust", "build_table", "collect", "compare", "confidence_interval", "default_by", "describe", "group",
+    "hedges_g", "load_class_share", "match_paper", "paper_columns", "paper_tables", "run_report",
+    "save_difference_figure", "student_t", "summarise", "t_tests", "to_csv", "to_latex", "to_markdown", "welch",
+    "welch_t", "write_report",
 ]
 
 FORMATS = {"md": "report.md", "tex": "report.tex", "csv": "report.csv"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from iwu.files import atomic_write_bytes
 from iwu.report.formats import _nan
-from iwu.report.stats import MIOU, TEST_NAMES
+from iwu.report.stats import ALPHA, MIOU, TEST_NAMES
 from iwu.report.table import Table, _shares, compare
 
 
@@ -19,7 +19,8 @@ def save_difference_figure(table: Table, a, b, path, class_share=None, *, percen
     population; none where a side has one run). With `class_share` (or the
     table's) classes run from the most to the least frequent in training, their
     share in the tick labels. Classes where the table's t-test (Welch's or
-    Student's) gives p < 0.05 are drawn in colour, the others grey.
+    Student's) gives a Benjamini-Hochberg adjusted p < 0.05 (over the classes and
+    mIoU) are drawn in colour and their labels in bold, the others grey.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -37,10 +38,10 @@ def save_difference_figure(table: Table, a, b, path, class_share=None, *, percen
              for c in order] + [MIOU]
     diffs = [cmp.diff[c] for c in order] + [cmp.miou_diff]
     errs = [cmp.se[c] for c in order] + [cmp.miou_se]
-    tests = [cmp.tests[c] for c in order] + [cmp.miou_test]
+    sig = [cmp.significant(c) for c in order] + [cmp.significant(None)]
     xs = list(range(len(order))) + [len(order) + 0.6]  # mIoU a little apart
     heights = [0.0 if _nan(d) else d * scale for d in diffs]
-    colors = [("C2" if d >= 0 else "C3") if t.significant else "0.7" for d, t in zip(heights, tests)]
+    colors = [("C2" if d >= 0 else "C3") if s else "0.7" for d, s in zip(heights, sig)]
 
     fig = Figure(figsize=(max(8.0, 0.45 * len(xs) + 2), 5), layout="constrained")
     ax = fig.subplots()
@@ -55,16 +56,17 @@ def save_difference_figure(table: Table, a, b, path, class_share=None, *, percen
                     va="bottom" if _nan(d) or d >= 0 else "top", fontsize="x-small", color="0.4")
     ax.axhline(0, color="0.2", linewidth=0.8)
     ax.set_xticks(xs, names, rotation=60, ha="right", fontsize="small")
-    for tick, t in zip(ax.get_xticklabels(), tests):
-        if t.significant:
+    for tick, s in zip(ax.get_xticklabels(), sig):
+        if s:
             tick.set_fontweight("bold")
     unit = "IoU x 100" if percent else "IoU"
     ax.set_ylabel(f"difference in {unit}")
     ax.set_title(f"{col_b.label} - {col_a.label}, per class (mean over runs; bars: standard error, "
                  f"{table.std} std)", fontsize="medium")
-    ax.legend(handles=[Patch(color="C2", label=f"higher, {name} p < 0.05"),
-                       Patch(color="C3", label=f"lower, {name} p < 0.05"),
-                       Patch(color="0.7", label="not significant")], fontsize="small", loc="best")
+    ax.legend(handles=[Patch(color="C2", label=f"higher, {name} p (BH-adjusted) < {ALPHA:g}"),
+                       Patch(color="C3", label=f"lower, {name} p (BH-adjusted) < {ALPHA:g}"),
+                       Patch(color="0.7", label="not significant after Benjamini-Hochberg")],
+              fontsize="small", loc="best")
     ax.grid(True, axis="y", alpha=0.3)
     if share is not None:
         ax.set_xlabel("classes from the most to the least frequent in training (share of labelled pixels)")

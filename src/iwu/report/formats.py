@@ -7,13 +7,31 @@ import io
 import math
 
 from iwu.report.paper import PaperCell
-from iwu.report.stats import DDOF, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat
-from iwu.report.table import Table
+from iwu.report.stats import ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat
+from iwu.report.table import Comparison, Table
 
 RAW = "\u2020"  # marks a difference to the paper left in IoU units because the published std is 0
 STD_LABELS = {SAMPLE: "sample (ddof=1)", POPULATION: "population (ddof=0)"}  # as the CSV's `std` column says
 TEST_LABELS = {test: f"{name}'s t-test" for test, name in TEST_NAMES.items()}  # as the CSV's `test` column says
 _TEST_NOTES = {WELCH: "unequal variances", STUDENT: "equal variances, pooled, df = n_a + n_b - 2"}
+_CI_NOTES = {WELCH: "Welch-Satterthwaite df", STUDENT: "pooled se, df = n_a + n_b - 2"}
+CI_HEADER = f"{100 * LEVEL:.0f}% CI"
+BH_HEADER = "p (BH)"
+SIG_HEADER = f"p (BH) < {ALPHA:g}"
+
+
+class _Cmp:
+    """One row (class `i`, or mIoU for None) of a comparison."""
+
+    def __init__(self, cmp: Comparison, i: int | None):
+        miou = i is None
+        self.diff = cmp.miou_diff if miou else cmp.diff[i]
+        self.se = cmp.miou_se if miou else cmp.se[i]
+        self.test = cmp.miou_test if miou else cmp.tests[i]
+        self.p_adj = cmp.miou_p_adj if miou else cmp.p_adj[i]
+        self.ci = cmp.miou_ci if miou else cmp.ci[i]
+        self.g = cmp.miou_g if miou else cmp.g[i]
+        self.mark = "*" if cmp.significant(i) else ""
 
 
 def _nan(x) -> bool:
@@ -81,7 +99,7 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
             header += [f"paper {table.paper[col.label].column.table}", "(ours - paper) / paper std"]
     cmp = table.comparison
     if cmp:
-        header += [f"{cmp.b} - {cmp.a}", f"p ({TEST_NAMES[cmp.test]})", "p < 0.05"]
+        header += [f"{cmp.b} - {cmp.a}", CI_HEADER, "g", f"p ({TEST_NAMES[cmp.test]})", BH_HEADER, SIG_HEADER]
     rows = []
     for i in range(len(table.classes) + 1):
         is_miou = i == len(table.classes)
@@ -95,9 +113,13 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
                 cell = match.miou if is_miou else match.cells[i]
                 row += [_paper_pm(style, cell, tex), _paper_z(style, cell, tex)]
         if cmp:
-            diff, test = (cmp.miou_diff, cmp.miou_test) if is_miou else (cmp.diff[i], cmp.tests[i])
-            d = style.num(diff, sign=True)
-            row += [f"${d}$" if tex and d != "--" else d, style.p(test.p, tex), "*" if test.significant else ""]
+            c = _Cmp(cmp, None if is_miou else i)
+            d = style.num(c.diff, sign=True)
+            low, high = (style.num(x, sign=True) for x in c.ci)
+            ci = "--" if "--" in (low, high) else f"[{low}, {high}]"
+            g = "--" if _nan(c.g) else f"{c.g:+.2f}"
+            row += [f"${v}$" if tex and v != "--" else v for v in (d, ci, g)]
+            row += [style.p(c.test.p, tex), style.p(c.p_adj, tex), c.mark]
         rows.append(row)
     return header, rows
 
@@ -109,8 +131,10 @@ def _notes(table: Table, style: _Style) -> list[str]:
              f"(n runs with a score for the class); the mIoU row is over each run's mIoU."]
     if table.comparison:
         test = table.comparison.test
-        notes.append(f"Difference of means and {TEST_LABELS[test]} ({_TEST_NOTES[test]}), two-sided; "
-                     "the last column marks p < 0.05.")
+        notes.append(f"Difference of means, its {CI_HEADER} ({_CI_NOTES[test]}) and Hedges' g (pooled sd, "
+                     f"small-sample corrected); {TEST_LABELS[test]} ({_TEST_NOTES[test]}), two-sided, raw p and "
+                     f"{BH_HEADER}, Benjamini-Hochberg adjusted over the table's classes and mIoU; the last "
+                     f"column marks adjusted p < {ALPHA:g}.")
     if any(table.paper.values()):
         notes.append(f"Paper: published mean ± std; (ours - paper) / paper std, or, marked {RAW}, "
                      f"ours - paper in {unit} where the published std is 0 or not given.")
@@ -174,7 +198,9 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
     Columns: ``class``, ``train share`` (with class shares), per group
     ``<label> mean|std|n`` (and ``<label> paper mean|paper std|ours-paper|(ours-paper)/paper std``
     with a matched published column), and with two groups ``difference``
-    (b - a), ``se`` (from the std), ``t`` (of b against a), ``df``, ``p``, ``p < 0.05`` (``*`` or empty);
+    (b - a), ``se`` (from the std), ``ci low``, ``ci high`` (95%, of b - a, as the test), ``hedges g``,
+    ``t`` (of b against a), ``df``, ``p``, ``p (BH)`` (Benjamini-Hochberg adjusted over the classes
+    and mIoU), ``p (BH) < 0.05`` (``*`` or empty);
     last, on every row, ``std`` (``sample (ddof=1)`` or ``population (ddof=0)``) and, with two groups,
     ``test`` (``Welch's t-test`` or ``Student's t-test``).
     """
@@ -187,7 +213,7 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
                        f"{col.label} (ours-paper)/paper std"]
     cmp = table.comparison
     if cmp:
-        header += ["difference", "se", "t", "df", "p", "p < 0.05"]
+        header += ["difference", "se", "ci low", "ci high", "hedges g", "t", "df", "p", BH_HEADER, SIG_HEADER]
     header.append("std")
     if cmp:
         header.append("test")
@@ -209,10 +235,10 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
                     _csv_num(cell.mean, scale), _csv_num(cell.std, scale), _csv_num(cell.diff, scale),
                     _csv_num(cell.z)]
         if cmp:
-            diff, se, test = ((cmp.miou_diff, cmp.miou_se, cmp.miou_test) if is_miou
-                              else (cmp.diff[i], cmp.se[i], cmp.tests[i]))
-            row += [_csv_num(diff, scale), _csv_num(se, scale), _csv_num(test.t), _csv_num(test.df),
-                    _csv_num(test.p), "*" if test.significant else ""]
+            c = _Cmp(cmp, None if is_miou else i)
+            row += [_csv_num(c.diff, scale), _csv_num(c.se, scale), _csv_num(c.ci[0], scale),
+                    _csv_num(c.ci[1], scale), _csv_num(c.g), _csv_num(c.test.t), _csv_num(c.test.df),
+                    _csv_num(c.test.p), _csv_num(c.p_adj), c.mark]
         row.append(STD_LABELS[table.std])
         if cmp:
             row.append(TEST_LABELS[cmp.test])

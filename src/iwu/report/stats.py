@@ -1,5 +1,6 @@
-"""Statistics over runs: mean/std/n (`describe`), the incomplete beta function and the two-sample
-t-tests (Welch's and Student's).
+"""Statistics over runs: mean/std/n (`describe`), the two-sample t-tests (Welch's and Student's,
+by ``scipy.stats.ttest_ind``), the confidence interval of a difference of means, Hedges' g, and
+Benjamini-Hochberg adjusted p-values.
 
 Which standard deviation (``sample``, ddof=1, or ``population``, ddof=0) is decided in one place,
 `DDOF`; which t-test, in `TESTS` (one function each).
@@ -12,10 +13,12 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats as sp_stats
 
 from iwu.errors import UserError
 
 ALPHA = 0.05
+LEVEL = 0.95  # of the confidence intervals
 MIOU = "mIoU"
 
 SAMPLE, POPULATION = "sample", "population"
@@ -52,55 +55,6 @@ def describe(values: Iterable[float], std: str = SAMPLE) -> Stat:
     return Stat(mean, sd, n)
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function, evaluated by Lentz's method.
-
-    Converges fast for x < (a + 1) / (a + b + 2); the caller swaps a and b otherwise.
-    """
-    tiny, eps = 1e-300, 1e-16
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),  # even step
-                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):  # odd step
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            return h
-    raise ArithmeticError(f"incomplete beta: no convergence for a={a}, b={b}, x={x}")
-
-
-def betainc(a: float, b: float, x: float, y: float | None = None) -> float:
-    """The regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1.
-
-    `y` is 1 - x when the caller knows it more precisely than 1 - x computes it.
-    """
-    y = 1.0 - x if y is None else y
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, y) / b
-
-
-def t_two_sided(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with `df` (not necessarily whole) degrees of freedom."""
-    if math.isnan(t) or math.isnan(df) or df <= 0:
-        return math.nan
-    if math.isinf(t):
-        return 0.0
-    t2 = t * t
-    return min(1.0, betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2)))
-
-
 class TTest(NamedTuple):
     """A two-sample t-test: t (of mean(a) - mean(b)), degrees of freedom, two-sided p."""
 
@@ -119,37 +73,103 @@ Welch = TTest  # its first name, when Welch's was the only test
 _NONE = TTest(math.nan, math.nan, math.nan)
 
 
+def _pooled(sa: Stat, sb: Stat) -> tuple[float, int]:
+    """The pooled sum of squares ((n - 1) * sample variance, summed; 0 for one value) and its df."""
+    return sum((s.n - 1) * s.std ** 2 for s in (sa, sb) if s.n > 1), sa.n + sb.n - 2
+
+
+def _welch_se(sa: Stat, sb: Stat) -> tuple[float, float]:
+    """Welch's squared standard error and Welch-Satterthwaite df (NaN df where se2 is 0)."""
+    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    se2 = va + vb
+    return se2, (se2 ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1)) if se2 > 0 else math.nan)
+
+
+def _scipy_t(a, b, equal_var: bool, df: float) -> TTest:
+    x = np.asarray([v for v in a if v is not None and math.isfinite(v)], dtype=np.float64)
+    y = np.asarray([v for v in b if v is not None and math.isfinite(v)], dtype=np.float64)
+    res = sp_stats.ttest_ind(x, y, equal_var=equal_var)
+    return TTest(float(res.statistic), float(df), float(res.pvalue))
+
+
 def welch_t(a: Iterable[float], b: Iterable[float]) -> TTest:
-    """As ``scipy.stats.ttest_ind(a, b, equal_var=False)``; NaN where a side has fewer than 2 values."""
+    """``scipy.stats.ttest_ind(a, b, equal_var=False)``; NaN where a side has fewer than 2 values
+    or both are constant (no spread to test against)."""
+    a, b = list(a), list(b)
     sa, sb = describe(a), describe(b)
     if sa.n < 2 or sb.n < 2:
         return _NONE
-    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
-    se2 = va + vb
-    if se2 == 0.0:  # both constant: no spread to test against
+    se2, df = _welch_se(sa, sb)
+    if se2 == 0.0:
         return _NONE
-    t = (sa.mean - sb.mean) / math.sqrt(se2)
-    df = se2 ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
-    return TTest(t, df, t_two_sided(t, df))
+    return _scipy_t(a, b, False, df)
 
 
 def student_t(a: Iterable[float], b: Iterable[float]) -> TTest:
-    """As ``scipy.stats.ttest_ind(a, b, equal_var=True)``: pooled variance, df = n_a + n_b - 2.
+    """``scipy.stats.ttest_ind(a, b, equal_var=True)``: pooled variance, df = n_a + n_b - 2.
 
     A side may hold one value when the other has two or more (as in scipy); NaN when df < 1
     or when both sides are constant (no spread to test against, as in `welch_t`).
     """
+    a, b = list(a), list(b)
     sa, sb = describe(a), describe(b)
-    df = sa.n + sb.n - 2
-    if sa.n < 1 or sb.n < 1 or df < 1:
+    ss, df = _pooled(sa, sb)
+    if sa.n < 1 or sb.n < 1 or df < 1 or ss == 0.0:
         return _NONE
-    # (n - 1) * sample variance, 0 for one value
-    ss = sum((s.n - 1) * s.std ** 2 for s in (sa, sb) if s.n > 1)
-    se2 = ss / df * (1.0 / sa.n + 1.0 / sb.n)
-    if se2 == 0.0:
-        return _NONE
-    t = (sa.mean - sb.mean) / math.sqrt(se2)
-    return TTest(t, float(df), t_two_sided(t, df))
+    return _scipy_t(a, b, True, df)
+
+
+def confidence_interval(a: Iterable[float], b: Iterable[float], test: str = WELCH,
+                        level: float = LEVEL) -> tuple[float, float]:
+    """The `level` confidence interval of mean(a) - mean(b) that goes with `test`.
+
+    ``welch``: se = sqrt(s_a^2/n_a + s_b^2/n_b), Welch-Satterthwaite df; ``student``: pooled se,
+    df = n_a + n_b - 2. diff -/+ t.ppf((1 + level) / 2, df) * se; (NaN, NaN) wherever the test is
+    NaN (a side too small, no spread), so the interval excludes 0 exactly when p < 1 - level.
+    """
+    sa, sb = describe(a), describe(b)
+    if _choice(test, TESTS, "test") == WELCH:
+        if sa.n < 2 or sb.n < 2:
+            return math.nan, math.nan
+        se2, df = _welch_se(sa, sb)
+    else:
+        ss, df = _pooled(sa, sb)
+        if sa.n < 1 or sb.n < 1 or df < 1:
+            return math.nan, math.nan
+        se2 = ss / df * (1.0 / sa.n + 1.0 / sb.n)
+    if not se2 > 0.0:
+        return math.nan, math.nan
+    half = float(sp_stats.t.ppf((1.0 + level) / 2.0, df)) * math.sqrt(se2)
+    diff = sa.mean - sb.mean
+    return diff - half, diff + half
+
+
+def hedges_g(a: Iterable[float], b: Iterable[float]) -> float:
+    """Hedges' g of a against b: (mean(a) - mean(b)) / pooled sample sd, times J = 1 - 3/(4(n_a+n_b)-9).
+
+    NaN where a side has fewer than 2 values or the pooled sd is 0.
+    """
+    sa, sb = describe(a), describe(b)
+    if sa.n < 2 or sb.n < 2:
+        return math.nan
+    ss, df = _pooled(sa, sb)
+    if ss == 0.0:
+        return math.nan
+    j = 1.0 - 3.0 / (4.0 * (sa.n + sb.n) - 9.0)
+    return j * (sa.mean - sb.mean) / math.sqrt(ss / df)
+
+
+def bh_adjust(ps: Iterable[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (``scipy.stats.false_discovery_control(method="bh")``)
+    over the non-NaN ones; NaN stays NaN and is not counted in the family."""
+    ps = [math.nan if p is None else float(p) for p in ps]
+    keep = [i for i, p in enumerate(ps) if not math.isnan(p)]
+    out = [math.nan] * len(ps)
+    if keep:
+        adjusted = sp_stats.false_discovery_control([ps[i] for i in keep], method="bh")
+        for i, q in zip(keep, adjusted):
+            out[i] = float(q)
+    return out
 
 
 TESTS = {WELCH: welch_t, STUDENT: student_t}  # --test -> the test of two samples

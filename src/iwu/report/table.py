@@ -11,7 +11,10 @@ from pathlib import Path
 from iwu.errors import UserError
 from iwu.report.paper import PaperMatch, _class_key, _paper_cell, _shared, match_paper, paper_columns
 from iwu.report.records import Record, _load_json
-from iwu.report.stats import DDOF, MIOU, SAMPLE, TESTS, WELCH, Stat, TTest, _choice, _samples, describe, t_tests
+from iwu.report.stats import (
+    ALPHA, DDOF, MIOU, SAMPLE, TESTS, WELCH, Stat, TTest, _choice, _samples, bh_adjust, confidence_interval, describe,
+    hedges_g, t_tests,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,9 @@ class Column:
 @dataclass(frozen=True)
 class Comparison:
     """Column b against column a: b - a per class, the standard error of that (from the columns' std),
-    and a t-test (`test`: welch or student) of b against a."""
+    a t-test (`test`: welch or student) of b against a, its Benjamini-Hochberg adjusted p (over the
+    classes and mIoU, NaN left out), the 95% confidence interval of b - a that goes with the test,
+    and Hedges' g of b against a."""
 
     a: str
     b: str
@@ -42,6 +47,16 @@ class Comparison:
     miou_se: float
     miou_test: TTest
     test: str = WELCH
+    p_adj: tuple[float, ...] = ()  # Benjamini-Hochberg, over the classes' p and mIoU's
+    ci: tuple[tuple[float, float], ...] = ()  # (low, high) of b - a, 95%
+    g: tuple[float, ...] = ()  # Hedges' g of b against a
+    miou_p_adj: float = math.nan
+    miou_ci: tuple[float, float] = (math.nan, math.nan)
+    miou_g: float = math.nan
+
+    def significant(self, i: int | None = None) -> bool:
+        """Whether the adjusted p of class `i` (None: mIoU) is below ALPHA (False for NaN)."""
+        return (self.miou_p_adj if i is None else self.p_adj[i]) < ALPHA
 
 
 @dataclass(frozen=True)
@@ -77,14 +92,22 @@ def _se(a: Stat, b: Stat) -> float:
 
 
 def compare(a: Column, b: Column, test: str = WELCH) -> Comparison:
-    """b against a: differences of the means, their standard errors (from the columns' std) and `test`."""
+    """b against a: differences of the means, their standard errors (from the columns' std), `test`,
+    Benjamini-Hochberg adjusted p-values over the classes and mIoU, 95% intervals and Hedges' g."""
     tests = t_tests(b, a, test)
+    per_class = tuple(tests[c] for c in a.records[0].classes)
+    *p_adj, miou_p_adj = bh_adjust([t.p for t in per_class] + [tests[MIOU].p])
+    pairs = list(zip(b.samples, a.samples))
     return Comparison(
         a.label, b.label,
         diff=tuple(cb.mean - ca.mean for ca, cb in zip(a.cells, b.cells)),
         se=tuple(_se(ca, cb) for ca, cb in zip(a.cells, b.cells)),
-        tests=tuple(tests[c] for c in a.records[0].classes),
-        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU], test=test)
+        tests=per_class,
+        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU], test=test,
+        p_adj=tuple(p_adj), ci=tuple(confidence_interval(sb, sa, test) for sb, sa in pairs),
+        g=tuple(hedges_g(sb, sa) for sb, sa in pairs), miou_p_adj=miou_p_adj,
+        miou_ci=confidence_interval(b.miou_samples, a.miou_samples, test),
+        miou_g=hedges_g(b.miou_samples, a.miou_samples))
 
 
 def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = None, class_share=None,
