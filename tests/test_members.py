@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -17,6 +16,7 @@ from iwu.errors import UserError
 from iwu.inference import init_members, load_models
 from iwu.models import registry
 from iwu.train import train
+from crashing import Crash, CrashAt
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 HELPERS = Path(__file__).parent / "helpers"
@@ -63,24 +63,14 @@ def test_a_mixed_ensemble_trains_in_every_mode(base, tmp_path, mode):
     assert (tmp_path / mode / "checkpoints" / "best_tiny_user_net.pt").exists()
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(L.Callback):
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == 3:
-            raise _Crash
-
-
 @pytest.fixture(scope="module")
 def mixed_run(base, tmp_path_factory):
     """An instance_uncertainty run of the mixed ensemble, interrupted at step 3 and resumed; and the same
     run uninterrupted."""
     folder = tmp_path_factory.mktemp("mixed_runs")
     whole = train(_config(base, folder / "whole"), progress=False)
-    with pytest.raises(_Crash):
-        train(_config(base, folder / "resumed"), callbacks=[_CrashAt()], progress=False)
+    with pytest.raises(Crash):
+        train(_config(base, folder / "resumed"), callbacks=[CrashAt(3)], progress=False)
     resumed = train(_config(base, folder / "resumed", "resume=true"), progress=False)
     return folder, whole, resumed
 
@@ -275,6 +265,14 @@ def test_iwu_weights_fetch_fills_both_caches(base, tmp_path, monkeypatch, capsys
     assert "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth" in fetched
     out = capsys.readouterr().out
     assert "tiny_user_net: no pretrained files known" in out and "MISSING" in out
+
+    def offline(url, **kw):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    assert main(["weights", str(base), "model.pretrained=true", "--fetch"]) == 2
+    err = capsys.readouterr().err
+    assert "could not fetch it ([Errno -3] Temporary failure" in err and err.count("\n") == 1
 
 
 def test_offline_masks_of_a_mixed_ensemble_train_a_mixed_ensemble(mixed_run, base, tmp_path):

@@ -4,7 +4,6 @@ MC dropout, a user's own mode, and bad input."""
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from iwu.modes import MODES
 from iwu.report.groups import _order
 from iwu.train import train
 from iwu.uncertainty import label_instances, pixel_entropy, uncertainty_of
+from crashing import Crash, CrashAt
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 FIXTURE = Path(__file__).parent / "fixtures" / "modes_before_registry"
@@ -193,7 +193,7 @@ def test_bad_options_are_one_line_errors_before_training():
         assert needle in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(UserError, match="loss.source=mc_dropout: member smp:Unet has no dropout"):
         _module("instance_uncertainty", members=("smp:Unet",), source="mc_dropout")
-    with pytest.raises(UserError, match="mode=dice: Dice needs at least two classes"):
+    with pytest.raises(UserError, match="mode=dice: needs at least two classes"):
         _module("dice", classes=["only"])
 
 
@@ -209,16 +209,6 @@ def test_the_ablation_sweeps_plan_every_combination(capsys):
 
 
 def test_mc_dropout_and_dice_runs_resume_exactly(tmp_path):
-    import lightning as L
-
-    class Crash(Exception):
-        pass
-
-    class CrashAt3(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            if trainer.global_step == 3:
-                raise Crash
-
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "experiment": "tiny", "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}] * 2,
@@ -231,6 +221,21 @@ def test_mc_dropout_and_dice_runs_resume_exactly(tmp_path):
         whole = train(load_config(config, [f"out={tmp_path / name / 'whole'}", *overrides]), progress=False)
         out = tmp_path / name / "resumed"
         with pytest.raises(Crash):
-            train(load_config(config, [f"out={out}", *overrides]), callbacks=[CrashAt3()], progress=False)
+            train(load_config(config, [f"out={out}", *overrides]), callbacks=[CrashAt(3)], progress=False)
         resumed = train(load_config(config, [f"out={out}", *overrides, "resume=true"]), progress=False)
         assert resumed == whole, name
+
+
+def test_pixel_uncertainty_trains_on_the_ensembles_pixel_entropy_with_exponent_1():
+    module = _module("pixel_uncertainty", members=("deeplabv3plus_mobilenet", "deeplabv3plus_mobilenet"))
+    batch = _batch()
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    torch.manual_seed(1)  # the same dropout in both forwards
+    loss = module.training_step(batch, 0)
+    module.load_state_dict(state)
+    torch.manual_seed(1)
+    logits = [m(batch["image"]) for m in module.members]
+    h = pixel_entropy(torch.stack([z.softmax(1) for z in logits]).mean(0)).detach()
+    ce = [F.cross_entropy(z, batch["label"], ignore_index=255, reduction="none") for z in logits]
+    expected = sum((c * (1 + h)).sum() / c.numel() for c in ce)  # no instance averaging; ignored pixels count
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

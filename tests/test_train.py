@@ -16,6 +16,7 @@ from iwu.errors import UserError
 from iwu.mask_store import MaskWriter
 from iwu.optim import poly_lr
 from iwu.train import train
+from crashing import Crash, CrashAt
 
 MODES = ("standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal")
 MEMBERS = [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}]
@@ -114,26 +115,13 @@ def test_learning_rate_of_every_group_follows_the_poly_formula(base, tmp_path):
             assert lr == pytest.approx(poly_lr(base_lr, step, 6, 0.9, 1e-6), rel=1e-12)
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(L.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise _Crash
-
-
 @pytest.mark.parametrize("crash_at", [5, 7])  # mid-epoch, and just after an epoch's last batch was saved
 def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(base, tmp_path, crash_at):
     args = ("mode=instance_uncertainty", "trainer.max_steps=8", "val_every=3")
     whole = train(_config(base, tmp_path / "whole", *args), progress=False)
     out = tmp_path / "resumed"
-    with pytest.raises(_Crash):
-        train(_config(base, out, *args), callbacks=[_CrashAt(crash_at)], progress=False)
+    with pytest.raises(Crash):
+        train(_config(base, out, *args), callbacks=[CrashAt(crash_at)], progress=False)
     assert not (out / "final.json").exists()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * (crash_at // 3)
     resumed = train(_config(base, out, *args, "resume=true"), progress=False)
@@ -200,8 +188,8 @@ def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):
     whole = tmp_path / "whole"
     train(_config(base, whole, *args), progress=False)
     out = tmp_path / "resumed"
-    with pytest.raises(_Crash):
-        train(_config(base, out, *args), callbacks=[_CrashAt(5)], progress=False)
+    with pytest.raises(Crash):
+        train(_config(base, out, *args), callbacks=[CrashAt(5)], progress=False)
     train(_config(base, out, *args, "resume=true"), progress=False)
 
     def table(run):

@@ -96,16 +96,16 @@ class EnsembleModule(L.LightningModule):
 
     def _check_mode(self) -> None:
         """What the mode and its options ask of the members and the data, before any training."""
-        loss = self.config.loss
-        uses_uncertainty = getattr(MODES[self.mode].weights, "from_members", False)
-        if (loss.source == "mc_dropout" and uses_uncertainty) or "dropout" in MODES[self.mode].needs:
+        mode, source = MODES[self.mode], self.config.loss.source
+        sampled = source == "mc_dropout" and getattr(mode.weights, "from_members", False)
+        if sampled or "dropout" in mode.needs:
+            why = "loss.source=mc_dropout" if sampled else f"mode={self.mode}"
             for name, member in zip(self.names, self.members):
                 if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in member.modules()):
-                    raise UserError(f"loss.source=mc_dropout: member {name} has no dropout to sample; give it "
-                                    "some (args: {dropout: 0.1} on a DeepLab ResNet) or use loss.source=ensemble")
-        if self.mode in ("dice", "ce_dice") and len(self.classes) < 2:
-            raise UserError(f"mode={self.mode}: Dice needs at least two classes; this dataset has "
-                            f"{len(self.classes)}")
+                    raise UserError(f"{why}: member {name} has no dropout to sample; give it some "
+                                    "(args: {dropout: 0.1} on a DeepLab ResNet) or use loss.source=ensemble")
+        if "two_classes" in mode.needs and len(self.classes) < 2:
+            raise UserError(f"mode={self.mode}: needs at least two classes; this dataset has {len(self.classes)}")
 
     def configure_model(self) -> None:
         if self.config.trainer.channels_last:

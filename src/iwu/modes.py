@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = 255
-NEEDS = ("class_weights", "masks", "dropout")
+NEEDS = ("class_weights", "masks", "dropout", "two_classes")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def exponent(ctx) -> float:
 # --- weight sources ---------------------------------------------------------------------
 
 
-def _mc_dropout_probs(ctx, batch, member) -> "torch.Tensor":
+def _mc_dropout_probs(ctx, batch, member) -> torch.Tensor:
     """(T,B,C,H,W) softmaxes of T stochastic passes of `member`, without gradient: dropout samples,
     BatchNorm normalises with its running statistics and leaves them as they were."""
     import torch
@@ -90,17 +94,15 @@ def uncertainty_weights(instance: bool) -> Callable:
     """The ensemble's (or each member's MC dropout) uncertainty, averaged over predicted instances or not."""
 
     def weights(ctx, batch, logits):
-        import torch
-
-        from iwu.uncertainty import uncertainty_of
+        from iwu.uncertainty import ensemble_uncertainty, uncertainty_of
 
         loss = ctx.config.loss
+        options = {"connectivity": loss.connectivity, "backend": loss.backend}
         if loss.source == "ensemble":
-            stacks = [torch.stack([z.detach().float().softmax(dim=1) for z in logits])]
+            found = [ensemble_uncertainty(logits, kind=loss.uncertainty, **options)]
         else:  # each member's own passes: one weight map per member
-            stacks = [_mc_dropout_probs(ctx, batch, m) for m in ctx.members]
-        found = [uncertainty_of(p, loss.uncertainty, connectivity=loss.connectivity, backend=loss.backend)
-                 for p in stacks]
+            found = [uncertainty_of(_mc_dropout_probs(ctx, batch, m), loss.uncertainty, **options)
+                     for m in ctx.members]
         ctx.log_uncertainty(found)
         maps = [u.instance if instance else u.pixel for u in found]
         return maps[0] if loss.source == "ensemble" else maps
@@ -149,14 +151,14 @@ def focal(ctx, logits, target, u):
     return focal_loss(logits, target, gamma=ctx.config.loss.focal_gamma, normalize=ctx.config.loss.normalize)
 
 
-@register_mode("dice", order=40)
+@register_mode("dice", needs=("two_classes",), order=40)
 def dice(ctx, logits, target, u):
     from iwu.losses import dice_loss
 
     return dice_loss(logits, target, ignore_index=IGNORE_INDEX)
 
 
-@register_mode("ce_dice", order=45)
+@register_mode("ce_dice", needs=("two_classes",), order=45)
 def ce_dice(ctx, logits, target, u):
     """The published `hybrid`: (1 - w) CE + w Dice, w = loss.dice_weight (0.5)."""
     w = ctx.config.loss.dice_weight

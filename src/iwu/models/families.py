@@ -20,9 +20,8 @@ def _smp():
     return smp
 
 
-def smp_weights(encoder: str, weights: str = "imagenet") -> list[WeightsFile]:
-    """The files an smp encoder's pretrained weights come from (Hugging Face repositories)."""
-    smp = _smp()
+def smp_weights(encoder: str) -> list[WeightsFile]:
+    """The files an smp encoder's ImageNet weights come from (Hugging Face repositories)."""
     if encoder.startswith("tu-"):
         import timm
 
@@ -30,11 +29,11 @@ def smp_weights(encoder: str, weights: str = "imagenet") -> list[WeightsFile]:
         if cfg is None or not cfg.hf_hub_id:
             return [hub_file(cfg.url)] if cfg is not None and cfg.url else []
         return [hf_file(cfg.hf_hub_id, "model.safetensors")]
-    settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights)
+    settings = _smp().encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
     return [hf_file(settings["repo_id"], "model.safetensors")] if settings else []
 
 
-def _smp_encoder(member: str, encoder: str) -> None:
+def _check_encoder(member: str, encoder: str) -> None:
     smp = _smp()
     if encoder.startswith("tu-"):
         import timm
@@ -63,7 +62,7 @@ def smp_encoder(member: str, arch: str, args: dict) -> str:
 def build_smp(member: str, arch: str, num_classes: int, *, pretrained: bool, args: dict) -> nn.Module:
     cls = _smp_class(member, arch)
     encoder = smp_encoder(member, arch, args)
-    _smp_encoder(member, encoder)
+    _check_encoder(member, encoder)
     timm_encoder = encoder.startswith("tu-")
     # **kwargs of an smp model go to a timm encoder, which takes its own keywords
     check_args(member, args, None if timm_encoder else named_keywords(cls))
@@ -71,7 +70,7 @@ def build_smp(member: str, arch: str, num_classes: int, *, pretrained: bool, arg
     needed = smp_weights(encoder) if pretrained else []
     require(member, needed)
     try:
-        with offline(member, needed):
+        with offline(member):
             return cls(classes=num_classes, encoder_weights=weights, **args)
     except (KeyError, ValueError, TypeError, AssertionError, RuntimeError) as err:
         raise UserError(f"member {member}: {refusal(err)}") from None
@@ -101,7 +100,7 @@ def build_torchvision(member: str, arch: str, num_classes: int, *, pretrained: b
     needed = torchvision_weights(arch) if pretrained else []
     require(member, needed)
     try:
-        with offline(member, needed):
+        with offline(member):
             return builder(weights=None, weights_backbone=backbone, num_classes=num_classes, **args)
     except (ValueError, TypeError) as err:
         raise UserError(f"member {member}: {refusal(err)}") from None

@@ -51,9 +51,13 @@ def fetch(files: list[WeightsFile]) -> None:
     for f in files:
         if f.present:
             continue
-        if f.repo is None:
-            torch.hub.load_state_dict_from_url(f.source, map_location="cpu", weights_only=True)
-            continue
-        hf_hub_download(f.repo, f.filename)
-        if f.repo.startswith("smp-hub/"):  # smp reads the encoder's config too
-            hf_hub_download(f.repo, "config.json")
+        try:
+            if f.repo is None:
+                torch.hub.load_state_dict_from_url(f.source, map_location="cpu", weights_only=True)
+                continue
+            hf_hub_download(f.repo, f.filename)
+            if f.repo.startswith("smp-hub/"):  # smp reads the encoder's config too
+                hf_hub_download(f.repo, "config.json")
+        except Exception as err:  # no network, a proxy, a moved file: say which, in one line
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise UserError(f"{f.source}: could not fetch it ({reason}); is this machine online?") from None

@@ -68,12 +68,6 @@ def named_keywords(function) -> list[str]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in RESERVED]
 
 
-def keywords(function) -> list[str] | None:
-    """`named_keywords`, or None when `function` takes any keyword (**kwargs)."""
-    params = inspect.signature(function).parameters.values()
-    return None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params) else named_keywords(function)
-
-
 def check_args(member: str, args: dict, takes: list[str] | None) -> None:
     """No key of `args` is iwu's, and each is one of `takes` (None: the builder takes any)."""
     for key in args:
@@ -118,9 +112,9 @@ def build_model(name: str, num_classes: int, *, output_stride: int = 16, pretrai
 
 def _call_registered(name: str, builder: Builder, num_classes: int, output_stride: int, pretrained: bool,
                      args: dict) -> nn.Module:
-    check_args(name, args, keywords(builder))
     params = inspect.signature(builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    check_args(name, args, None if takes_any else named_keywords(builder))
     kwargs = dict(args)
     if "pretrained" in params or takes_any:
         kwargs["pretrained"] = pretrained

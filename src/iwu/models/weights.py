@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from unittest import mock
 from urllib.parse import urlparse
 
 import torch
@@ -76,9 +77,9 @@ def require(member: str, files: list[WeightsFile]) -> None:
 
 
 @contextlib.contextmanager
-def offline(member: str, needed: list[WeightsFile]):
-    """Build inside this: Hugging Face and torch hub read their caches and never reach the network;
-    a file that is not there becomes one line naming it (from `needed`, when known)."""
+def offline(member: str):
+    """Build inside this: Hugging Face and torch hub read their caches and never reach the network.
+    `require` names the files known beforehand; one found missing only here is one line too."""
     from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -88,24 +89,11 @@ def offline(member: str, needed: list[WeightsFile]):
     saved = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
-        with _patched(torch.hub, "download_url_to_file", refuse):
+        with mock.patch.object(torch.hub, "download_url_to_file", refuse):
             yield
     except LocalEntryNotFoundError:
-        missing = [f for f in needed if not f.present]
-        if missing:
-            raise UserError(missing[0].missing_line(member)) from None
         raise UserError(f"member {member}: its pretrained weights are not in the Hugging Face cache "
                         f"({constants.HF_HUB_CACHE}); fetch them with iwu weights CONFIG --fetch on a machine "
                         f"with internet, {OFF}") from None
     finally:
         constants.HF_HUB_OFFLINE = saved
-
-
-@contextlib.contextmanager
-def _patched(owner, name: str, value):
-    saved = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, saved)
