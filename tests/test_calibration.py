@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from iwu.calibration import UncertaintyMeter, auroc_from_histograms, save_reliability_diagram
+from iwu.calibration import UncertaintyMeter, auroc_from_histograms
+from iwu.plots.reliability import reliability_figure, save_reliability_diagram
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 C = 5
@@ -296,7 +297,8 @@ def test_members_for_some_batches_only_are_refused(batches):
         meter.update(probs, target)
     half = UncertaintyMeter(C)
     half.update(probs, target)
-    merged = feed(batches[1:]).merge(half)
+    merged = feed(batches[1:])
+    merged.merge_state(half)
     with pytest.raises(ValueError, match="some batches"):
         merged.compute()
 
@@ -315,47 +317,72 @@ def test_bad_inputs_are_refused(batches):
     assert meter.compute()["pixels"] == 0
 
 
-def test_state_tensors_of_halves_sum_to_the_whole(batches, result):
+def states(meter):
+    return [getattr(meter, name) for name in meter.state_names]
+
+
+def assert_same_result(res, result):
+    assert res["pixels"] == result["pixels"]
+    assert res["reliability"]["count"] == result["reliability"]["count"]
+    for key in ("ece", "classwise_ece"):
+        assert res[key] == pytest.approx(result[key], abs=1e-12)
+    for kind in ("entropy", "mutual_information"):
+        for key, value in result[kind].items():
+            assert res[kind][key] == pytest.approx(value, abs=1e-12)
+
+
+def test_merged_halves_equal_the_whole(batches, result):
     first, second = feed(batches[:2]), feed(batches[2:])
     whole = feed(batches)
-    combined = UncertaintyMeter(C)
-    combined.load_state_tensors([a + b for a, b in zip(first.state_tensors(), second.state_tensors())])
-    for got, want in zip(combined.state_tensors(), whole.state_tensors()):
+    merged = feed(batches[:2])
+    merged.merge_state(second)
+    for got, want in zip(states(merged), states(whole)):
         assert got.dtype == want.dtype and got.dtype in (torch.int64, torch.float64)
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9)
-    merged = feed(batches[:2]).merge(feed(batches[2:]))
-    for res in (combined.compute(), merged.compute()):
-        assert res["pixels"] == result["pixels"]
-        assert res["reliability"]["count"] == result["reliability"]["count"]
-        for key in ("ece", "classwise_ece"):
-            assert res[key] == pytest.approx(result[key], abs=1e-12)
-        for kind in ("entropy", "mutual_information"):
-            for key, value in result[kind].items():
-                assert res[kind][key] == pytest.approx(value, abs=1e-12)
-    with pytest.raises(ValueError, match="shape"):
-        combined.load_state_tensors([t[:1] for t in whole.state_tensors()])
-    with pytest.raises(ValueError, match="expected"):
-        combined.load_state_tensors(whole.state_tensors()[:-1])
+    as_dict = feed(batches[:2])
+    as_dict.merge_state(second.metric_state)
+    for res in (merged.compute(), as_dict.compute()):
+        assert_same_result(res, result)
+    with pytest.raises(ValueError, match="settings"):
+        first.merge_state(UncertaintyMeter(C, bins=10))
 
 
-def test_all_reduce_sums_over_a_process_group(batches, tmp_path):
+def test_reset_empties_the_meter_and_forgets_the_members(batches):
+    meter = feed(batches)
+    meter.reset()
+    assert all(not t.any() for t in states(meter))
+    probs, target, _ = batches[0]
+    meter.update(probs, target)  # without members now: allowed after a reset
+    assert meter.compute()["pixels"] == feed(batches[:1], members=False).compute()["pixels"]
+
+
+def _ddp_half(rank, world, store, batches, out):
     import torch.distributed as dist
 
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        meter = feed(batches)
-        before = [t.clone() for t in meter.state_tensors()]
-        meter.all_reduce()
-        assert all(torch.equal(a, b) for a, b in zip(before, meter.state_tensors()))
+        meter = feed(batches[rank::world])
+        res = meter.compute()  # torchmetrics sums every state over the processes
+        if rank == 0:
+            torch.save(res, out)
     finally:
         dist.destroy_process_group()
 
 
+def test_states_are_summed_over_ddp_processes(batches, result, tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path / "result.pt"
+    mp.spawn(_ddp_half, args=(2, tmp_path / "store", batches, out), nprocs=2)
+    assert_same_result(torch.load(out, weights_only=False), result)
+
+
 def state_bytes(meter):
-    tensors = [v for v in vars(meter).values() if torch.is_tensor(v)] + meter.state_tensors()
-    return sum(t.numel() * t.element_size() for t in tensors), len(meter.state_tensors())
+    tensors = list(meter.buffers()) + states(meter)
+    return sum(t.numel() * t.element_size() for t in tensors), len(states(meter))
 
 
 def test_state_size_does_not_grow_with_updates(batches):
@@ -385,8 +412,32 @@ def test_reliability_diagram_is_a_png_written_atomically(result, tmp_path):
         save_reliability_diagram(result, tmp_path / "x.png", classes=["a"])
 
 
+def test_reliability_figure_shows_the_bins_and_the_classwise_ece(result):
+    fig = reliability_figure(result, title="ensemble on test", classes=list("abcde"))
+    rel_ax, count_ax, class_ax = fig.axes
+    accuracy = [v for v in result["reliability"]["accuracy"] if v is not None]
+    bars = rel_ax.containers[0]  # the accuracy bars; the gap bars follow
+    assert [b.get_height() for b in bars] == pytest.approx(accuracy)
+    assert [b.get_height() for b in count_ax.containers[0]] == result["reliability"]["count"]
+    assert [b.get_width() for b in class_ax.containers[0]] == pytest.approx(
+        result["classwise_reliability"]["ece"])
+    assert [t.get_text() for t in class_ax.get_yticklabels()] == list("abcde")
+    assert fig.get_suptitle() == "ensemble on test"
+    assert f"ECE {result['ece']:.4f}" in rel_ax.get_title()
+
+
+def test_ece_agrees_with_torchmetrics(batches, result):
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    reference = MulticlassCalibrationError(num_classes=C, n_bins=15, norm="l1", ignore_index=255)
+    for probs, target, _ in batches:
+        reference.update(probs, target)
+    assert result["ece"] == pytest.approx(float(reference.compute()), abs=1e-6)
+
+
 def test_reliability_diagram_of_an_empty_meter(tmp_path):
-    res = UncertaintyMeter(3).compute()
+    with pytest.warns(UserWarning, match="before the ``update``"):  # torchmetrics says so; the result is defined
+        res = UncertaintyMeter(3).compute()
     assert res["pixels"] == 0 and math.isnan(res["ece"]) and math.isnan(res["entropy"]["auroc"])
     path = save_reliability_diagram(res, tmp_path / "empty.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -397,7 +448,7 @@ def test_cuda_state_stays_on_the_device_and_agrees(batches, result):
     meter = UncertaintyMeter(C)
     for probs, target, member in batches:
         meter.update(probs.cuda(), target.cuda(), member.cuda())
-    assert all(t.device.type == "cuda" for t in meter.state_tensors())
+    assert all(t.device.type == "cuda" for t in states(meter))
     res = meter.compute()
     assert res["reliability"]["count"] == result["reliability"]["count"]
     for key in ("ece", "classwise_ece", "accuracy"):

@@ -8,8 +8,9 @@ split at 768x768 is measured from all of its 3e8 pixels, not a subsample, and
 the state is a few hundred kilobytes however long the split is.
 
 Every piece of state is a sum (int64 counts, float64 sums), so meters of
-several processes combine by adding their `state_tensors()`: an all-reduce
-under DDP, `merge` in one process.
+several processes combine by adding them: the meter is a `torchmetrics.Metric`
+whose states reduce by sum under DDP, and `merge_state` adds another meter's in
+one process. Its figure is `iwu.plots.reliability`.
 
 Bins are left-open, ``(e_k, e_k+1]``, the first one closed at 0 (and catching
 anything below), the last one catching anything above the top edge: a value
@@ -19,23 +20,37 @@ above it. Confidence bins follow Guo et al. (2017), who bin the same way.
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 
-from iwu.files import atomic_write_bytes
 from iwu.uncertainty import mutual_information, pixel_entropy
 
 KINDS = ("entropy", "mutual_information")
 CHUNK = 1 << 24  # elements of (pixels x classes) binned at once: bounds the temporaries of one update
 
 
-class UncertaintyMeter:
+def _state_shapes(c: int, bins: int, unc_bins: int) -> dict:
+    """Name -> (shape, dtype) of every sum the meter keeps."""
+    shapes = {"calib_counts": ((bins, 2), torch.int64),  # [wrong, right] pixels per confidence bin
+              "calib_conf": ((bins,), torch.float64),  # sum of confidence per bin
+              "class_counts": ((c, bins, 2), torch.int64),  # [target != c, target == c] per bin of p_c
+              "class_prob": ((c, bins), torch.float64)}  # sum of p_c per bin of p_c
+    for kind in KINDS:
+        shapes[f"{kind}_pixels"] = ((unc_bins, 2), torch.int64)  # [right, wrong] pixels per bin
+        shapes[f"{kind}_sum"] = ((1,), torch.float64)  # sum over pixels
+        shapes[f"{kind}_patches"] = ((unc_bins, 2), torch.int64)  # [inaccurate, accurate] patches per bin
+        shapes[f"{kind}_patch_sum"] = ((1,), torch.float64)  # sum of patch means
+    return shapes
+
+
+class UncertaintyMeter(Metric):
     """Calibration, misclassification AUROC and PAvPU of ensemble probabilities, accumulated batch by batch.
 
+    A `torchmetrics.Metric`: ``reset``, ``.to(device)``, ``merge_state`` and the
+    sum over processes under DDP (every state is a sum) come from torchmetrics.
     ``bins`` equal-width confidence bins on [0, 1]; ``unc_bins`` equal-width
     uncertainty bins on [0, ``max_uncertainty``] (default log(C), the largest
     entropy, which bounds the mutual information too); PAvPU on non-overlapping
@@ -44,11 +59,17 @@ class UncertaintyMeter:
     (a number, or a mapping kind -> number) fixes the PAvPU threshold of
     `compute`; by default it is the mean patch uncertainty of the split.
     ``device``: where the state lives; by default that of the first update.
+    Other keyword arguments go to `torchmetrics.Metric`.
     """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
 
     def __init__(self, num_classes: int, *, bins: int = 15, unc_bins: int = 1000, patch: int = 4,
                  accuracy_threshold: float = 0.5, uncertainty_threshold=None, ignore_index: int = 255,
-                 max_uncertainty: float | None = None, device=None):
+                 max_uncertainty: float | None = None, device=None, **metric_kwargs):
+        super().__init__(**metric_kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if bins < 1 or unc_bins < 1 or patch < 1:
@@ -65,29 +86,23 @@ class UncertaintyMeter:
         # numpy edges are the definition; the device copies are the same float64 numbers
         self.conf_edges = np.linspace(0.0, 1.0, bins + 1)
         self.unc_edges = np.linspace(0.0, top, unc_bins + 1)
+        self.register_buffer("_conf_inner", torch.from_numpy(self.conf_edges[1:-1].copy()), persistent=False)
+        self.register_buffer("_unc_inner", torch.from_numpy(self.unc_edges[1:-1].copy()), persistent=False)
         self._device_fixed = device is not None
         self._members: bool | None = None  # whether updates carry member probabilities; all or none must
-        c = num_classes
-        shapes = {"calib_counts": ((bins, 2), torch.int64),  # [wrong, right] pixels per confidence bin
-                  "calib_conf": ((bins,), torch.float64),  # sum of confidence per bin
-                  "class_counts": ((c, bins, 2), torch.int64),  # [target != c, target == c] per bin of p_c
-                  "class_prob": ((c, bins), torch.float64)}  # sum of p_c per bin of p_c
-        for kind in KINDS:
-            shapes[f"{kind}_pixels"] = ((unc_bins, 2), torch.int64)  # [right, wrong] pixels per bin
-            shapes[f"{kind}_sum"] = ((1,), torch.float64)  # sum over pixels
-            shapes[f"{kind}_patches"] = ((unc_bins, 2), torch.int64)  # [inaccurate, accurate] patches per bin
-            shapes[f"{kind}_patch_sum"] = ((1,), torch.float64)  # sum of patch means
-        self._state = {name: torch.zeros(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
-        self._to(torch.device(device) if device is not None else torch.device("cpu"))
-
-    def _to(self, device: torch.device) -> None:
-        self._state = {name: t.to(device) for name, t in self._state.items()}
-        self._conf_inner = torch.from_numpy(self.conf_edges[1:-1]).to(device)
-        self._unc_inner = torch.from_numpy(self.unc_edges[1:-1]).to(device)
+        for name, (shape, dtype) in _state_shapes(num_classes, bins, unc_bins).items():
+            self.add_state(name, default=torch.zeros(shape, dtype=dtype), dist_reduce_fx="sum")
+        if device is not None:
+            self.to(device)
 
     @property
-    def device(self) -> torch.device:
-        return self._state["calib_conf"].device
+    def state_names(self) -> list[str]:
+        """The names of the sum tensors, in a fixed order."""
+        return list(self._defaults)
+
+    def reset(self) -> None:
+        super().reset()
+        self._members = None
 
     # ------------------------------------------------------------------ accumulating
 
@@ -99,8 +114,8 @@ class UncertaintyMeter:
         there is no mutual information; a split must be fed all with or all without.
         """
         self._check(probs, target, member_probs)
-        if not self._device_fixed and self._members is None:
-            self._to(probs.device)  # first update: the state follows the data
+        if not self._device_fixed and self._members is None and probs.device != self.device:
+            self.to(probs.device)  # first update: the state follows the data
         device = self.device
         probs = probs.detach().to(device)
         target = target.to(device)
@@ -127,7 +142,7 @@ class UncertaintyMeter:
         for kind, unc in kinds.items():
             values = unc[valid].double()
             self._add(f"{kind}_pixels", torch.bucketize(values, self._unc_inner) * 2 + ~right)
-            self._state[f"{kind}_sum"] += values.sum()
+            getattr(self, f"{kind}_sum").add_(values.sum())
             if patches is not None:
                 self._add_patches(kind, unc, valid, *patches)
 
@@ -144,7 +159,7 @@ class UncertaintyMeter:
                              "would cover part of the split")
 
     def _add(self, name: str, index: torch.Tensor, weights: torch.Tensor | None = None) -> None:
-        flat = self._state[name].view(-1)
+        flat = getattr(self, name).view(-1)
         if index.device.type == "cpu":
             flat += torch.bincount(index, weights=weights, minlength=flat.numel())
         else:  # index_add avoids bincount's device-to-host sync for its output size
@@ -181,39 +196,17 @@ class UncertaintyMeter:
     def _add_patches(self, kind, unc, valid, keep, count, accurate) -> None:
         means = self._pool(torch.where(valid, unc.double(), 0.0))[keep] / count
         self._add(f"{kind}_patches", torch.bucketize(means, self._unc_inner) * 2 + accurate)
-        self._state[f"{kind}_patch_sum"] += means.sum()
+        getattr(self, f"{kind}_patch_sum").add_(means.sum())
 
     # ------------------------------------------------------------------ combining
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        """The state itself (not copies), in a fixed order: all sums, so summing them across processes
-        (`torch.distributed.all_reduce` in place) combines the meters."""
-        return list(self._state.values())
-
-    def load_state_tensors(self, tensors) -> None:
-        """Replace the state by ``tensors`` (as from `state_tensors`, e.g. summed over processes)."""
-        tensors = list(tensors)
-        if len(tensors) != len(self._state):
-            raise ValueError(f"expected {len(self._state)} state tensors, got {len(tensors)}")
-        for (name, mine), theirs in zip(self._state.items(), tensors):
-            if tuple(theirs.shape) != tuple(mine.shape):
-                raise ValueError(f"state tensor {name}: shape {tuple(theirs.shape)}, expected {tuple(mine.shape)}")
-            mine.copy_(theirs)
-
-    def merge(self, other: UncertaintyMeter) -> UncertaintyMeter:
-        """Add another meter's counts (same settings) to this one's; returns self."""
-        if self._settings() != other._settings():
-            raise ValueError("cannot merge meters with different settings")
-        for mine, theirs in zip(self.state_tensors(), other.state_tensors()):
-            mine += theirs.to(mine.device)
-        return self
-
-    def all_reduce(self, group=None) -> None:
-        """Sum the state over the processes of ``group`` (torch.distributed) in place."""
-        import torch.distributed as dist
-
-        for t in self.state_tensors():
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    def merge_state(self, incoming_state) -> None:
+        """Add another meter's sums (same settings) or a dict of them (torchmetrics' merge)."""
+        if isinstance(incoming_state, UncertaintyMeter):
+            if self._settings() != incoming_state._settings():
+                raise ValueError("cannot merge meters with different settings")
+            incoming_state = {name: getattr(incoming_state, name).to(self.device) for name in self.state_names}
+        super().merge_state(incoming_state)
 
     def _settings(self):
         return (self.num_classes, self.bins, self.unc_bins, self.patch, self.accuracy_threshold,
@@ -222,7 +215,7 @@ class UncertaintyMeter:
     # ------------------------------------------------------------------ reading
 
     def _host(self) -> dict[str, np.ndarray]:
-        return {name: t.cpu().numpy() for name, t in self._state.items()}
+        return {name: getattr(self, name).cpu().numpy() for name in self.state_names}
 
     def kinds(self, state=None) -> list[str]:
         """The uncertainty kinds measured: entropy, and mutual information when members were given."""
@@ -353,73 +346,3 @@ def _ratio(num, den) -> np.ndarray:
 def _listed(values: np.ndarray):
     """NaN -> None, so the lists are valid JSON."""
     return np.where(np.isnan(values), None, values).tolist()
-
-
-def save_reliability_diagram(result: dict, path, title: str = "", classes=None) -> Path:
-    """Reliability diagram of `UncertaintyMeter.compute`'s ``result`` beside the classwise ECE per class, as a PNG.
-
-    Left: accuracy against confidence per bin (gaps to the diagonal shaded),
-    the pixels per bin under it (log scale). Right: each class's ECE, absent
-    classes marked. ``classes``: class names (default: the class ids). Written
-    atomically.
-    """
-    from matplotlib.figure import Figure
-
-    rel = result["reliability"]
-    edges = np.asarray(rel["bin_edges"], np.float64)
-    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    accuracy = np.asarray([np.nan if v is None else v for v in rel["accuracy"]], np.float64)
-    confidence = np.asarray([np.nan if v is None else v for v in rel["confidence"]], np.float64)
-    count = np.asarray(rel["count"], np.float64)
-    class_ece = np.asarray([np.nan if v is None else v for v in result["classwise_reliability"]["ece"]], np.float64)
-    names = [str(c) for c in range(len(class_ece))] if classes is None else [str(c) for c in classes]
-    if len(names) != len(class_ece):
-        raise ValueError(f"{len(names)} class names for {len(class_ece)} classes")
-
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
-    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1), width_ratios=(1, 1))
-    rel_ax = fig.add_subplot(grid[0, 0])
-    count_ax = fig.add_subplot(grid[1, 0], sharex=rel_ax)
-    class_ax = fig.add_subplot(grid[:, 1])
-
-    filled = ~np.isnan(accuracy)
-    rel_ax.bar(centres[filled], accuracy[filled], width=widths[filled], color="C0", edgecolor="white",
-               label="accuracy")
-    gap_low = np.minimum(accuracy, confidence)[filled]
-    rel_ax.bar(centres[filled], np.abs(accuracy - confidence)[filled], bottom=gap_low, width=widths[filled],
-               color="C3", alpha=0.35, edgecolor="C3", hatch="//", label="gap to confidence")
-    rel_ax.plot([0, 1], [0, 1], "--", color="0.3", linewidth=1, label="perfect calibration")
-    rel_ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy",
-               title=f"reliability: ECE {_fmt(result['ece'])}, accuracy {_fmt(result['accuracy'])}")
-    rel_ax.legend(loc="upper left", fontsize="small")
-    rel_ax.tick_params(labelbottom=False)
-    count_ax.bar(centres, count, width=widths, color="0.5", edgecolor="white")
-    if (count > 0).any():
-        count_ax.set_yscale("log")
-    count_ax.set(xlabel="confidence (max probability)", ylabel="pixels")
-
-    y = np.arange(len(names))
-    shown = np.nan_to_num(class_ece)
-    class_ax.barh(y, shown, color=["C0" if v == v else "0.8" for v in class_ece])
-    for i, v in enumerate(class_ece):
-        if v != v:
-            class_ax.text(0, i, " absent", va="center", fontsize="small", color="0.4")
-    mean = result["classwise_ece"]
-    if mean == mean:
-        class_ax.axvline(mean, color="C3", linestyle="--", linewidth=1, label=f"mean {mean:.4f}")
-        class_ax.legend(loc="lower right", fontsize="small")
-    class_ax.set_yticks(y, names, fontsize="small")
-    class_ax.invert_yaxis()
-    class_ax.set(xlabel="ECE of p_c", title="classwise ECE")
-    for ax in (rel_ax, count_ax, class_ax):
-        ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or value != value else f"{value:.4f}"

@@ -17,12 +17,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from iwu.calibration import UncertaintyMeter, save_reliability_diagram
+from iwu.calibration import UncertaintyMeter
 from iwu.data.common import atomic_save_png
 from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
 from iwu.inference import Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion
+from iwu.plots.reliability import save_reliability_diagram
 
 
 def dataset_label(source: dict, split: str) -> str:
