@@ -850,3 +850,55 @@ def test_one_group_writes_no_figure(tmp_path, runs):
     written = write_report(runs / "acdc_ensemble" / "standard", tmp_path / "out")
     assert set(written) == {"md"}
     assert "p < 0.05" not in written["md"].read_text()
+
+
+# ----------------------------------------------------------------------------------------------- --eval, --rare
+
+
+def test_eval_keeps_one_validation_set_and_names_the_others(tmp_path, capsys):
+    for mode in IOU:
+        for seed in range(seeds_of(mode)):
+            iou = run_iou(mode, seed)
+            write_run(tmp_path / mode / f"seed{seed}", mode, seed, {"ensemble": iou},
+                      val_extra={"cityscapes/val": {"ensemble": iou[::-1]}})
+    both = build_table([tmp_path])
+    assert len(both.columns) == 4 and both.comparison is None
+    cross = build_table([tmp_path], eval_set="cityscapes")
+    assert [c.label for c in cross.columns] == ["standard", "instance_uncertainty"]
+    assert cross.comparison is not None  # two columns again: the test, intervals and BH come back
+    assert all(r.eval == "cityscapes" for c in cross.columns for r in c.records)
+    # road's cross-domain IoU is the reversed list's: bicycle's position
+    assert cross.columns[0].cells[0].mean == pytest.approx(values("standard", "bicycle").mean())
+    assert main(["report", str(tmp_path), "--eval", "darkzurich"]) == 2
+    assert "--eval darkzurich: no run was scored on it; the runs hold acdc, cityscapes" in capsys.readouterr().err
+
+
+def test_rare_row_is_each_runs_mean_over_the_rarest_classes_and_is_tested(tmp_path, runs, capsys):
+    counts = tmp_path / "class_counts.json"
+    # rarest first: bicycle (1), rider (2), train (3); road never appears in training and is left out
+    counts.write_text(json.dumps({"classes": CLASSES, "counts": [0, 50, 2, 3, 1]}))
+    table = build_table([runs], class_counts=counts, rare=2)
+    assert table.classes[-1] == "2 rarest (mean)" and table.rarest == ("bicycle", "rider")
+    assert table.share[-1] == pytest.approx(3 / 56)
+    for col in table.columns:
+        want = []
+        for seed in range(seeds_of(col.label)):
+            present = [IOU[col.label][c][seed] for c in ("bicycle", "rider") if IOU[col.label][c][seed] is not None]
+            want.append(sum(present) / len(present))
+        assert list(col.samples[-1]) == pytest.approx(want)
+    cmp = table.comparison
+    a, b = table.columns[0].samples[-1], table.columns[1].samples[-1]
+    assert cmp.tests[-1].p == pytest.approx(sp_stats.ttest_ind(b, a, equal_var=False).pvalue, rel=1e-12)
+    # the row is one more test in the Benjamini-Hochberg family
+    ps = [t.p for t in cmp.tests] + [cmp.miou_test.p]
+    keep = [p for p in ps if not math.isnan(p)]
+    assert cmp.p_adj[-1] == pytest.approx(sp_stats.false_discovery_control(keep)[keep.index(cmp.tests[-1].p)])
+    # the mIoU row is untouched
+    assert table.columns[0].miou.mean == pytest.approx(mious("standard").mean())
+    assert main(["report", str(runs), "--class-counts", str(counts), "--rare", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 rarest (mean) | 5.36 |" in out and "rarest in training (bicycle, rider)" in out
+    assert main(["report", str(runs), "--rare", "2"]) == 2
+    assert "needs --class-counts" in capsys.readouterr().err
+    assert main(["report", str(runs), "--class-counts", str(counts), "--rare", "5"]) == 2
+    assert "only 4 classes with pixels" in capsys.readouterr().err

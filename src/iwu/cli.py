@@ -285,7 +285,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from iwu.report import run_report
 
     return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,
-                      class_counts=args.class_counts, percent=args.percent, std=args.std, test=args.test)
+                      class_counts=args.class_counts, percent=args.percent, std=args.std, test=args.test,
+                      eval_set=args.eval, rare=args.rare)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -299,6 +300,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")
     p.add_argument("--class-counts", default=None, metavar="JSON",
                    help="class_counts.json of the training set (iwu prepare), to order the figure by frequency")
+    p.add_argument("--eval", default=None, metavar="DATASET",
+                   help="only the scores on this validation set (e.g. cityscapes for a cross-domain column alone)")
+    p.add_argument("--rare", type=int, default=None, metavar="K",
+                   help="add a row: each run's mean IoU over the K classes rarest in training (needs --class-counts)")
     p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
     # the choices are iwu.report.stats.DDOF and TESTS, spelled out so the parser imports no numpy
     p.add_argument("--std", choices=["sample", "population"], default="sample",

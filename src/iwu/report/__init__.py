@@ -35,6 +35,7 @@ adjusted p < 0.05. Every format says which std and which test it used.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from iwu.errors import UserError
@@ -48,7 +49,9 @@ from iwu.report.stats import (
     ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Stat, TTest, Welch, bh_adjust,
     confidence_interval, describe, hedges_g, student_t, t_tests, welch, welch_t,
 )
-from iwu.report.table import Column, Comparison, Table, compare, load_class_share, summarise
+from iwu.report.table import (
+    Column, Comparison, Table, compare, load_class_share, rarest_label, summarise, with_rarest,
+)
 
 __all__ = [
     "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "LEVEL", "MIOU",
@@ -56,9 +59,9 @@ __all__ = [
     "TEST_NAMES", "WELCH",
     "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",
     "bh_adjust", "build_table", "collect", "compare", "confidence_interval", "default_by", "describe", "group",
-    "hedges_g", "load_class_share", "match_paper", "paper_columns", "paper_tables", "run_report",
+    "hedges_g", "load_class_share", "match_paper", "only_eval", "rarest_label", "paper_columns", "paper_tables", "run_report",
     "save_difference_figure", "student_t", "summarise", "t_tests", "to_csv", "to_latex", "to_markdown", "welch",
-    "welch_t", "write_report",
+    "welch_t", "with_rarest", "write_report",
 ]
 
 FORMATS = {"md": "report.md", "tex": "report.tex", "csv": "report.csv"}
@@ -76,25 +79,47 @@ def _formats(fmt) -> list[str]:
 
 
 def build_table(run_dirs, by=None, member: str = ENSEMBLE, paper: str | None = None,
-                class_counts=None, *, std: str = SAMPLE, test: str = WELCH) -> Table:
+                class_counts=None, *, std: str = SAMPLE, test: str = WELCH, eval_set: str | None = None,
+                rare: int | None = None) -> Table:
     """collect -> group -> summarise, with class shares from a class_counts.json when given.
 
-    `std`: ``sample`` (ddof=1) or ``population`` (ddof=0); `test`: ``welch`` or ``student``.
+    `std`: ``sample`` (ddof=1) or ``population`` (ddof=0); `test`: ``welch`` or ``student``;
+    `eval_set`: keep only the scores of that validation set (``cityscapes``, ``acdc``, ...);
+    `rare`: add a row, the mean IoU of that many classes rarest in training (needs `class_counts`).
     """
     records = collect(run_dirs, member)
+    if eval_set is not None:
+        records = only_eval(records, eval_set)
     share = load_class_share(class_counts, records[0].classes) if class_counts is not None else None
-    return summarise(group(records, by), paper=paper, class_share=share, std=std, test=test)
+    rarest: tuple[str, ...] = ()
+    if rare is not None:
+        if share is None:
+            raise UserError(f"--rare {rare}: needs --class-counts, the training set's class_counts.json")
+        records, rarest = with_rarest(records, share, rare)
+        names = records[0].classes
+        share = share + (sum(share[names.index(c)] for c in rarest),)
+    table = summarise(group(records, by), paper=paper, class_share=share, std=std, test=test)
+    return replace(table, rarest=rarest) if rarest else table
+
+
+def only_eval(records, eval_set: str) -> list:
+    """The records scoring validation set `eval_set`; a UserError naming the sets there are if none does."""
+    kept = [r for r in records if r.eval == eval_set]
+    if not kept:
+        there = sorted({r.eval for r in records})
+        raise UserError(f"--eval {eval_set}: no run was scored on it; the runs hold {', '.join(there)}")
+    return kept
 
 
 def write_report(run_dirs, out_dir, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
                  class_counts=None, percent: bool = False, *, std: str = SAMPLE,
-                 test: str = WELCH) -> dict[str, Path]:
+                 test: str = WELCH, eval_set: str | None = None, rare: int | None = None) -> dict[str, Path]:
     """Write ``report.<fmt>`` (md, tex, csv; several comma-separated, or all) and, with exactly two
     columns, ``difference.png`` into `out_dir`; returns {format or "figure": path}.
 
-    `std` and `test` as in `build_table`."""
+    `std`, `test`, `eval_set` and `rare` as in `build_table`."""
     formats = _formats(fmt)
-    table = build_table(run_dirs, by, member, paper, class_counts, std=std, test=test)
+    table = build_table(run_dirs, by, member, paper, class_counts, std=std, test=test, eval_set=eval_set, rare=rare)
     return _write(table, Path(out_dir), formats, percent)
 
 
@@ -111,12 +136,13 @@ def _write(table: Table, out: Path, formats: list[str], percent: bool) -> dict[s
 
 
 def run_report(runs, out=None, by=None, member: str = ENSEMBLE, fmt="md", paper: str | None = None,
-               class_counts=None, percent: bool = False, *, std: str = SAMPLE, test: str = WELCH) -> int:
+               class_counts=None, percent: bool = False, *, std: str = SAMPLE, test: str = WELCH,
+               eval_set: str | None = None, rare: int | None = None) -> int:
     """Print the table (in the first format asked for); with `out`, also write the report files there.
 
-    `std` and `test` as in `build_table`."""
+    `std`, `test`, `eval_set` and `rare` as in `build_table`."""
     formats = _formats(fmt)
-    table = build_table(runs, by, member, paper, class_counts, std=std, test=test)
+    table = build_table(runs, by, member, paper, class_counts, std=std, test=test, eval_set=eval_set, rare=rare)
     print(_render(table, formats[0], percent), end="")
     if out is not None:
         for path in _write(table, Path(out), formats, percent).values():

@@ -135,6 +135,10 @@ def _notes(table: Table, style: _Style) -> list[str]:
                      f"small-sample corrected); {TEST_LABELS[test]} ({_TEST_NOTES[test]}), two-sided, raw p and "
                      f"{BH_HEADER}, Benjamini-Hochberg adjusted over the table's classes and mIoU; the last "
                      f"column marks adjusted p < {ALPHA:g}.")
+    if table.rarest:
+        notes.append(f"{table.classes[-1]}: each run's mean IoU over the {len(table.rarest)} classes rarest in "
+                     f"training ({', '.join(table.rarest)}), those its validation set holds; its train % is theirs "
+                     f"together.")
     if any(table.paper.values()):
         notes.append(f"Paper: published mean ± std; (ours - paper) / paper std, or, marked {RAW}, "
                      f"ours - paper in {unit} where the published std is 0 or not given.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iwu.errors import UserError
@@ -68,6 +68,7 @@ class Table:
     share: tuple[float, ...] | None = None  # training-set share per class
     std: str = SAMPLE  # the columns' standard deviation: sample (ddof=1) or population (ddof=0)
     test: str = WELCH  # the comparison's t-test: welch or student
+    rarest: tuple[str, ...] = ()  # the classes averaged in the last class row (rarest first), if it is one
 
     def column(self, which) -> Column:
         if isinstance(which, int):
@@ -187,3 +188,30 @@ def load_class_share(path, classes: Sequence[str]) -> tuple[float, ...]:
     if missing:
         raise UserError(f"{path}: no count for {', '.join(missing)}")
     return tuple(by_key[_class_key(c)] for c in classes)
+
+
+def rarest_label(k: int) -> str:
+    return f"{k} rarest (mean)"
+
+
+def with_rarest(records: Sequence[Record], share: Sequence[float], k: int) -> tuple[list[Record], tuple[str, ...]]:
+    """Records with one more class: the mean IoU of the `k` classes rarest in training (by `share`,
+    classes never seen in training left out), and those classes, rarest first.
+
+    As a class of its own, the row gets the same statistics as every class: mean and std over runs,
+    the t-test, its interval and effect size, and a place in the Benjamini-Hochberg family. A run
+    scores it from the rare classes present in its validation set (null if none is).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"--rare {k!r}: give a whole number of classes, 1 or more")
+    classes = records[0].classes
+    seen = sorted((s, i) for i, s in enumerate(share) if s > 0)
+    if len(seen) < k:
+        raise UserError(f"--rare {k}: the training set has only {len(seen)} classes with pixels")
+    picked = [i for _, i in seen[:k]]
+    out = []
+    for r in records:
+        present = [r.iou[i] for i in picked if r.iou[i] is not None]
+        value = sum(present) / len(present) if present else None
+        out.append(replace(r, classes=r.classes + (rarest_label(k),), iou=r.iou + (value,)))
+    return out, tuple(classes[i] for i in picked)

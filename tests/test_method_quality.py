@@ -1,0 +1,55 @@
+"""benchmarks/method_quality.py: its --budget quick runs end to end (scenes, sweep, class counts, reports),
+so the protocol script cannot rot between the long runs it exists for."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "method_quality.py"
+
+
+@pytest.fixture(scope="module")
+def method_quality():
+    spec = importlib.util.spec_from_file_location("method_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, tmp_path, capsys):
+    out = tmp_path / "mq"
+    assert method_quality.main(["--budget", "quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    p = method_quality.PROTOCOLS["quick"]
+    finals = sorted(out.glob("runs/*/seed*/final.json"))
+    assert len(finals) == sum(p.seeds.values())
+    for eval_set in method_quality.EVAL_SETS:
+        folder = out / "report" / eval_set / method_quality.METHOD
+        assert (folder / "difference.png").is_file()
+        rows = list(csv.DictReader((folder / "report.csv").open()))
+        assert [r["class"] for r in rows[-2:]] == [f"{method_quality.RARE} rarest (mean)", "mIoU"]
+        assert rows[-1]["standard n"] == str(p.seeds["standard"])
+        assert rows[-1]["p (BH)"] != "" or rows[-1]["difference"] != ""
+        assert "Welch's t-test" in rows[-1]["test"]
+    assert "trained on acdc, scored on cityscapes" in printed
+    assert "learns" in printed and "| 5 rarest (mean) |" in printed
+    # the same command again skips the finished runs
+    assert method_quality.main(["--budget", "quick", "--out", str(out)]) == 0
+    again = capsys.readouterr()
+    assert "4 finished already" in again.out + again.err
+
+
+def test_the_cpu_protocol_keeps_its_promises(method_quality):
+    p = method_quality.PROTOCOLS["cpu"]
+    assert p.seeds["standard"] >= 5 and p.seeds["instance_uncertainty"] >= 5
+    assert list(p.seeds)[:2] == ["standard", "instance_uncertainty"]
+    assert {"class_weighted", "focal", "pixel_uncertainty"} <= set(p.seeds)
+    gpu = method_quality.PROTOCOLS["gpu"]
+    assert gpu.size == 768 and all(n >= 10 for n in gpu.seeds.values())
+    assert [m["name"] for m in gpu.members] == ["deeplabv3plus_resnet101", "deeplabv3plus_resnet50",
+                                                "deeplabv3plus_mobilenet"]
