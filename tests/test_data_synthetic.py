@@ -1,6 +1,7 @@
 """Synthetic street scenes: deterministic, in the real layouts, imbalanced, learnable, with weather."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import cc3d
@@ -91,3 +92,18 @@ def test_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
     write_synthetic(own, n_train=2, n_val=0, size=32)
     assert len(list(own.glob("leftImg8bit/train/*/*.png"))) == 2  # no stale frames left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "own"]  # no temporaries left
+
+
+def test_never_deletes_what_it_did_not_write_and_asks_before_replacing_another_set(tmp_path):
+    own = write_synthetic(tmp_path / "own", "cityscapes", n_train=2, n_val=0, size=32, seed=0)
+    (own / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds notes.txt, which is not part of the synthetic dataset"):
+        write_synthetic(own, "cityscapes", n_train=2, n_val=0, size=32, seed=0)
+    assert (own / "notes.txt").read_text() == "mine"
+    (own / "notes.txt").unlink()
+    for layout, seed in (("acdc", 0), ("cityscapes", 1)):
+        with pytest.raises(UserError, match="holds a synthetic cityscapes set of seed 0; add --force"):
+            write_synthetic(own, layout, n_train=4, n_val=0, size=32, seed=seed)
+    assert (own / "leftImg8bit").is_dir()  # untouched
+    write_synthetic(own, "acdc", n_train=4, n_val=0, size=32, seed=1, force=True)
+    assert json.loads((own / MARKER).read_text())["layout"] == "acdc" and not (own / "leftImg8bit").exists()

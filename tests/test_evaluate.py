@@ -139,3 +139,67 @@ def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run
         expected = ensemble_uncertainty(loaded.module(item["image"][None])).instance[0]
     got = store.load([item["name"]], (SIZE, SIZE))[0]
     assert torch.allclose(got, expected, atol=store.scale / 2 + 1e-6)
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_outputs_never_land_among_the_inputs(run, tmp_path, capsys):
+    out, root = run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(photos / "photo.png")
+    (photos / "photo_seg.png").write_bytes(b"the user's own file")
+    before, data_before = _snapshot(photos), _snapshot(root)
+    for target, where in ((photos, "is"), (photos / "sub", "lies inside"), (tmp_path, "holds")):
+        assert main(["predict", str(out), str(photos), "--out", str(target)]) == 2
+        assert f"--out {target}: {where} the input folder {photos}" in capsys.readouterr().err
+    labels = root / "gtFine" / "val"
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--save-predictions", str(labels)]) == 2
+    assert f"--save-predictions {labels}: lies inside the input folder {root}" in capsys.readouterr().err
+    assert main(["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(root / "leftImg8bit" / "train")]) == 2
+    assert f"lies inside the input folder {root}" in capsys.readouterr().err
+    assert _snapshot(photos) == before and _snapshot(root) == data_before
+    assert not (photos / "sub").exists()
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(run, tmp_path, capsys):
+    out, root = run
+    images, maps = root / "leftImg8bit" / "val", tmp_path / "maps"
+    assert main(["predict", str(out), str(images), "--out", str(maps)]) == 0
+    first = _snapshot(maps)
+    some = next(iter(first))
+    some.write_bytes(b"edited since")
+    assert main(["predict", str(out), str(images), "--out", str(maps)]) == 2
+    assert f"exists already (and {len(first) - 1} more of the outputs); add --overwrite" in capsys.readouterr().err
+    assert some.read_bytes() == b"edited since"
+    assert main(["predict", str(out), str(images), "--out", str(maps), "--overwrite"]) == 0
+    assert _snapshot(maps) == first
+    preds = tmp_path / "preds"
+    args = ["evaluate", str(out), "--data", f"cityscapes:{root}", "--save-predictions", str(preds)]
+    assert main(args) == 0
+    assert main(args) == 2 and "add --overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    masks = ["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(notes)]
+    assert main(masks) == 2 and f"{notes / 'todo.txt'} exists already" in capsys.readouterr().err
+    assert main(masks + ["--overwrite"]) == 0 and (notes / "todo.txt").read_text() == "mine"
+    assert main(masks) == 0  # a mask store now: masks are added to it
+
+
+def test_predict_keeps_images_of_the_same_name_apart(run, tmp_path, capsys):
+    out, _ = run
+    for folder, value in (("a", 0), ("b", 255)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(tmp_path / folder / "x.png")
+    a, b = tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"
+    assert main(["predict", str(out), str(a), str(b), str(a), "--out", str(tmp_path / "o")]) == 0
+    assert "wrote 2 prediction(s)" in capsys.readouterr().out
+    written = sorted(p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*_overlay.png"))
+    assert written == ["a/x_overlay.png", "b/x_overlay.png"]
+    (tmp_path / "a" / "x.jpg").write_bytes(a.read_bytes())
+    assert main(["predict", str(out), str(a), str(tmp_path / "a" / "x.jpg"), "--out", str(tmp_path / "q")]) == 2
+    assert "would write the same" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The training engine end to end on synthetic scenes: every mode, the run directory, resume, NaN, the command."""
 
 import json
+import os
 import math
 
 import lightning as L
@@ -140,6 +141,19 @@ def test_run_directory_guards(base, tmp_path):
         train(_config(base, out, "mode=standard", "trainer.max_steps=2", "seed=1", "resume=true"), progress=False)
     again = train(_config(base, out, "mode=standard", "trainer.max_steps=2", "resume=true"), progress=False)
     assert again == json.loads((out / "final.json").read_text())  # finished: nothing to do
+
+
+def test_a_run_directory_is_locked_by_the_process_training_it(base, tmp_path):
+    from iwu.files import owned
+    from iwu.rundir import LOCK
+
+    out = tmp_path / "run"
+    with owned(out / LOCK, "held"):  # as another `iwu train out=SAME` would hold it
+        with pytest.raises(UserError, match=rf"{out}: another iwu train is writing this run \(process {os.getpid()}\)"):
+            train(_config(base, out, "mode=standard", "trainer.max_steps=2"), progress=False)
+    assert not (out / "final.json").exists() and not (out / "logs").exists()  # nothing of the refused run
+    train(_config(base, out, "mode=standard", "trainer.max_steps=2"), progress=False)  # free again
+    assert (out / "final.json").is_file()
 
 
 class _PoisonAt(L.Callback):

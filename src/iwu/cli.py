@@ -123,13 +123,18 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_sweep)
 
 
+def _add_overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} already at the output names "
+                                                            "(default: refuse)")
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
     from iwu.evaluate import run_evaluate
 
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
                         workers=args.workers, uncertainty_threshold=args.uncertainty_threshold,
-                        save_predictions=args.save_predictions, device=args.device)
+                        save_predictions=args.save_predictions, device=args.device, overwrite=args.overwrite)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -144,7 +149,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uncertainty-threshold", type=float, default=None,
                    help="PAvPU's threshold (default: the mean patch uncertainty of the split)")
     p.add_argument("--save-predictions", metavar="DIR", default=None,
-                   help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds)")
+                   help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds); a folder "
+                        "outside the dataset")
+    _add_overwrite_option(p, "prediction PNGs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     _add_import_option(p, "")
     p.set_defaults(func=_run_evaluate)
@@ -154,14 +161,16 @@ def _run_predict(args: argparse.Namespace) -> int:
     _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
     from iwu.predict import run_predict
 
-    return run_predict(args.run, args.images, args.out, size=args.size, device=args.device)
+    return run_predict(args.run, args.images, args.out, size=args.size, device=args.device,
+                       overwrite=args.overwrite)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segmentation and uncertainty maps for images")
     p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument("--out", required=True, help="folder for the PNGs, outside the images' folders")
+    _add_overwrite_option(p, "PNGs")
     p.add_argument("--size", type=POSITIVE, default=None, help="side the ensemble sees (default: training size)")
     p.add_argument("--device", default=None)
     _add_import_option(p, "")
@@ -173,14 +182,17 @@ def _run_masks(args: argparse.Namespace) -> int:
     from iwu.masks import run_masks
 
     return run_masks(args.run, args.data, args.out, split=args.split, size=args.size,
-                     batch_size=args.batch_size, workers=args.workers, device=args.device)
+                     batch_size=args.batch_size, workers=args.workers, device=args.device,
+                     overwrite=args.overwrite)
 
 
 def _add_masks(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("masks", help="store a trained ensemble's instance-uncertainty masks for offline_masks")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", required=True, metavar="KIND:ROOT")
-    p.add_argument("--out", required=True, help="mask folder (then: mode=offline_masks loss.masks_dir=DIR)")
+    p.add_argument("--out", required=True, help="mask folder, outside the dataset (then: mode=offline_masks "
+                                                "loss.masks_dir=DIR); an earlier mask folder is added to")
+    _add_overwrite_option(p, "files in a folder that holds no masks")
     p.add_argument("--split", default="train")
     p.add_argument("--size", type=POSITIVE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1)
@@ -320,7 +332,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 
     root = write_synthetic(
         args.out, layout=args.layout, n_train=args.n_train, n_val=args.n_val, size=args.size,
-        height=args.height, seed=args.seed, write_train_ids=args.train_ids,
+        height=args.height, seed=args.seed, write_train_ids=args.train_ids, force=args.force,
     )
     print(f"wrote {args.n_train} train and {args.n_val} val {args.layout} scenes to {root}")
     return 0
@@ -328,7 +340,8 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout")
-    p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output)")
+    p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output of the "
+                                                "same layout and seed, which is replaced)")
     p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
     p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
     p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
@@ -336,6 +349,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=POSITIVE, default=None, help="image height (default: half the width)")
     p.add_argument("--seed", type=COUNT, default=0, help="same seed, same bytes")
     p.add_argument("--train-ids", action="store_true", help="cityscapes: also write *_gtFine_labelTrainIds.png")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier synthetic set of another layout or seed at --out")
     p.set_defaults(func=_run_synth)
 
 

@@ -23,6 +23,7 @@ from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
 from iwu.inference import Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion
+from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots.reliability import save_reliability_diagram
 
 
@@ -89,14 +90,18 @@ def format_table(classes, results: dict) -> str:
 
 
 def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: int = 1, workers: int = 0,
-                 uncertainty_threshold=None, save_predictions=None, device=None) -> int:
+                 uncertainty_threshold=None, save_predictions=None, device=None, overwrite: bool = False) -> int:
     from iwu.data.sources import build_dataset, parse_data_spec
 
-    loaded = load_models(target, device)
     source = parse_data_spec(data)
+    if save_predictions is not None:  # before the models load: a mistake here costs nothing
+        refuse_overlap(save_predictions, [source["root"]], "--save-predictions")
+    loaded = load_models(target, device)
     dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
     label = dataset_label(source, split)
     if save_predictions is not None:
+        refuse_existing((Path(save_predictions) / f"{name}.png" for name in dataset.names), "--save-predictions",
+                        overwrite)
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
     out = evaluate(loaded, dataset, batch_size=batch_size, workers=workers,
                    uncertainty_threshold=uncertainty_threshold, save_predictions=save_predictions)

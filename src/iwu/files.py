@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
@@ -56,3 +56,25 @@ def locked(path, wait: bool = True):
             yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def owned(path, busy: str):
+    """Hold the lock file `path` for as long as the block runs, this process's id written in it.
+
+    If another process holds it, a UserError at once: `busy` with ``{holder}`` replaced by that
+    process's id (a killed holder frees the lock, so a crash never leaves it stuck).
+    """
+    from iwu.errors import UserError
+
+    with ExitStack() as stack:
+        try:  # only taking the lock is answered here, not errors of the work it guards
+            handle = stack.enter_context(locked(path, wait=False))
+        except BlockingIOError:
+            holder = Path(path).read_text().strip() or "?"
+            raise UserError(busy.format(holder=holder)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield

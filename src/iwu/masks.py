@@ -8,21 +8,38 @@ name (`iwu.mask_store`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from iwu.errors import UserError
 from iwu.inference import check_classes, load_models
-from iwu.mask_store import MaskWriter
+from iwu.mask_store import INDEX, MaskWriter
+from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.uncertainty import ensemble_uncertainty
 
 
+def refuse_foreign_files(out, overwrite: bool) -> None:
+    """A mask folder is new, empty or a mask store already (masks are added to it); a folder of other
+    files is not replaced without --overwrite."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose a folder for the masks")
+    if out.is_dir() and not (out / INDEX).exists():
+        refuse_existing(list(out.iterdir())[:1], "--out", overwrite)
+
+
 def run_masks(target, data: str, out, split: str = "train", size=None, batch_size: int = 1, workers: int = 0,
-              device=None) -> int:
+              device=None, overwrite: bool = False) -> int:
     from iwu.data.sources import build_dataset, parse_data_spec
 
+    source = parse_data_spec(data)
+    refuse_overlap(out, [source["root"]], "--out")
+    refuse_foreign_files(out, overwrite)
     loaded = load_models(target, device)
-    dataset = build_dataset(parse_data_spec(data), split, size or int(loaded.config.data.get("size", 768)))
+    dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
     check_classes(loaded, dataset)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     loss = loaded.config.loss

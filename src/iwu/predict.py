@@ -9,7 +9,9 @@ reported by name and skipped; the others are still done.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +22,43 @@ from tqdm import tqdm
 from iwu.data.common import atomic_save_png, image_tensor
 from iwu.errors import UserError
 from iwu.inference import load_models, member_probabilities
+from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.uncertainty import instance_uncertainty, pixel_entropy
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+OUTPUTS = ("seg", "entropy", "instance", "overlay")  # <stem>_<output>.png per image
 
 
 def expand(paths) -> list[tuple[Path, str]]:
-    """(file, output stem): folders give their images (recursively) named by relative path."""
-    found = []
+    """(file, output stem): folders give their images (recursively) named by relative path.
+
+    Files given twice count once. Images that would share a stem (``a/x.png b/x.png``) are named by
+    their path from the folder the clashing files share, so no output replaces another.
+    """
+    found: dict[Path, tuple[Path, str]] = {}
     for given in map(Path, paths):
         if given.is_dir():
             for f in sorted(p for p in given.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
-                found.append((f, str(f.relative_to(given).with_suffix(""))))
+                found.setdefault(f.resolve(), (f, str(f.relative_to(given).with_suffix(""))))
         else:
-            found.append((given, given.stem))
-    return found
+            found.setdefault(given.resolve(), (given, given.stem))
+    return _unique_stems(list(found.values()))
+
+
+def _unique_stems(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    counts = Counter(stem for _, stem in found)
+    clash = [f.resolve() for f, stem in found if counts[stem] > 1]
+    if not clash:
+        return found
+    base = Path(os.path.commonpath([f.parent for f in clash]))
+    renamed = [(f, str(f.resolve().relative_to(base).with_suffix("")) if counts[stem] > 1 else stem)
+               for f, stem in found]
+    seen: dict[str, Path] = {}
+    for f, stem in renamed:
+        if stem in seen:  # x.png and x.jpg side by side
+            raise UserError(f"{seen[stem]} and {f} would write the same {stem}_*.png; predict them separately")
+        seen[stem] = f
+    return renamed
 
 
 def palette_for(classes) -> np.ndarray:
@@ -73,11 +97,14 @@ def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) 
             "instance": _back_to(instance[0].cpu().numpy(), image.size, nearest=False)}
 
 
-def run_predict(target, images, out, size=None, device=None) -> int:
-    loaded = load_models(target, device)
+def run_predict(target, images, out, size=None, device=None, overwrite: bool = False) -> int:
+    refuse_overlap(out, images, "--out")
     files = expand(images)
     if not files:
         raise UserError(f"no images in {', '.join(map(str, images))} (looked for {', '.join(sorted(SUFFIXES))})")
+    refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in OUTPUTS), "--out",
+                    overwrite)
+    loaded = load_models(target, device)
     size = size or int(loaded.config.data.get("size", 768))
     palette = palette_for(loaded.module.classes)
     top = float(np.log(len(loaded.module.classes)))
@@ -95,8 +122,8 @@ def run_predict(target, images, out, size=None, device=None) -> int:
         maps = predict_image(loaded, image, size, loaded.config.loss.connectivity)
         seg = palette[maps["pred"]]
         overlay = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * seg).astype(np.uint8)
-        for suffix, array in (("seg", seg), ("entropy", heat(maps["entropy"], top)),
-                              ("instance", heat(maps["instance"], top)), ("overlay", overlay)):
+        arrays = (seg, heat(maps["entropy"], top), heat(maps["instance"], top), overlay)
+        for suffix, array in zip(OUTPUTS, arrays):
             atomic_save_png(array, out / f"{stem}_{suffix}.png")
     done = len(files) - len(skipped)
     print(f"wrote {done} prediction(s) to {out} (*_seg, *_entropy, *_instance, *_overlay.png)"

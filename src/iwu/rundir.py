@@ -16,6 +16,7 @@ FINAL = "final.json"  # written last: its presence means the run finished
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
+LOCK = ".lock"  # held by the process training the run
 
 
 def _flat(tree, prefix: str = "") -> dict:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -26,14 +27,14 @@ from iwu.config import RunConfig, run_dir, save_config
 from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import UserError
-from iwu.files import atomic_write_json
+from iwu.files import atomic_write_json, owned
 from iwu.inference import init_members
 from iwu.logs import run_loggers
 from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
-from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, check_run_dir
+from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -152,6 +153,22 @@ def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoint
 def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     """Train as `config` says; returns what was written to `final.json`."""
     out = run_dir(config)
+    with _run_lock(out):
+        return _train(config, out, callbacks, progress)
+
+
+def _run_lock(out: Path):
+    """One training process per run directory: two would interleave their metrics and replace each
+    other's checkpoints. Held by the global rank 0 only; under DDP the other ranks share its run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return contextlib.nullcontext()
+    return owned(out / LOCK, f"{out}: another iwu train is writing this run (process {{holder}}); wait for it, "
+                             "or give this one another out=DIR")
+
+
+def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
     check_run_dir(config, out)
     if config.resume and (out / FINAL).exists():
         print(f"{out}: finished already; {FINAL} holds its results")

@@ -8,6 +8,7 @@ renamed into place when complete.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from iwu.errors import UserError
 
 LAYOUTS = ("cityscapes", "acdc")
 MARKER = "iwu-synthetic.json"  # marks a folder we wrote, so writing again may replace it
+_OWN = {MARKER, "leftImg8bit", "gtFine", "rgb_anon", "gt"}  # what a synthetic set's folder holds
 CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderheim",)}
 _SPLIT_CODE = {"train": 0, "val": 1}
 _EGO_VEHICLE = 1  # Cityscapes labelId of the hood
@@ -72,11 +74,27 @@ def _acdc_frame(root: Path, split: str, index: int, condition: str, image, scene
     atomic_save_png(train_ids(scene), gt_dir / f"{stem}_gt_labelTrainIds.png")
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, layout: str, seed: int, force: bool) -> None:
+    """Writing replaces the folder: only an empty one or an earlier synthetic set of the same layout and seed
+    (another with `force`), and only if it holds nothing the generator did not write."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose a folder for --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    marker = out / MARKER
+    if not marker.is_file():
         raise UserError(f"{out}: folder is not empty and holds no synthetic dataset; choose an empty or new folder")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN)
+    if foreign:
+        raise UserError(f"{out}: holds {foreign[0]}, which is not part of the synthetic dataset there; move it "
+                        "away or choose another folder (writing replaces the whole folder)")
+    try:
+        before = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = {}
+    if not force and (before.get("layout"), before.get("seed")) != (layout, seed):
+        raise UserError(f"{out}: holds a synthetic {before.get('layout', '?')} set of seed {before.get('seed', '?')}; "
+                        "add --force to replace it, or choose another folder")
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -91,12 +109,14 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: int = 5, size: int = 256,
-                    height: int | None = None, seed: int = 0, write_train_ids: bool = False) -> Path:
+                    height: int | None = None, seed: int = 0, write_train_ids: bool = False,
+                    force: bool = False) -> Path:
     """Write n_train + n_val scenes of `size` x `height` (default size // 2) pixels; returns the root.
 
     cityscapes: leftImg8bit + gtFine labelIds (and labelTrainIds with `write_train_ids`).
     acdc: rgb_anon + gt labelTrainIds; frames take the conditions fog, night, rain, snow in
-    turn, so n images hold n/4 of each.
+    turn, so n images hold n/4 of each. An earlier set at `out` is replaced if it has the same layout and
+    seed (any, with `force`) and `out` holds nothing else.
     """
     if layout not in LAYOUTS:
         raise UserError(f"--layout {layout}: unknown; choose {' or '.join(LAYOUTS)}")
@@ -105,7 +125,7 @@ def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: i
         raise UserError(f"synthetic dataset {size}x{height}, {n_train}+{n_val} images: "
                         "need sizes >= 16 and counts >= 0")
     out = Path(out)
-    _check_out(out)
+    _check_out(out, layout, seed, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is not

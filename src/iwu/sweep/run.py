@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from iwu.config import add_imports, save_config
 from iwu.errors import UserError
-from iwu.files import locked
+from iwu.files import owned
 from iwu.rundir import CHECKPOINTS, FINAL, LAST, check_run_dir
 from iwu.sweep.grid import Point, expand, parse_modes, parse_seeds
 from iwu.sweep.outcome import Outcome, SweepInterrupted, save_summary, summarize
@@ -17,21 +15,10 @@ from iwu.sweep.outcome import Outcome, SweepInterrupted, save_summary, summarize
 LAUNCHERS = ("local", "slurm")
 
 
-@contextmanager
 def _lock(folder: Path):
     """One sweep at a time per folder: two would train the same runs into the same directories."""
-    with ExitStack() as stack:
-        try:  # only taking the lock is answered here, not errors of the sweep it guards
-            handle = stack.enter_context(locked(folder / "lock", wait=False))
-        except BlockingIOError:
-            holder = (folder / "lock").read_text().strip() or "?"
-            raise UserError(f"{folder}: another sweep over these runs is going on (process {holder}); "
-                            "wait for it or use another out=") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return owned(folder / "lock", f"{folder}: another sweep over these runs is going on (process {{holder}}); "
+                                  "wait for it or use another out=")
 
 
 def _check_existing(points: list[Point]) -> None:
