@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ bench: install
 	$(PY) benchmarks/data_loading.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/mobilenet_padding.py
+
+# What only a GPU can show (benchmarks/gpu_suite.py); without CUDA it says so and exits 0.
+bench-gpu: install
+	$(PY) benchmarks/gpu_suite.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -34,15 +34,16 @@ MAX_MS_PER_IMAGE = 10.0  # cc3d path, on this machine
 MAX_MS_PER_IMAGE_GPU = 2.0  # torch path on a GPU
 
 
-def predictions(regime: str, seed: int = 0) -> torch.Tensor:
+def predictions(regime: str, seed: int = 0, *, size: int = SIZE, batch: int = BATCH) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if regime == "noisy":
-        return torch.randint(0, CLASSES, (BATCH, SIZE, SIZE), generator=g)
+        return torch.randint(0, CLASSES, (batch, size, size), generator=g)
     if regime == "smooth":  # argmax of smooth random logits: large blobs
-        logits = torch.randn(BATCH, CLASSES, 12, 12, generator=g)
-        return F.interpolate(logits, size=(SIZE, SIZE), mode="bicubic", align_corners=False).argmax(1)
-    cells = torch.randint(0, CLASSES, (BATCH, 1, 136, 136), generator=g).float()  # ~6x6-pixel cells
-    return F.interpolate(cells, size=(SIZE, SIZE), mode="nearest")[:, 0].long()
+        logits = torch.randn(batch, CLASSES, 12, 12, generator=g)
+        return F.interpolate(logits, size=(size, size), mode="bicubic", align_corners=False).argmax(1)
+    side = max(1, size * 136 // SIZE)  # ~6x6-pixel cells at any size
+    cells = torch.randint(0, CLASSES, (batch, 1, side, side), generator=g).float()
+    return F.interpolate(cells, size=(size, size), mode="nearest")[:, 0].long()
 
 
 def entropies(shape, seed: int = 1) -> torch.Tensor:

@@ -44,6 +44,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -98,11 +99,15 @@ def make_batches(size: int, batch: int, device: torch.device) -> list[dict]:
 
 
 class Runner:
-    """One mode's module and optimizer, and a timed training step as Lightning's automatic optimization runs it."""
+    """One mode's module and optimizer, and a timed training step as Lightning's automatic optimization runs it.
 
-    def __init__(self, variant: str, members: str, precision: str, device: torch.device, seed: int = 0):
+    `extra`: more config overrides (e.g. trainer.channels_last=true), applied by the module as in a run.
+    """
+
+    def __init__(self, variant: str, members: str, precision: str, device: torch.device, seed: int = 0,
+                 extra: Sequence[str] = ()):
         mode, _, source = variant.partition("+")  # e.g. instance_uncertainty+mc_dropout
-        overrides = ["model.pretrained=false", f"mode={mode}", f"trainer.precision={precision}"]
+        overrides = ["model.pretrained=false", f"mode={mode}", f"trainer.precision={precision}", *extra]
         if source:
             overrides.append(f"loss.source={source}")
         if members == "mobilenet":

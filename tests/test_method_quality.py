@@ -2,23 +2,15 @@
 so the protocol script cannot rot between the long runs it exists for."""
 
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "method_quality.py"
+from benchmark_script import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def method_quality():
-    spec = importlib.util.spec_from_file_location("method_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_benchmark("method_quality")
 
 
 def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, tmp_path, capsys):
