@@ -1,8 +1,9 @@
 """The training engine end to end on synthetic scenes: every mode, the run directory, resume, NaN, the command."""
 
 import json
-import os
 import math
+import os
+import signal
 
 import lightning as L
 import pytest
@@ -13,7 +14,7 @@ from iwu.checkpoints import BEFORE_NONFINITE
 from iwu.cli import main
 from iwu.config import load_config
 from iwu.data import SegmentationDataModule
-from iwu.errors import UserError
+from iwu.errors import Stopped, UserError
 from iwu.mask_store import MaskWriter
 from iwu.optim import poly_lr
 from iwu.train import train
@@ -125,7 +126,10 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(base, tmp_pa
         train(_config(base, out, *args), callbacks=[CrashAt(crash_at)], progress=False)
     assert not (out / "final.json").exists()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * (crash_at // 3)
+    stale = out / "checkpoints" / ".last.ckpt.k9x2.tmp"  # what a kill -9 in the middle of a checkpoint leaves
+    stale.write_bytes(b"half a checkpoint")
     resumed = train(_config(base, out, *args, "resume=true"), progress=False)
+    assert not stale.exists()
     assert resumed == {**whole, "experiment": resumed["experiment"]}
     a = torch.load(tmp_path / "whole" / "checkpoints" / "best_ensemble.ckpt", weights_only=True)["state_dict"]
     b = torch.load(out / "checkpoints" / "best_ensemble.ckpt", weights_only=True)["state_dict"]
@@ -300,3 +304,43 @@ def test_a_run_that_builds_the_cache_ends_like_one_that_finds_it_built(base, tmp
     first = train(_config(base, tmp_path / "first", *args), progress=False)  # builds the cache
     second = train(_config(base, tmp_path / "second", *args), progress=False)  # reads it
     assert first == second
+
+
+class _SignalAt(L.Callback):
+    """Stops training at a step as a scheduler (SIGTERM) or a user (Ctrl-C) would."""
+
+    def __init__(self, step, how):
+        self.step, self.how = step, how
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            if self.how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, to Lightning's own handler
+            else:
+                raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how, status, name", [("sigterm", 143, "SIGTERM"), ("ctrl-c", 130, "Ctrl-C")])
+def test_a_signal_stops_the_run_unfinished_with_the_shells_status(base, tmp_path, how, status, name):
+    out = tmp_path / "run"
+    with pytest.raises(Stopped) as err:
+        train(_config(base, out, "mode=standard", "trainer.max_steps=8"), callbacks=[_SignalAt(5, how)],
+              progress=False)
+    assert err.value.status == status
+    assert str(err.value).startswith(f"{out}: stopped by {name} at step ")
+    assert "resume=true continues it from its checkpoint" in str(err.value)  # validated at step 3
+    assert not (out / "final.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again
+    final = train(_config(base, out, "mode=standard", "trainer.max_steps=8", "resume=true"), progress=False)
+    assert final["steps"] == 8 and (out / "final.json").is_file()
+
+
+def test_the_command_exits_with_the_signals_status(monkeypatch, capsys, base):
+    import iwu.train
+
+    def stopped(config, **kwargs):
+        raise Stopped("runs/x: stopped by SIGTERM at step 7, unfinished", 143)
+
+    monkeypatch.setattr(iwu.train, "train", stopped)
+    assert main(["train", str(base)]) == 143
+    assert capsys.readouterr().err == "iwu train: runs/x: stopped by SIGTERM at step 7, unfinished\n"

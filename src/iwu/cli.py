@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from iwu.errors import UserError
+from iwu.errors import Stopped, UserError
 
 
 def _whole(minimum: int):
@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"iwu {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Stopped as err:
+        print(f"iwu {args.command}: {err}", file=sys.stderr)
+        return err.status
     except KeyboardInterrupt:
         print(f"iwu {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -33,6 +33,17 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove what `atomic_write` leaves in `folder` when its process is killed mid-write (a temporary
+    up to the size of a whole checkpoint); only for a folder no other process is writing to."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 

@@ -15,19 +15,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import signal
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
 from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
-from iwu.errors import UserError
-from iwu.files import atomic_write_json, owned
+from iwu.errors import Stopped, UserError
+from iwu.files import atomic_write_json, owned, remove_stale_temporaries
 from iwu.inference import init_members
 from iwu.logs import run_loggers
 from iwu.modes import MODES
@@ -170,6 +172,7 @@ def _run_lock(out: Path):
 
 def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
     check_run_dir(config, out)
+    remove_stale_temporaries(out / CHECKPOINTS)  # of a process killed mid-write; this one holds the run now
     if config.resume and (out / FINAL).exists():
         print(f"{out}: finished already; {FINAL} holds its results")
         try:
@@ -200,6 +203,8 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
     except NonFiniteLoss as err:
         kept = ", ".join(str(p) for p in (last, last.parent / BEFORE_NONFINITE) if p.exists())
         raise UserError(f"{err} (kept: {kept}); try a lower learning rate or trainer.precision=32-true") from None
+    except SystemExit as err:  # Lightning's answer to SIGTERM and to Ctrl-C: exit status 0 and 1
+        raise _stopped(err, out, trainer.global_step, last) from None
     if module.validated_step != trainer.global_step:  # the last steps since a validation count too
         trainer.validate(module, datamodule=dm, verbose=False)
     final = _final(config, dm, module, tracker, trainer.global_step)
@@ -207,6 +212,24 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png")
         atomic_write_json(out / FINAL, final)
     return final
+
+
+def _stopped(err: SystemExit, out: Path, step: int, last: Path) -> Stopped:
+    """The signal that stopped `trainer.fit`, as one line and its shell exit status.
+
+    Lightning raises SIGTERMException (a SystemExit with status 0) on SIGTERM, and on Ctrl-C swallows the
+    KeyboardInterrupt, ignores SIGINT from then on and exits with 1; neither says the run is unfinished.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left Ctrl-C ignored
+    if isinstance(err, SIGTERMException):
+        name, status = "SIGTERM", 143
+    elif isinstance(err.__context__, KeyboardInterrupt):
+        name, status = "Ctrl-C", 130
+    else:
+        raise err  # not a signal: someone's own exit
+    kept = f"from its checkpoint ({last})" if last.exists() else "from the start (no checkpoint yet)"
+    return Stopped(f"{out}: stopped by {name} at step {step}, unfinished; the same command with resume=true "
+                   f"continues it {kept}", status)
 
 
 def config_summary(config: RunConfig) -> str:
