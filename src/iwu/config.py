@@ -21,6 +21,7 @@ from typing import Literal
 
 import yaml
 
+from .bounded import check_bounded
 from .errors import UserError
 from .files import atomic_write_bytes
 
@@ -168,6 +169,7 @@ def _read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     if raw is None:  # an empty file is an empty config
         return {}
+    check_bounded(raw, str(path))
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     return raw
@@ -207,6 +209,7 @@ def _apply_override(raw: dict, text: str) -> None:
         value = yaml.safe_load(value)
     except yaml.YAMLError:
         raise UserError(f"{key}: cannot read the value {value!r} (YAML)") from None
+    check_bounded(value, f"override {key}")
     node = raw
     for i, part in enumerate(parts[:-1]):
         node = node[_index(node, part, key)] if isinstance(node, list) else node.setdefault(part, {})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from iwu.bounded import check_bounded
 from iwu.errors import UserError
 
 FINAL = "final.json"  # written last: its presence means the run finished
@@ -50,6 +51,7 @@ def check_run_dir(config, out: Path) -> None:
         raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{saved}: cannot read the run's config ({err})") from None
+    check_bounded(raw, str(saved))
     before = _flat(_with_defaults(raw))
     now = _flat(config.to_dict())
     ignored = ("resume", "imports")

@@ -177,8 +177,8 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         print(f"{out}: finished already; {FINAL} holds its results")
         try:
             return json.loads((out / FINAL).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise UserError(f"{out / FINAL}: unreadable ({err}); delete it to finish the run again") from None
+        except (OSError, ValueError, RecursionError) as err:
+            raise UserError(f"{out / FINAL}: unreadable ({type(err).__name__}); delete it to finish the run again") from None
     import_user_modules(config.imports)
     check_weights(config)  # every missing file at once, before any data is prepared
     save_config(config, out / CONFIG)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from iwu.bounded import check_bounded
 from iwu.data.common import (
     IGNORE_INDEX,
     LabelMap,
@@ -54,6 +55,7 @@ def read_classes(path: Path) -> dict:
         spec = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    check_bounded(spec, str(path))
     if not isinstance(spec, dict):
         raise UserError(f"{path}: expected a mapping with a `classes` list")
     ignore = spec.get("ignore_index", IGNORE_INDEX)

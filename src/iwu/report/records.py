@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from iwu.bounded import check_bounded
 from iwu.errors import UserError
 from iwu.rundir import FINAL
 
@@ -42,6 +43,9 @@ def _load_json(path: Path) -> dict:
         raise UserError(f"{path}: unreadable ({err.strerror or err})") from None
     except (UnicodeDecodeError, ValueError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nests deeper than Python can read; not a file iwu wrote") from None
+    check_bounded(data, str(path))
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
