@@ -1,6 +1,8 @@
 """Every bad input gives one line naming the file: listed all at once by `--check`, raised on loading."""
 
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -74,6 +76,26 @@ def _truncated(root):
     return label, "unreadable label"
 
 
+def _half_rows(root):
+    """A PNG cut off inside its pixel data and closed again: a whole zlib stream of the top half, valid chunks.
+    Pillow decodes it without a word, the lower half black."""
+    image, _ = _pairs(root)[2]
+    with Image.open(image) as img:
+        pixels = np.asarray(img.convert("RGB"))
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height // 2))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                      + chunk(b"IEND", b""))
+    with Image.open(image) as img:
+        img.load()  # what Pillow alone accepts
+    return image, "its pixel data stops before the last row"
+
+
 def _colour_label(root):
     image, label = _pairs(root)[0]
     Image.open(image).save(label)
@@ -92,8 +114,8 @@ def _missing_folder(root):
     return root / "gtFine" / "train", "missing folder"
 
 
-BREAKS = [_no_label, _no_image, _bad_value, _size_mismatch, _unreadable, _truncated, _colour_label, _empty_split,
-          _missing_folder]
+BREAKS = [_no_label, _no_image, _bad_value, _size_mismatch, _unreadable, _truncated, _half_rows, _colour_label,
+          _empty_split, _missing_folder]
 
 
 def _load_all(root):

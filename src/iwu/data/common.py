@@ -10,6 +10,8 @@ byte for byte and report the same one-line problems.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +90,45 @@ def raise_if_problems(problems: list[str]) -> None:
 
 def _open(path: Path, what: str) -> Image.Image:
     try:
-        img = Image.open(path)
+        data = path.read_bytes()
+        img = Image.open(io.BytesIO(data))
         img.load()  # decode now, so truncated files fail here and not later
-        return img
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DataFileError(f"{path}: unreadable {what} ({reason})") from None
+    if img.format == "PNG" and not png_rows_complete(data):
+        raise DataFileError(f"{path}: unreadable {what} (its pixel data stops before the last row; "
+                            "the file was cut off when written or copied)")
+    return img
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_rows_complete(data: bytes) -> bool:
+    """Whether a PNG's compressed data holds every row its header promises.
+
+    Pillow decodes a PNG whose zlib stream ends early (a whole, valid stream of half the rows) without a
+    word and leaves the missing rows black; counting the inflated bytes against the header finds it.
+    """
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        return True  # not a PNG Pillow would have opened as one
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        cols, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if cols and rows:
+            expected += rows * (1 + -(-cols * bits // 8))  # a filter byte and the packed samples per row
+    inflate, got, pos = zlib.decompressobj(), 0, 8
+    while pos + 8 <= len(data) and got < expected:
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            got += len(inflate.decompress(data[pos + 8:pos + 8 + length], expected - got + 1))
+        pos += 12 + length
+    return got >= expected
 
 
 def load_image(path: Path) -> Image.Image:
