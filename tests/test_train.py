@@ -344,3 +344,26 @@ def test_the_command_exits_with_the_signals_status(monkeypatch, capsys, base):
     monkeypatch.setattr(iwu.train, "train", stopped)
     assert main(["train", str(base)]) == 143
     assert capsys.readouterr().err == "iwu train: runs/x: stopped by SIGTERM at step 7, unfinished\n"
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_ones(base, tmp_path, monkeypatch):
+    import errno
+
+    def full(obj, f, *args, **kwargs):  # as torch.save fails on a full disk: a RuntimeError over the OSError
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+
+    class FillTheDisk(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 4:
+                monkeypatch.setattr(torch, "save", full)
+
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"checkpoints/.*: no space left on its disk to write it \(the file there "
+                                        r"before is intact\)"):
+        train(_config(base, out, "mode=standard", "trainer.max_steps=8"), callbacks=[FillTheDisk()], progress=False)
+    monkeypatch.undo()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert not list((out / "checkpoints").glob(".*.tmp"))

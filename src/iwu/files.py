@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from iwu.errors import UserError
 
 
 _UMASK = os.umask(0)
@@ -27,10 +30,26 @@ def atomic_write(path, write) -> Path:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full(err):
+            kept = "the file there before is intact" if path.exists() else "nothing was written"
+            raise UserError(f"{path}: no space left on its disk to write it ({kept}); free some space "
+                            "and run again (a run: resume=true)") from None
         raise
     return path
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether `err` comes from a full disk or quota, also when wrapped (torch.save raises a RuntimeError
+    whose context is the OSError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def remove_stale_temporaries(folder) -> list[Path]:
@@ -76,8 +95,6 @@ def owned(path, busy: str):
     If another process holds it, a UserError at once: `busy` with ``{holder}`` replaced by that
     process's id (a killed holder frees the lock, so a crash never leaves it stuck).
     """
-    from iwu.errors import UserError
-
     with ExitStack() as stack:
         try:  # only taking the lock is answered here, not errors of the work it guards
             handle = stack.enter_context(locked(path, wait=False))

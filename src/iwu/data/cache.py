@@ -16,9 +16,11 @@ old store or the new one, never a half-built one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -127,6 +129,18 @@ def _remove_stale(directory: Path, keep: set[str]) -> None:
             path.unlink(missing_ok=True)  # open memmaps elsewhere keep their data (POSIX)
 
 
+def _reserve(path: Path) -> None:
+    """Give a new memmap file its disk blocks now. The file is sparse until written, and a write through a
+    mapping that finds the disk full is a SIGBUS that kills the process without a word; reserving turns a
+    full disk into an OSError (ENOSPC) here, before any image is decoded."""
+    size = path.stat().st_size
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    elif shutil.disk_usage(path.parent).free < size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None:
     if len(dataset) == 0:
         raise UserError(f"{dataset.root}: split {dataset.split} has no images to cache")
@@ -137,6 +151,8 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
     try:
         images = np.lib.format.open_memmap(tmp["images"], mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
         labels = np.lib.format.open_memmap(tmp["labels"], mode="w+", dtype=np.uint8, shape=(n, s, s))
+        for path in tmp.values():
+            _reserve(path)
         counts = np.zeros(256, dtype=np.int64)
         loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=no_collate)
         desc = f"caching {dataset.kind} {dataset.split} at {s}"
