@@ -203,3 +203,46 @@ def test_predict_keeps_images_of_the_same_name_apart(run, tmp_path, capsys):
     (tmp_path / "a" / "x.jpg").write_bytes(a.read_bytes())
     assert main(["predict", str(out), str(a), str(tmp_path / "a" / "x.jpg"), "--out", str(tmp_path / "q")]) == 2
     assert "would write the same" in capsys.readouterr().err
+
+
+class _Crafted:
+    def __reduce__(self):  # what a malicious checkpoint carries: code run on unpickling
+        import os
+
+        return (os.system, ("echo crafted > /dev/null",))
+
+
+def _damaged_copies(run, tmp_path):
+    """(file, words of the one-line answer) for checkpoints broken in every way a shared file can be."""
+    source = run / "checkpoints" / "best_ensemble.ckpt"
+    good = torch.load(source, weights_only=True)
+    cases = []
+
+    flipped = {**good, "state_dict": {k: v.clone() for k, v in good["state_dict"].items()}}
+    name = next(k for k, v in flipped["state_dict"].items() if v.is_floating_point())
+    flipped["state_dict"][name].view(-1)[0] += 1.0  # a changed number under the old digest
+    cases.append(("flipped.ckpt", lambda p: torch.save(flipped, p), "weights differ from the digest"))
+    cases.append(("crafted.ckpt", lambda p: torch.save({"x": _Crafted()}, p), "refused: it holds code"))
+    cases.append(("truncated.ckpt", lambda p: p.write_bytes(source.read_bytes()[:5000]), "cannot read the checkpoint"))
+    cases.append(("empty.ckpt", lambda p: p.write_bytes(b""), "cannot read the checkpoint"))
+    cases.append(("notes.ckpt", lambda p: p.write_text("not a checkpoint"), "cannot read the checkpoint"))
+    fewer = {**good, "iwu": {**good["iwu"], "classes": good["iwu"]["classes"][:5]}}
+    cases.append(("fewer_classes.ckpt", lambda p: torch.save(fewer, p), "do not fit the 5 classes"))
+    files = []
+    for file, write, words in cases:
+        path = tmp_path / file
+        write(path)
+        files.append((path, words))
+    return files
+
+
+def test_damaged_or_crafted_checkpoints_are_one_line_everywhere(run, tmp_path, capsys):
+    out, root = run
+    for path, words in _damaged_copies(out, tmp_path):
+        for args in (["evaluate", str(path), "--data", f"cityscapes:{root}"],
+                     ["predict", str(path), str(root / "leftImg8bit" / "val"), "--out", str(tmp_path / "p")],
+                     ["masks", str(path), "--data", f"cityscapes:{root}", "--out", str(tmp_path / "m")]):
+            assert main(args) == 2, (path.name, args[0])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and str(path) in err[0] and words in err[0], (path.name, args[0], err)
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}"]) == 0  # the digest of a sound file agrees

@@ -367,3 +367,36 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_ones(bas
     monkeypatch.undo()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_resume_refuses_a_damaged_crafted_or_foreign_last_checkpoint(base, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(_config(base, out, "mode=standard", "trainer.max_steps=6"), callbacks=[CrashAt(4)], progress=False)
+    last = out / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    resume = _config(base, out, "mode=standard", "trainer.max_steps=6", "resume=true")
+
+    saved = torch.load(last, weights_only=True)
+    name = next(k for k, v in saved["state_dict"].items() if v.is_floating_point())
+    saved["state_dict"][name].view(-1)[0] += 1.0  # a changed number under the old digest
+    torch.save(saved, last)
+    with pytest.raises(UserError, match="last.ckpt: its weights differ from the digest"):
+        train(resume, progress=False)
+
+    torch.save({"state_dict": {}, "x": Crash()}, last)
+    with pytest.raises(UserError, match="last.ckpt: refused: it holds code"):
+        train(resume, progress=False)
+
+    other = tmp_path / "other"
+    one = "members=[{name: deeplabv3plus_mobilenet, lr: 0.001}]"
+    with pytest.raises(Crash):
+        train(_config(base, other, "mode=standard", "trainer.max_steps=6", one), callbacks=[CrashAt(4)],
+              progress=False)
+    last.write_bytes((other / "checkpoints" / "last.ckpt").read_bytes())  # another run's checkpoint
+    with pytest.raises(UserError, match="a checkpoint of members deeplabv3plus_mobilenet, not this run's "
+                                        "deeplabv3plus_mobilenet, deeplabv3plus_mobilenet"):
+        train(resume, progress=False)
+
+    last.write_bytes(good)
+    assert train(resume, progress=False)["steps"] == 6

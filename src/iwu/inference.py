@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from iwu.checkpoints import read_checkpoint, verify_weights
 from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
@@ -30,14 +31,6 @@ class Loaded(NamedTuple):
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _read(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        reason = " ".join(str(err).split())[:160]
-        raise UserError(f"{path}: cannot read the checkpoint ({reason})") from None
 
 
 def _build_as_trained(config: RunConfig, about: dict, path: Path) -> list[str]:
@@ -62,7 +55,8 @@ def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
         path = path / BEST
     elif not path.is_file():
         raise UserError(f"{path}: no such run directory or checkpoint")
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint(path)
+    verify_weights(checkpoint, path)
     about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
     if not isinstance(about, dict) or "config" not in about:
         raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
@@ -129,12 +123,14 @@ def load_models(target, device=None) -> Loaded:
         config.members = [type(config.members[0])(**about["member"])]
     names = _build_as_trained(config, about, path)
     module = EnsembleModule(config, about["classes"])
-    if "member" in about:
-        module.members[0].load_state_dict(checkpoint["state_dict"])
-        module.names = [about["name"]]
-    else:
-        module.load_state_dict(checkpoint["state_dict"])
-        module.names = names
+    target = module.members[0] if "member" in about else module
+    try:
+        target.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:  # weights of other members or another class count than its record says
+        detail = " ".join(str(err).split("\n\t")[1:2]).strip()[:200]
+        raise UserError(f"{path}: its weights do not fit the {len(about['classes'])} classes and members "
+                        f"({', '.join(names)}) its record names: {detail}; the file was altered or mixed up") from None
+    module.names = [about["name"]] if "member" in about else names
     return Loaded(module.to(device).eval(), config, run_dir, device)
 
 

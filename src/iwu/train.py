@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
+from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints, read_checkpoint
 from iwu.config import RunConfig, run_dir, save_config
 from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
@@ -38,17 +38,33 @@ from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
 from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
 
-def _resume_step(path: Path, config: RunConfig) -> int:
+def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: the weights stay unread
+    saved = read_checkpoint(path, mmap=True)  # mmap: the weights stay unread until Lightning loads them
+    about = saved.get("iwu") if isinstance(saved.get("iwu"), dict) else {}
+    if "global_step" not in saved or "config" not in about:
+        raise UserError(f"{path}: not a training checkpoint of an iwu run; delete it to start the run afresh")
+    _same_run(path, about, config, classes)
     names = [m.name for m in config.members]
-    today = names_at_revision(names, saved.get("iwu", {}).get("models_revision", 1))
+    today = names_at_revision(names, about.get("models_revision", 1))
     if today != names:
         changed = ", ".join(sorted({f"{a} (now {b})" for a, b in zip(names, today) if a != b}))
         raise UserError(f"{path}: saved by an earlier iwu, when {changed} was another network; resuming would "
                         "train its weights in the new one: start a new run with out=DIR (iwu evaluate still "
                         "loads this run as it was trained)")
     return int(saved["global_step"])
+
+
+def _same_run(path: Path, about: dict, config: RunConfig, classes) -> None:
+    """A last.ckpt of another run (copied in, or a folder reused) would fail deep in Lightning, or train on."""
+    theirs = [m.get("name") for m in about["config"].get("members", [])]
+    ours = [m.name for m in config.members]
+    if theirs != ours:
+        raise UserError(f"{path}: a checkpoint of members {', '.join(theirs) or 'none'}, not this run's "
+                        f"{', '.join(ours)}; resume the run it belongs to, or start this one in a new out=DIR")
+    if len(about.get("classes", classes)) != len(classes):
+        raise UserError(f"{path}: a checkpoint of {len(about['classes'])} classes, not this run's {len(classes)}; "
+                        "resume the run it belongs to, or start this one in a new out=DIR")
 
 
 def build_datamodule(config: RunConfig):
@@ -197,7 +213,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
     if config.model.init_from and resume_from is None:  # a resumed run has its own weights
         init_members(module, config.model.init_from, strict=config.model.init_strict)
     trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
-                            resume_step=_resume_step(resume_from, config) if resume_from else 0)
+                            resume_step=_resume_step(resume_from, config, module.classes) if resume_from else 0)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     except NonFiniteLoss as err:
