@@ -68,3 +68,29 @@ def test_a_deeply_nested_final_json_is_one_line_in_the_report(tmp_path, capsys):
     (run / "final.json").write_text(json.dumps(nested))
     assert main(["report", str(tmp_path)]) == 2
     assert f"final.json: nests deeper than {MAX_DEPTH} levels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "configs/demo.yaml", "seed=-1"], "seed: expected an integer from 0 to 4294967295"),
+    (["train", "configs/demo.yaml", "seed=4294967296"], "seed: expected an integer from 0 to 4294967295"),
+    (["train", "configs/demo.yaml", "data.size=100000"], "`size` 100000 is above 4096"),
+    (["sweep", "configs/demo.yaml", "--seeds", "99999999999", "--dry-run"], "a sweep takes at most 10,000"),
+    (["sweep", "configs/demo.yaml", "--seeds", "3000000", "--dry-run"], "3,000,000 seeds"),
+    (["sweep", "configs/demo.yaml", "--seeds", "4294967290-4294967299", "--dry-run"], "seeds go up to 4294967295"),
+    (["evaluate", "RUN", "--data", "cityscapes:/x", "--size", "100000"], "argument --size: 100000 is above 4096"),
+    (["evaluate", "RUN", "--data", "cityscapes:/x", "--uncertainty-threshold", "nan"], "'nan' is not a finite"),
+])
+def test_out_of_range_numbers_are_one_line_before_any_work(args, words, capsys, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    if args[0] == "train":
+        args = [*args, f"out={tmp_path / 'run'}"]
+    start = time.perf_counter()
+    try:
+        status = main(args)
+    except SystemExit as exit_:  # argparse's own errors
+        status = exit_.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert words in err[-1] and time.perf_counter() - start < 10

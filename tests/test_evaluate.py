@@ -246,3 +246,24 @@ def test_damaged_or_crafted_checkpoints_are_one_line_everywhere(run, tmp_path, c
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and str(path) in err[0] and words in err[0], (path.name, args[0], err)
     assert main(["evaluate", str(out), "--data", f"cityscapes:{root}"]) == 0  # the digest of a sound file agrees
+
+
+def test_an_output_path_that_is_a_file_is_one_line_for_every_command(run, tmp_path, capsys):
+    out, root = run
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file, not a folder")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}],
+                                      "model": {"pretrained": False},
+                                      "data": {"kind": "cityscapes", "root": str(root), "size": SIZE}}))
+    images = str(root / "leftImg8bit" / "val")
+    for args in (["train", str(config), f"out={taken}"],
+                 ["evaluate", str(out), "--data", f"cityscapes:{root}", "--save-predictions", str(taken)],
+                 ["predict", str(out), images, "--out", str(taken)],
+                 ["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(taken)],
+                 ["report", str(out), "--out", str(taken)],
+                 ["synth", "--out", str(taken)]):
+        assert main(args) == 2, args[0]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(taken) in err[0], (args[0], err)
+    assert taken.read_text() == "a file, not a folder"

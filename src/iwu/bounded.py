@@ -14,6 +14,9 @@ from iwu.errors import UserError
 
 MAX_VALUES = 100_000  # values (scalars, lists, mappings) a config or result file may hold, shared ones counted each time
 MAX_DEPTH = 100  # lists and mappings nested in one another
+# An image side: 4096 holds Cityscapes' 2048x1024 twice over; past it one probability map of 19 classes
+# alone is over a gigabyte per member (a typo of a digit asked for 100000 and grew past 8 GB unannounced).
+MAX_SIDE = 4096
 
 
 class _Exceeded(Exception):

@@ -8,13 +8,16 @@ below becomes one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import sys
 
+from iwu.bounded import MAX_SIDE
 from iwu.errors import Stopped, UserError
 
 
-def _whole(minimum: int):
-    """An argparse type for whole numbers >= minimum, so a bad count is argparse's one-line error."""
+def _whole(minimum: int, maximum: int | None = None):
+    """An argparse type for whole numbers in [minimum, maximum], so a bad count is argparse's one-line error."""
 
     def parse(text: str) -> int:
         try:
@@ -23,13 +26,27 @@ def _whole(minimum: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is above {maximum}")
         return value
 
-    parse.__name__ = f"whole number >= {minimum}"
+    parse.__name__ = f"whole number >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     return parse
 
 
-COUNT, POSITIVE = _whole(0), _whole(1)
+def _finite(text: str) -> float:
+    """An argparse type for a finite number (float() also takes nan and inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+_finite.__name__ = "finite number"
+COUNT, POSITIVE, SIDE = _whole(0), _whole(1), _whole(16, MAX_SIDE)
 
 
 def _add_import_option(p: argparse.ArgumentParser, what: str) -> None:
@@ -143,10 +160,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="KIND:ROOT",
                    help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
     p.add_argument("--split", default="val")
-    p.add_argument("--size", type=POSITIVE, default=None, help="image side (default: the run's training size)")
+    p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same numbers)")
     p.add_argument("--workers", type=COUNT, default=0, help="processes decoding images")
-    p.add_argument("--uncertainty-threshold", type=float, default=None,
+    p.add_argument("--uncertainty-threshold", type=_finite, default=None,
                    help="PAvPU's threshold (default: the mean patch uncertainty of the split)")
     p.add_argument("--save-predictions", metavar="DIR", default=None,
                    help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds); a folder "
@@ -171,7 +188,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", required=True, help="folder for the PNGs, outside the images' folders")
     _add_overwrite_option(p, "PNGs")
-    p.add_argument("--size", type=POSITIVE, default=None, help="side the ensemble sees (default: training size)")
+    p.add_argument("--size", type=SIDE, default=None, help="side the ensemble sees (default: training size)")
     p.add_argument("--device", default=None)
     _add_import_option(p, "")
     p.set_defaults(func=_run_predict)
@@ -194,7 +211,7 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
                                                 "loss.masks_dir=DIR); an earlier mask folder is added to")
     _add_overwrite_option(p, "files in a folder that holds no masks")
     p.add_argument("--split", default="train")
-    p.add_argument("--size", type=POSITIVE, default=None, help="image side (default: the run's training size)")
+    p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1)
     p.add_argument("--workers", type=COUNT, default=0)
     p.add_argument("--device", default=None)
@@ -234,7 +251,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, help="class names in train-id order, comma-separated "
                                                    "(default: Cityscapes' 19 for cityscapes and acdc)")
     p.add_argument("--experiment", default="published", help="experiment name in reports")
-    p.add_argument("--size", type=POSITIVE, default=768, help="image side for evaluate, predict and masks")
+    p.add_argument("--size", type=SIDE, default=768, help="image side for evaluate, predict and masks")
     p.set_defaults(func=_run_import)
 
 
@@ -254,7 +271,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", default=None, help="folder for the files (default: RUN/export)")
-    p.add_argument("--size", type=POSITIVE, default=None, help="image side traced (default: the training size)")
+    p.add_argument("--size", type=SIDE, default=None, help="image side traced (default: the training size)")
     _add_import_option(p, "")
     p.set_defaults(func=_run_export)
 
@@ -345,7 +362,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
     p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
     p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
-    p.add_argument("--size", type=POSITIVE, default=256, help="image width in pixels")
+    p.add_argument("--size", type=SIDE, default=256, help="image width in pixels")
     p.add_argument("--height", type=POSITIVE, default=None, help="image height (default: half the width)")
     p.add_argument("--seed", type=COUNT, default=0, help="same seed, same bytes")
     p.add_argument("--train-ids", action="store_true", help="cityscapes: also write *_gtFine_labelTrainIds.png")
@@ -367,7 +384,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it")
     p.add_argument("--data", required=True, metavar="KIND:ROOT",
                    help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
-    p.add_argument("--size", type=POSITIVE, default=768, help="side of the square training images")
+    p.add_argument("--size", type=SIDE, default=768, help="side of the square training images")
     p.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
     p.add_argument("--check", action="store_true", help="only validate: list every problem, exit 1 if any")
     p.add_argument("--cache-dir", default=None, help="cache root (default $IWU_CACHE or ~/.cache/iwu)")
@@ -397,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -414,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as err:
         print(f"iwu {args.command}: {err}", file=sys.stderr)
         return err.status
+    except OSError as err:
+        if err.errno not in _PATH_ERRNOS or not err.filename:
+            raise
+        # where the user sent output or input: a read-only folder, a file where a folder belongs, ...
+        print(f"iwu {args.command}: error: {err.filename}: {err.strerror}; choose another path", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"iwu {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -308,6 +308,9 @@ def _build(cls, raw, prefix: str):
     return cls(**kwargs)
 
 
+MAX_SEED = 2**32 - 1
+
+
 def _check_values(c: RunConfig) -> None:
     """Ranges that types alone do not say."""
 
@@ -321,6 +324,7 @@ def _check_values(c: RunConfig) -> None:
         near = difflib.get_close_matches(c.mode, list(MODES), n=1)
         raise UserError(f"mode: unknown mode {c.mode!r}{f'; did you mean {near[0]}?' if near else ''} (modes: "
                         f"{', '.join(sorted(MODES))}; your own: register_mode and --import)")
+    require("seed", c.seed, 0 <= c.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (numpy's seeds)")
     require("val_every", c.val_every, c.val_every >= 1, "an integer >= 1")
     require("members", c.members, c.members != [], "at least one member, e.g. [{name: deeplabv3plus_resnet101, lr: 1e-4}]")
     for i, m in enumerate(c.members):

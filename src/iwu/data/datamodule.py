@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from iwu.bounded import MAX_SIDE
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
 from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data.sources import build_dataset
@@ -68,8 +69,10 @@ def resolve_config(config: Mapping) -> dict:
         raise UserError(f"data config: unknown key {', '.join(unknown)}; known keys: {', '.join(DEFAULTS)}")
     cfg = {**DEFAULTS, **config}
     for key in ("size", "batch_size", "val_batch_size"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
             raise UserError(f"data config: `{key}` must be a positive whole number, not {cfg[key]!r}")
+    if cfg["size"] > MAX_SIDE:
+        raise UserError(f"data config: `size` {cfg['size']} is above {MAX_SIDE}, the largest image side iwu takes")
     for key in ("num_workers", "cache_workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise UserError(f"data config: `{key}` must be 0 or more, not {cfg[key]!r}")

@@ -17,8 +17,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwu.config import RunConfig, load_config
+from iwu.config import MAX_SEED, RunConfig, load_config
 from iwu.errors import UserError
+
+MAX_RUNS = 10_000  # seeds of one sweep: the paper ran 30
 
 
 
@@ -39,14 +41,25 @@ def parse_seeds(text: str) -> list[int]:
             seeds = [int(part) for part in text.split(",")]
         elif "-" in text.strip("-"):
             first, last = (int(part) for part in text.split("-"))
-            seeds = list(range(first, last + 1))
+            seeds = _bounded(text, range(first, last + 1))
         else:
-            seeds = list(range(int(text)))
+            seeds = _bounded(text, range(int(text)))
     except ValueError:
         seeds = []
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {text}: expected a count (30), a range (10-19) or a list (0,4,7) of seeds >= 0")
+    _bounded(text, seeds)
+    if max(seeds) > MAX_SEED:
+        raise UserError(f"--seeds {text}: seeds go up to {MAX_SEED}")
     return seeds
+
+
+def _bounded(text: str, seeds) -> list[int]:
+    """The seeds as a list, refused before it is built when there are more than MAX_RUNS (a typo of a few
+    digits would otherwise fill the memory, or plan millions of runs)."""
+    if len(seeds) > MAX_RUNS:
+        raise UserError(f"--seeds {text}: {len(seeds):,} seeds; a sweep takes at most {MAX_RUNS:,}")
+    return list(seeds)
 
 
 def parse_modes(text: str) -> list[str]:
