@@ -203,3 +203,23 @@ def test_folder_classes_file_problems(tmp_path, capsys):
     assert main(["prepare", "--data", f"folder:{tmp_path}", "--check", "--split", "train", "--workers", "0"]) == 1
     out = capsys.readouterr().out
     assert "labels/train/a.png: label values 3 are not known ids; expected class ids 0..1 and ignore 255" in out
+
+
+def test_a_split_without_any_labeled_pixel_is_flagged_and_not_trained_on(root, tmp_path, capsys):
+    from iwu.config import load_config
+    from iwu.train import train
+
+    for label in root.glob("gtFine/train/*/*_labelIds.png"):
+        Image.fromarray(np.zeros((32, 64), np.uint8)).save(label)  # labelId 0, "unlabeled": all ignore
+    assert main(["prepare", "--data", f"cityscapes:{root}", "--check", "--split", "train", "--workers", "0"]) == 1
+    assert capsys.readouterr().out.strip() == f"{root}: the train split has no labeled pixel (every label is " \
+                                              "ignore): nothing to learn from or score"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}],
+                                      "model": {"pretrained": False},
+                                      "data": {"kind": "cityscapes", "root": str(root), "size": 16,
+                                               "cache_dir": str(tmp_path / "cache")},
+                                      "trainer": {"max_steps": 2, "accelerator": "cpu"}}))
+    for mode in ("standard", "class_weighted"):
+        with pytest.raises(UserError, match="the train split has no labeled pixel"):
+            train(load_config(config, [f"mode={mode}", f"out={tmp_path / mode}"]), progress=False)

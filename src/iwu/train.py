@@ -73,7 +73,19 @@ def build_datamodule(config: RunConfig):
     dm = SegmentationDataModule(config.data, seed=config.seed)
     dm.prepare_data()
     dm.setup("fit")
+    if dm.config["cache"]:  # the store was just built or found: its class counts cost nothing
+        labeled_counts(dm)
     return dm
+
+
+def labeled_counts(dm):
+    """The training split's pixels per class; a UserError if none is labeled (every pixel ignore), which
+    would otherwise surface as a non-finite loss and a suggestion to lower the learning rate."""
+    counts = dm.train_class_counts()
+    if not counts.any():
+        raise UserError(f"{dm.config['root']}: the {dm.config['train_split']} split has no labeled pixel (every "
+                        "label is ignore): nothing to learn from; `iwu prepare --check` lists such splits")
+    return counts
 
 
 def build_module(config: RunConfig, dm) -> EnsembleModule:
@@ -82,7 +94,7 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
     if "class_weights" in needs:
         from iwu.losses import class_weights_from_counts
 
-        class_weights = class_weights_from_counts(dm.train_class_counts())
+        class_weights = class_weights_from_counts(labeled_counts(dm))
     if "masks" in needs:
         from iwu.mask_store import MaskStore
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from iwu.data.common import Sample, load_pair, no_collate
+from iwu.data.common import IGNORE_INDEX, Sample, load_pair, no_collate
 from iwu.data.sources import list_samples
 
 
 class _PairProblems(torch.utils.data.Dataset):
+    """Per pair: its problems, and whether its label has a pixel that is not ignore."""
+
     def __init__(self, samples: list[Sample]):
         self.samples = samples
 
@@ -22,7 +24,10 @@ class _PairProblems(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
-        return load_pair(self.samples[index])[2]
+        sample = self.samples[index]
+        _, values, problems = load_pair(sample)
+        labeled = values is not None and bool((sample.labels.lut[values] != IGNORE_INDEX).any())
+        return problems, labeled
 
 
 def check_split(source: dict, split: str, workers: int = 0) -> tuple[int, list[str]]:
@@ -30,8 +35,13 @@ def check_split(source: dict, split: str, workers: int = 0) -> tuple[int, list[s
     samples, problems = list_samples(source, split)
     loader = torch.utils.data.DataLoader(_PairProblems(samples), batch_size=None, num_workers=workers, collate_fn=no_collate)
     desc = f"checking {source['kind']} {split}"
-    for found in tqdm(loader, total=len(samples), desc=desc, unit="pair"):
+    labeled = False
+    for found, has_labels in tqdm(loader, total=len(samples), desc=desc, unit="pair"):
         problems += found
+        labeled |= has_labels
+    if samples and not labeled and not problems:
+        problems.append(f"{source['root']}: the {split} split has no labeled pixel (every label is ignore): "
+                        "nothing to learn from or score")
     return len(samples), problems
 
 

@@ -90,13 +90,13 @@ def raise_if_problems(problems: list[str]) -> None:
 
 def _open(path: Path, what: str) -> Image.Image:
     try:
-        data = path.read_bytes()
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(path)
         img.load()  # decode now, so truncated files fail here and not later
+        complete = img.format != "PNG" or png_rows_complete(path.read_bytes())
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DataFileError(f"{path}: unreadable {what} ({reason})") from None
-    if img.format == "PNG" and not png_rows_complete(data):
+    if not complete:
         raise DataFileError(f"{path}: unreadable {what} (its pixel data stops before the last row; "
                             "the file was cut off when written or copied)")
     return img
