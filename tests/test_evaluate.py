@@ -78,14 +78,32 @@ def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_
     assert (out / "reliability_cityscapes.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_member_checkpoint_evaluates_as_an_ensemble_of_one(run):
+def test_a_member_checkpoint_is_scored_as_itself_beside_the_ensemble(run, tmp_path, capsys):
+    from iwu.report import collect
+
     out, root = run
     member = out / "checkpoints" / "best_deeplabv3plus_mobilenet_1.pt"
     assert main(["evaluate", str(member), "--data", f"cityscapes:{root}", "--split", "train"]) == 0
-    record = json.loads((out / "eval_cityscapes_train.json").read_text())
-    assert list(record["results"]) == ["deeplabv3plus_mobilenet_1", "ensemble"]
-    assert record["results"]["ensemble"] == record["results"]["deeplabv3plus_mobilenet_1"]
+    record = json.loads((out / "eval_cityscapes_train@best_deeplabv3plus_mobilenet_1.json").read_text())
+    assert list(record["results"]) == ["deeplabv3plus_mobilenet_1"]  # no "ensemble" of one posing as the run's
+    assert record["evaluated"] == "deeplabv3plus_mobilenet_1" and record["checkpoint"] == member.name
     assert "mutual_information" not in record["uncertainty"]  # one member has no epistemic part
+    assert (out / "reliability_cityscapes_train@best_deeplabv3plus_mobilenet_1.png").is_file()
+    # the ensemble's evaluation of the same set is a file of its own, and the report keeps them apart
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--split", "train"]) == 0
+    ensemble = json.loads((out / "eval_cityscapes_train.json").read_text())["results"]
+    scored = {(r.model, r.eval): r for r in collect(out, member="all")}
+    assert scored["ensemble", "cityscapes/train"].miou == pytest.approx(ensemble["ensemble"]["miou"])
+    own = scored["deeplabv3plus_mobilenet_1", "cityscapes/train"]  # its own best, not the ensemble's step
+    assert own.miou == pytest.approx(record["results"]["deeplabv3plus_mobilenet_1"]["miou"])
+    assert own.source.name == "eval_cityscapes_train@best_deeplabv3plus_mobilenet_1.json"
+    # another state of the run (its last checkpoint) is named as such, never as the run's ensemble
+    assert main(["evaluate", str(out / "checkpoints" / "last.ckpt"), "--data", f"cityscapes:{root}",
+                 "--split", "train"]) == 0
+    models = {r.model for r in collect(out, member="all") if r.eval == "cityscapes/train"}
+    assert {"ensemble@last", "deeplabv3plus_mobilenet_0@last"} <= models
+    assert collect(out)[0].model == "ensemble"
+    capsys.readouterr()
 
 
 def test_evaluate_errors_are_one_line(run, tmp_path, capsys):

@@ -24,9 +24,8 @@ from iwu.ensemble import ENSEMBLE, NonFiniteLoss
 from iwu.errors import UserError
 from iwu.files import atomic_write
 from iwu.models import MODELS_REVISION
-from iwu.rundir import LAST
+from iwu.rundir import BEST_ENSEMBLE, LAST
 
-BEST_ENSEMBLE = f"best_{ENSEMBLE}.ckpt"
 BEFORE_NONFINITE = "before_nonfinite.ckpt"
 
 

@@ -21,7 +21,7 @@ from iwu.calibration import UncertaintyMeter
 from iwu.data.common import atomic_save_png
 from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
-from iwu.inference import Loaded, check_classes, load_models, member_probabilities
+from iwu.inference import BEST, Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots.reliability import save_reliability_diagram
@@ -89,6 +89,16 @@ def format_table(classes, results: dict) -> str:
     return "\n".join(lines)
 
 
+def result_name(loaded: Loaded, label: str) -> tuple[str, str]:
+    """(file name part, model evaluated): ``acdc`` and ``ensemble`` for a run's best ensemble, ``acdc@<file>``
+    and the member's name for any other checkpoint, so results of different checkpoints never replace
+    each other."""
+    if loaded.checkpoint is None or loaded.checkpoint.name == BEST.name:
+        return label, ENSEMBLE
+    evaluated = loaded.module.names[0] if len(loaded.module.names) == 1 else ENSEMBLE
+    return f"{label}@{loaded.checkpoint.stem}", evaluated
+
+
 def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: int = 1, workers: int = 0,
                  uncertainty_threshold=None, save_predictions=None, device=None, overwrite: bool = False) -> int:
     from iwu.data.sources import build_dataset, parse_data_spec
@@ -105,11 +115,15 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
     out = evaluate(loaded, dataset, batch_size=batch_size, workers=workers,
                    uncertainty_threshold=uncertainty_threshold, save_predictions=save_predictions)
+    name, evaluated = result_name(loaded, label)
     record = {"dataset": label, "kind": source["kind"], "root": str(dataset.root), "split": split,
-              "size": dataset.size, "images": len(dataset), "classes": list(dataset.classes), **out}
-    path = atomic_write_json(loaded.run_dir / f"eval_{label}.json", record)
-    figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{label}.png",
-                                      title=f"ensemble on {label}", classes=list(dataset.classes))
+              "size": dataset.size, "images": len(dataset), "classes": list(dataset.classes),
+              "checkpoint": loaded.checkpoint.name, "evaluated": evaluated, **out}
+    if evaluated != ENSEMBLE:  # one member's own best: an "ensemble" of it would pose as the run's ensemble
+        record["results"] = {evaluated: out["results"][evaluated]}
+    path = atomic_write_json(loaded.run_dir / f"eval_{name}.json", record)
+    figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{name}.png",
+                                      title=f"{evaluated} on {label}", classes=list(dataset.classes))
     print(format_table(dataset.classes, out["results"]))
     unc = out["uncertainty"]
     print(f"\nensemble: ECE {unc['ece']:.4f}, classwise ECE {unc['classwise_ece']:.4f}; "

@@ -18,8 +18,9 @@ from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
 from iwu.models import import_user_modules, names_at_revision
+from iwu.rundir import BEST_ENSEMBLE, CHECKPOINTS
 
-BEST = Path("checkpoints") / "best_ensemble.ckpt"
+BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE
 
 
 class Loaded(NamedTuple):
@@ -27,6 +28,7 @@ class Loaded(NamedTuple):
     config: RunConfig
     run_dir: Path  # where results about this model are written
     device: torch.device
+    checkpoint: Path | None = None  # the file the weights came from
 
 
 def default_device() -> torch.device:
@@ -131,7 +133,7 @@ def load_models(target, device=None) -> Loaded:
         raise UserError(f"{path}: its weights do not fit the {len(about['classes'])} classes and members "
                         f"({', '.join(names)}) its record names: {detail}; the file was altered or mixed up") from None
     module.names = [about["name"]] if "member" in about else names
-    return Loaded(module.to(device).eval(), config, run_dir, device)
+    return Loaded(module.to(device).eval(), config, run_dir, device, path)
 
 
 def check_classes(loaded: Loaded, dataset) -> None:

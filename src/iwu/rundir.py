@@ -17,6 +17,7 @@ FINAL = "final.json"  # written last: its presence means the run finished
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
+BEST_ENSEMBLE = "best_ensemble.ckpt"  # every member's weights at the ensemble's best validation
 LOCK = ".lock"  # held by the process training the run
 
 

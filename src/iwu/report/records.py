@@ -9,7 +9,7 @@ from pathlib import Path
 
 from iwu.bounded import check_bounded
 from iwu.errors import UserError
-from iwu.rundir import FINAL
+from iwu.rundir import BEST_ENSEMBLE, FINAL
 
 EVAL_GLOB = "eval_*.json"
 ENSEMBLE = "ensemble"
@@ -96,12 +96,12 @@ def _eval_label(name: str) -> str:
     return kind if split in ("", "val") else name
 
 
-def _members(path: Path, where: str, results: dict, member: str) -> list[str]:
+def _members(path: Path, eval_name: str, results: dict, member: str) -> list[str]:
     if member == ALL:
         return list(results)
     if member not in results:
-        raise UserError(f"{path}: no model {member!r} in `{where}` (it has: {', '.join(results) or 'none'}); "
-                        f"choose one with --member, or --member all")
+        raise UserError(f"{path}: no model {member!r} scored on {eval_name} (it has: "
+                        f"{', '.join(results) or 'none'}); choose one with --member, or --member all")
     return [member]
 
 
@@ -119,29 +119,52 @@ def _run_records(final_path: Path, member: str) -> list[Record]:
     if not isinstance(results, dict) or not (results or "imported" in data):
         raise UserError(f"{final_path}: `results` must map model names to their scores")
 
-    # eval dataset -> (source, {model: scores}); later sources replace earlier ones for the same dataset
-    sets: dict[str, tuple[Path, str, dict]] = {train: (final_path, "results", results)} if results else {}
+    # eval dataset -> model -> (source, where in it, scores); a later source replaces an earlier one's model
+    sets: dict[str, dict[str, tuple[Path, str, dict]]] = {}
+
+    def add(eval_name: str, source: Path, where: str, scores: dict) -> None:
+        sets.setdefault(eval_name, {}).update({m: (source, f"{where}[{m!r}]", s) for m, s in scores.items()})
+
+    if results:
+        add(train, final_path, "results", results)
     extra = data.get("val_extra") or {}
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
         raise UserError(f"{final_path}: `val_extra` must map validation sets to {{model: scores}}")
     for loader, scores in extra.items():
-        sets[_eval_label(loader)] = (final_path, f"val_extra[{loader!r}]", scores)
-    for eval_path in sorted(run.glob(EVAL_GLOB)):
-        ev = _load_json(eval_path)
+        add(_eval_label(loader), final_path, f"val_extra[{loader!r}]", scores)
+    for eval_path, ev in _eval_files(run):
         dataset = _text(eval_path, ev, "dataset")
         split = ev.get("split") or "val"
         if _classes(eval_path, ev) != classes:
             raise UserError(f"{eval_path}: its classes differ from those of {final_path}")
         if not isinstance(ev.get("results"), dict) or not ev["results"]:
             raise UserError(f"{eval_path}: `results` must map model names to their scores")
-        sets[_eval_label(f"{dataset}/{split}")] = (eval_path, "results", ev["results"])
+        kind = dataset.removesuffix(f"_{split}")  # `iwu evaluate` names a split other than val in the dataset
+        add(_eval_label(f"{kind}/{split}"), eval_path, "results", _as_evaluated(ev))
 
     records = []
-    for eval_name, (source, where, scores) in sets.items():
-        for model in _members(source, where, scores, member):
-            iou, miou = _scores(source, f"{where}[{model!r}]", scores[model], classes)
+    for eval_name, scored in sets.items():
+        for model in _members(final_path, eval_name, scored, member):
+            source, where, scores = scored[model]
+            iou, miou = _scores(source, where, scores, classes)
             records.append(Record(experiment, mode, seed, model, train, eval_name, classes, iou, miou, source, run))
     return records
+
+
+def _eval_files(run: Path) -> list[tuple[Path, dict]]:
+    """The run's `iwu evaluate` files, those of its best ensemble first: a member's evaluation of its own best
+    checkpoint then replaces that member's scores taken at the ensemble's best step."""
+    files = [(path, _load_json(path)) for path in sorted(run.glob(EVAL_GLOB))]
+    return sorted(files, key=lambda f: f[1].get("checkpoint", BEST_ENSEMBLE) != BEST_ENSEMBLE)
+
+
+def _as_evaluated(ev: dict) -> dict:
+    """{model: scores} of an eval file; the models of a checkpoint other than the run's best ensemble (its
+    last.ckpt, say) named ``<model>@<file>``, so they never pass for the run's own."""
+    checkpoint = ev.get("checkpoint", BEST_ENSEMBLE)
+    if checkpoint == BEST_ENSEMBLE or ev.get("evaluated", ENSEMBLE) != ENSEMBLE:
+        return ev["results"]
+    return {f"{model}@{Path(checkpoint).stem}": scores for model, scores in ev["results"].items()}
 
 
 def _final_files(folder) -> list[Path]:
