@@ -400,3 +400,10 @@ def test_resume_refuses_a_damaged_crafted_or_foreign_last_checkpoint(base, tmp_p
 
     last.write_bytes(good)
     assert train(resume, progress=False)["steps"] == 6
+
+
+def test_a_run_shorter_than_val_every_validates_and_checkpoints_its_last_step(base, tmp_path):
+    out = tmp_path / "run"
+    final = train(_config(base, out, "mode=standard", "trainer.max_steps=2", "val_every=100"), progress=False)
+    assert final["results"]["ensemble"]["best_step"] == 2
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

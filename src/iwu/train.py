@@ -235,6 +235,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         raise _stopped(err, out, trainer.global_step, last) from None
     if module.validated_step != trainer.global_step:  # the last steps since a validation count too
         trainer.validate(module, datamodule=dm, verbose=False)
+        trainer.save_checkpoint(last, weights_only=False)  # and the state they reached, as at any validation
     final = _final(config, dm, module, tracker, trainer.global_step)
     if trainer.is_global_zero:
         save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png")
