@@ -57,3 +57,13 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "iwu", "demo", "--out", str(tmp_path), "trainer.max_step=3"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "did you mean trainer.max_steps" in run.stderr
+
+
+def test_the_table_shows_a_spread_only_where_there_are_seeds_to_spread():
+    from iwu.demo import per_class_table
+
+    one = {"standard": [{"iou": [0.5, None], "miou": 0.5}], "instance_uncertainty": [{"iou": [0.6, None], "miou": 0.6}]}
+    table = per_class_table(["road", "train"], one, [0.9, 0.1])
+    assert "±" not in table and "0.500" in table and "+0.100" in table
+    two = {m: runs * 2 for m, runs in one.items()}
+    assert "0.500±0.000" in per_class_table(["road", "train"], two, [0.9, 0.1])

@@ -902,3 +902,15 @@ def test_rare_row_is_each_runs_mean_over_the_rarest_classes_and_is_tested(tmp_pa
     assert "needs --class-counts" in capsys.readouterr().err
     assert main(["report", str(runs), "--class-counts", str(counts), "--rare", "5"]) == 2
     assert "only 4 classes with pixels" in capsys.readouterr().err
+
+
+def test_in_domain_and_cross_domain_of_the_same_runs_are_not_tested_against_each_other(tmp_path, capsys):
+    for seed in range(3):
+        iou = run_iou("standard", seed)
+        write_run(tmp_path / f"seed{seed}", "standard", seed, {"ensemble": iou},
+                  val_extra={"cityscapes/val": {"ensemble": iou[::-1]}})
+    table = build_table([tmp_path])
+    assert [c.label for c in table.columns] == ["standard / acdc->acdc", "standard / acdc->cityscapes"]
+    assert table.comparison is None  # two views of the same runs, not two samples
+    written = write_report([tmp_path], tmp_path / "out")
+    assert "figure" not in written and "p (Welch)" not in written["md"].read_text()

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,6 +162,17 @@ def test_the_same_command_again_skips_all_four(swept, capsys):
     assert "0 finished, 0 failed, 4 skipped" in out
     after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "sweep" not in p.parts}
     assert after == before  # nothing trained or rewritten
+    summary = json.loads((root / "sweep" / "summary.json").read_text())["runs"]
+    assert all(r["state"] == "skipped" and Path(r["log"]).is_file() for r in summary)  # their logs still named
+
+
+def test_a_dry_run_read_in_part_ends_quietly(tmp_path):
+    reader = subprocess.Popen([sys.executable, "-m", "iwu", "sweep", str(demo_config_path()), "--seeds", "2000",
+                               "--dry-run", f"out={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()  # as `| head -1` does
+    assert reader.wait(timeout=60) in (0, 141)
+    assert b"Traceback" not in reader.stderr.read()
 
 
 def test_report_over_the_sweep_prints_the_table(swept, capsys):

@@ -86,6 +86,9 @@ def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode):
 def test_best_member_checkpoint_holds_only_that_member(base, tmp_path):
     out = tmp_path / "run"
     final = train(_config(base, out, "mode=standard", "trainer.max_steps=3"), progress=False)
+    for logs in ("csv", "tensorboard"):  # the resolved config beside the logs (TensorBoard's HPARAMS)
+        hparams = yaml.safe_load((out / "logs" / logs / "hparams.yaml").read_text())
+        assert hparams["mode"] == "standard" and hparams["trainer"]["max_steps"] == 3
     member = torch.load(out / "checkpoints" / f"best_{NAMES[1]}.pt", weights_only=True)
     assert member["iwu"]["member"] == {**MEMBERS[1], "args": {}} and member["iwu"]["step"] == 3
     assert member["iwu"]["miou"] == final["results"][NAMES[1]]["miou"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 
 from iwu.bounded import MAX_SIDE
@@ -434,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as err:
         print(f"iwu {args.command}: {err}", file=sys.stderr)
         return err.status
+    except BrokenPipeError:  # the reader went away (`iwu ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except OSError as err:
         if err.errno not in _PATH_ERRNOS or not err.filename:
             raise

@@ -30,8 +30,9 @@ def _cell(values: list[float | None]) -> str:
     present = [v for v in values if v is not None]
     if not present:
         return f"{'--':>13}"
-    spread = statistics.stdev(present) if len(present) > 1 else 0.0
-    return f"{statistics.fmean(present):>7.3f}±{spread:<5.3f}"
+    if len(present) == 1:  # one seed has no spread to show
+        return f"{present[0]:>7.3f}      "
+    return f"{statistics.fmean(present):>7.3f}±{statistics.stdev(present):<5.3f}"
 
 
 def per_class_table(classes, results: dict[str, list[dict]], share) -> str:

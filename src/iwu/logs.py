@@ -53,7 +53,12 @@ class ResumedCSVLogger(CSVLogger):
         return writer
 
 
-def run_loggers(out: Path, resume_step: int = 0) -> list:
-    """`out/logs/csv/metrics.csv` and `out/logs/tensorboard/` (`tensorboard --logdir out/logs`)."""
-    return [ResumedCSVLogger(out, name="logs", version="csv", resume_step=resume_step),
-            TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
+def run_loggers(out: Path, resume_step: int = 0, hparams: dict | None = None) -> list:
+    """`out/logs/csv/metrics.csv` and `out/logs/tensorboard/` (`tensorboard --logdir out/logs`), each given
+    `hparams` (the resolved config: TensorBoard's HPARAMS tab, and hparams.yaml beside the logs)."""
+    loggers = [ResumedCSVLogger(out, name="logs", version="csv", resume_step=resume_step),
+               TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
+    if hparams:
+        for logger in loggers:
+            logger.log_hyperparams(hparams)
+    return loggers

@@ -138,7 +138,7 @@ def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resu
         devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,  # every N steps, across epochs
-        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step),
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step, config.to_dict()),
         callbacks=[*callbacks, *([ProgressBar()] if progress else [])],
         enable_checkpointing=False,  # RunCheckpoints keeps the files
         plugins=[AtomicCheckpointIO(), *_cluster_plugins()],

@@ -130,7 +130,7 @@ def _render(table: Table, fmt: str, percent: bool) -> str:
 def _write(table: Table, out: Path, formats: list[str], percent: bool) -> dict[str, Path]:
     written = {f: atomic_write_bytes(out / FORMATS[f], _render(table, f, percent).encode("utf-8"))
                for f in formats}
-    if len(table.columns) == 2:
+    if table.comparison is not None:
         written["figure"] = save_difference_figure(table, 0, 1, out / FIGURE, percent=percent)
     return written
 

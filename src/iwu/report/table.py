@@ -63,7 +63,7 @@ class Comparison:
 class Table:
     classes: tuple[str, ...]
     columns: tuple[Column, ...]
-    comparison: Comparison | None = None  # when exactly two columns
+    comparison: Comparison | None = None  # when exactly two columns scoring the same validation set
     paper: Mapping[str, PaperMatch | None] = field(default_factory=dict)  # column label -> match
     share: tuple[float, ...] | None = None  # training-set share per class
     std: str = SAMPLE  # the columns' standard deviation: sample (ddof=1) or population (ddof=0)
@@ -127,7 +127,9 @@ def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = Non
         raise UserError("no runs to report")
     columns = tuple(_column(label, rs, std) for label, rs in groups.items())
     classes = columns[0].records[0].classes
-    comparison = compare(*columns, test=test) if len(columns) == 2 else None
+    # two columns of other validation sets (in-domain and cross-domain of the same runs) are not a contrast
+    comparable = len(columns) == 2 and columns[0].shared("eval") == columns[1].shared("eval")
+    comparison = compare(*columns, test=test) if comparable else None
     matches: dict[str, PaperMatch | None] = {}
     if paper is not None:
         published = paper_columns(paper)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def last_words(log: Path | None, limit: int = 240) -> str:
 
 def summarize(root: Path, outcomes: list[Outcome]) -> str:
     counts = {state: sum(o.state == state for o in outcomes) for state in STATES}
-    lines = [f"iwu sweep: {len(outcomes)} runs under {root}: "
+    lines = [f"iwu sweep: {plural(len(outcomes), 'run')} under {root}: "
              + ", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "interrupted")
              + (" (finished before)" if counts["skipped"] else "")]
     for o in outcomes:
@@ -53,6 +54,19 @@ def summarize(root: Path, outcomes: list[Outcome]) -> str:
     if counts["finished"] + counts["skipped"]:
         lines.append(f"  tables: iwu report {root}")
     return "\n".join(lines)
+
+
+def earlier_logs(path: Path) -> dict[str, Path]:
+    """Point name -> its log, from the summary an earlier sweep left (so a skipped run keeps its log)."""
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+        return {r["name"]: Path(r["log"]) for r in runs if r.get("log")}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def save_summary(path: Path, outcomes: list[Outcome]) -> Path:

@@ -10,7 +10,7 @@ from iwu.errors import UserError
 from iwu.files import owned
 from iwu.rundir import CHECKPOINTS, FINAL, LAST, check_run_dir
 from iwu.sweep.grid import Point, expand, parse_modes, parse_seeds
-from iwu.sweep.outcome import Outcome, SweepInterrupted, save_summary, summarize
+from iwu.sweep.outcome import Outcome, SweepInterrupted, earlier_logs, plural, save_summary, summarize
 
 LAUNCHERS = ("local", "slurm")
 
@@ -30,7 +30,7 @@ def _check_existing(points: list[Point]) -> None:
         except UserError as err:
             problems.append(str(err))
     if problems:
-        more = f" (and {len(problems) - 1} more runs)" if len(problems) > 1 else ""
+        more = f" (and {plural(len(problems) - 1, 'more run')})" if len(problems) > 1 else ""
         raise UserError(f"{problems[0]}{more}; a sweep continues its own runs only")
 
 
@@ -68,14 +68,15 @@ def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", ove
     states = {p.name: _state(p) for p in points}
     todo = [p for p in points if states[p.name] != "finished"]
     resuming = sum(states[p.name] == "resume" for p in todo)
-    print(f"iwu sweep: {len(points)} runs under {root}: {len(points) - len(todo)} finished already, "
+    print(f"iwu sweep: {plural(len(points), 'run')} under {root}: {len(points) - len(todo)} finished already, "
           f"{resuming} to resume, {len(todo) - resuming} to start ({launcher}, {parallel} at a time)")
     if dry_run:
         for p in todo:
             print(f"  {states[p.name]:>6}  {p.run}")
         return 0
-    skipped = [Outcome(p, "skipped") for p in points if states[p.name] == "finished"]
     folder = root / "sweep"
+    logs = earlier_logs(folder / "summary.json")
+    skipped = [Outcome(p, "skipped", logs.get(p.name)) for p in points if states[p.name] == "finished"]
     order = {p.name: i for i, p in enumerate(points)}
     with _lock(folder):
         try:
