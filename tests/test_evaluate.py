@@ -285,3 +285,25 @@ def test_an_output_path_that_is_a_file_is_one_line_for_every_command(run, tmp_pa
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(taken) in err[0], (args[0], err)
     assert taken.read_text() == "a file, not a folder"
+
+
+def test_native_scores_at_the_labels_own_size_as_the_official_evaluator_does(run, tmp_path):
+    out, root = run
+    args = ["evaluate", str(out), "--data", f"cityscapes:{root}"]
+    assert main(args + ["--native"]) == 0  # labels already at SIZE: the same numbers as at the training size
+    assert main(args) == 0
+    same = json.loads((out / "eval_cityscapes-native.json").read_text())
+    assert same["size"] == "native"
+    assert same["results"] == json.loads((out / "eval_cityscapes.json").read_text())["results"]
+    # wide scenes (2:1, as Cityscapes' 2048x1024): the model sees SIZE x SIZE, scores at 2*SIZE x SIZE
+    wide = write_synthetic(tmp_path / "wide", "cityscapes", n_train=0, n_val=2, size=2 * SIZE, height=SIZE, seed=5)
+    predictions = tmp_path / "pred"
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{wide}", "--native", "--save-predictions",
+                 str(predictions)]) == 0
+    assert {Image.open(p).size for p in predictions.rglob("*.png")} == {(2 * SIZE, SIZE)}
+    record = json.loads((out / "eval_cityscapes-native.json").read_text())
+    official = _official_class_ious(predictions, wide)
+    for c, name in enumerate(record["classes"]):
+        ours = record["results"]["ensemble"]["iou"][c]
+        if ours is not None:
+            assert ours == pytest.approx(official[name], abs=1e-12)

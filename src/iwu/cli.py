@@ -152,7 +152,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
                         workers=args.workers, uncertainty_threshold=args.uncertainty_threshold,
-                        save_predictions=args.save_predictions, device=args.device, overwrite=args.overwrite)
+                        save_predictions=args.save_predictions, device=args.device, overwrite=args.overwrite,
+                        native=args.native)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -164,6 +165,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same numbers)")
     p.add_argument("--workers", type=COUNT, default=0, help="processes decoding images")
+    p.add_argument("--native", action="store_true",
+                   help="score (and save) at each label's own resolution: the model sees --size, its logits are "
+                        "upsampled to the label (benchmark numbers; eval_<dataset>-native.json)")
     p.add_argument("--uncertainty-threshold", type=_finite, default=None,
                    help="PAvPU's threshold (default: the mean patch uncertainty of the split)")
     p.add_argument("--save-predictions", metavar="DIR", default=None,

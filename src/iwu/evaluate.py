@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from iwu.calibration import UncertaintyMeter
-from iwu.data.common import atomic_save_png
+from iwu.data.common import atomic_save_png, load_label
 from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
 from iwu.inference import BEST, Loaded, check_classes, load_models, member_probabilities
@@ -27,12 +27,31 @@ from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots.reliability import save_reliability_diagram
 
 
-def dataset_label(source: dict, split: str) -> str:
-    """`acdc`, `acdc-fog+night`, `cityscapes_test`: names the file and the column of a report."""
+def dataset_label(source: dict, split: str, native: bool = False) -> str:
+    """`acdc`, `acdc-fog+night`, `cityscapes-native`, `cityscapes_test`: names the file and the column of a
+    report (scores at the labels' own resolution are another column than at the training size)."""
     label = source["kind"]
     if source.get("conditions"):
         label += "-" + "+".join(source["conditions"])
+    if native:
+        label += "-native"
     return label if split == "val" else f"{label}_{split}"
+
+
+class NativeLabels(torch.utils.data.Dataset):
+    """The items of `dataset` (images at its size), each label at the resolution it has on disk."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.kind, self.split, self.classes = dataset.kind, dataset.split, dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item, sample = self.dataset[index], self.dataset.samples[index]
+        values = load_label(sample.label, sample.labels)
+        return {**item, "label": torch.from_numpy(sample.labels.lut[values].astype(np.int64))}
 
 
 def _scores(confusion: torch.Tensor, names: list[str]) -> dict:
@@ -56,9 +75,15 @@ def _save_predictions(folder: Path, names, pred: torch.Tensor, kind: str) -> Non
 
 @torch.no_grad()
 def evaluate(loaded: Loaded, dataset, *, batch_size: int = 1, workers: int = 0, uncertainty_threshold=None,
-             save_predictions=None, progress: bool = True) -> dict:
-    """Scores of every member and the ensemble on `dataset`, and the uncertainty's quality."""
+             save_predictions=None, progress: bool = True, native: bool = False) -> dict:
+    """Scores of every member and the ensemble on `dataset`, and the uncertainty's quality.
+
+    `native`: each image is still seen at the dataset's size, and its logits are upsampled to its label's
+    own resolution, where it is scored (and saved); labels of other sizes do not batch, so one at a time.
+    """
     check_classes(loaded, dataset)
+    if native:
+        dataset, batch_size = NativeLabels(dataset), 1
     module, device = loaded.module, loaded.device
     names = [*module.names, ENSEMBLE]
     num_classes = len(module.classes)
@@ -67,7 +92,7 @@ def evaluate(loaded: Loaded, dataset, *, batch_size: int = 1, workers: int = 0, 
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     for batch in tqdm(loader, desc=f"evaluate {dataset.kind} {dataset.split}", unit="batch", disable=not progress):
         images, labels = batch["image"].to(device), batch["label"].to(device)
-        members = member_probabilities(module, images)
+        members = member_probabilities(module, images, labels.shape[-2:])
         mean = members.mean(dim=0)
         preds = torch.cat([members.argmax(dim=2), mean.argmax(dim=1).unsqueeze(0)])
         confusion += confusion_matrices(preds, labels, num_classes)
@@ -100,7 +125,8 @@ def result_name(loaded: Loaded, label: str) -> tuple[str, str]:
 
 
 def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: int = 1, workers: int = 0,
-                 uncertainty_threshold=None, save_predictions=None, device=None, overwrite: bool = False) -> int:
+                 uncertainty_threshold=None, save_predictions=None, device=None, overwrite: bool = False,
+                 native: bool = False) -> int:
     from iwu.data.sources import build_dataset, parse_data_spec
 
     source = parse_data_spec(data)
@@ -108,16 +134,16 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
         refuse_overlap(save_predictions, [source["root"]], "--save-predictions")
     loaded = load_models(target, device)
     dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
-    label = dataset_label(source, split)
+    label = dataset_label(source, split, native)
     if save_predictions is not None:
         refuse_existing((Path(save_predictions) / f"{name}.png" for name in dataset.names), "--save-predictions",
                         overwrite)
         Path(save_predictions).mkdir(parents=True, exist_ok=True)
     out = evaluate(loaded, dataset, batch_size=batch_size, workers=workers,
-                   uncertainty_threshold=uncertainty_threshold, save_predictions=save_predictions)
+                   uncertainty_threshold=uncertainty_threshold, save_predictions=save_predictions, native=native)
     name, evaluated = result_name(loaded, label)
     record = {"dataset": label, "kind": source["kind"], "root": str(dataset.root), "split": split,
-              "size": dataset.size, "images": len(dataset), "classes": list(dataset.classes),
+              "size": "native" if native else dataset.size, "images": len(dataset), "classes": list(dataset.classes),
               "checkpoint": loaded.checkpoint.name, "evaluated": evaluated, **out}
     if evaluated != ENSEMBLE:  # one member's own best: an "ensemble" of it would pose as the run's ensemble
         record["results"] = {evaluated: out["results"][evaluated]}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from iwu.checkpoints import read_checkpoint, verify_weights
 from iwu.config import RunConfig, config_from_dict
@@ -143,6 +144,10 @@ def check_classes(loaded: Loaded, dataset) -> None:
 
 
 @torch.no_grad()
-def member_probabilities(module: EnsembleModule, images: torch.Tensor) -> torch.Tensor:
-    """(M, B, C, H, W) softmax of every member, in float32."""
-    return torch.stack([z.float().softmax(dim=1) for z in module(images)])
+def member_probabilities(module: EnsembleModule, images: torch.Tensor, size=None) -> torch.Tensor:
+    """(M, B, C, H, W) softmax of every member, in float32; with `size` (H, W), of its logits upsampled
+    (bilinear) to that size first, as a prediction at a label's own resolution is made."""
+    logits = [z.float() for z in module(images)]
+    if size is not None and tuple(size) != tuple(logits[0].shape[-2:]):
+        logits = [F.interpolate(z, size=tuple(size), mode="bilinear", align_corners=False) for z in logits]
+    return torch.stack([z.softmax(dim=1) for z in logits])
