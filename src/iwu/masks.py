@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from iwu.errors import UserError
 from iwu.inference import check_classes, load_models
 from iwu.mask_store import INDEX, MaskWriter
 from iwu.outputs import refuse_existing, refuse_overlap
@@ -25,8 +24,6 @@ def refuse_foreign_files(out, overwrite: bool) -> None:
     """A mask folder is new, empty or a mask store already (masks are added to it); a folder of other
     files is not replaced without --overwrite."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder; choose a folder for the masks")
     if out.is_dir() and not (out / INDEX).exists():
         refuse_existing(list(out.iterdir())[:1], "--out", overwrite)
 
