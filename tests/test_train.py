@@ -410,3 +410,18 @@ def test_a_run_shorter_than_val_every_validates_and_checkpoints_its_last_step(ba
     final = train(_config(base, out, "mode=standard", "trainer.max_steps=2", "val_every=100"), progress=False)
     assert final["results"]["ensemble"]["best_step"] == 2
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_logged_steps_count_from_one_as_final_json_does(base, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    final = train(_config(base, out, "mode=standard", "trainer.max_steps=7", "val_every=3"), progress=False)
+    with (out / "logs" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    trained = [int(r["step"]) for r in rows if r["train/loss"]]
+    validated = [int(r["step"]) for r in rows if r["val/ensemble/miou"]]
+    assert trained == list(range(1, 8)) and validated == [3, 6, 7]  # after 3 and 6 steps, and at the end
+    best = final["results"]["ensemble"]
+    row = next(r for r in rows if r["val/ensemble/miou"] and int(r["step"]) == best["best_step"])
+    assert float(row["val/ensemble/miou"]) == pytest.approx(best["miou"])

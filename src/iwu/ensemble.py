@@ -199,6 +199,9 @@ class EnsembleModule(L.LightningModule):
         for name, loss in zip(self.names, losses.detach()):
             self.log(f"train/{name}/loss", loss)
         self.log("train/loss", losses.detach().mean(), prog_bar=True)
+        # the logs' step is the step's number, counted from 1 as final.json and the console count; Lightning
+        # would write the steps done before it (0 for the first), and a validation after step 25 at 24
+        self.log("step", float(self.global_step + 1))
         return losses.sum()
 
     # --- validation -------------------------------------------------------------------
@@ -231,4 +234,5 @@ class EnsembleModule(L.LightningModule):
                 scores[name] = ([None if v != v else float(v) for v in iou.tolist()], miou)
                 self.log(f"{prefix}/{name}/miou", miou, prog_bar=(i == 0 and name == ENSEMBLE), sync_dist=False)
             self.latest[loader] = scores
+        self.log("step", float(self.global_step))  # after global_step steps, as final.json's best_step says
         self.validated_step = self.global_step

@@ -23,12 +23,13 @@ def _rows_before(path: Path, step: int) -> tuple[list[str], list[dict]]:
         return [], []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) < step]
+        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= step]
         return list(reader.fieldnames or []), rows
 
 
 class ResumedCSVLogger(CSVLogger):
-    """A CSVLogger that continues `metrics.csv` from training step `resume_step` (0: a fresh file)."""
+    """A CSVLogger that continues `metrics.csv` after training step `resume_step` (0: a fresh file): the rows
+    of steps 1..resume_step and of the validation after it are kept."""
 
     def __init__(self, *args, resume_step: int = 0, **kwargs):
         super().__init__(*args, **kwargs)

@@ -138,7 +138,8 @@ def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resu
         devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
         val_check_interval=config.val_every, check_val_every_n_epoch=None,  # every N steps, across epochs
-        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, logger=run_loggers(out, resume_step, config.to_dict()),
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+        logger=run_loggers(out, resume_step, config.to_dict()),
         callbacks=[*callbacks, *([ProgressBar()] if progress else [])],
         enable_checkpointing=False,  # RunCheckpoints keeps the files
         plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
@@ -206,7 +207,8 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         try:
             return json.loads((out / FINAL).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as err:
-            raise UserError(f"{out / FINAL}: unreadable ({type(err).__name__}); delete it to finish the run again") from None
+            raise UserError(f"{out / FINAL}: unreadable ({type(err).__name__}); delete it to finish the run "
+                            "again") from None
     import_user_modules(config.imports)
     check_weights(config)  # every missing file at once, before any data is prepared
     save_config(config, out / CONFIG)
