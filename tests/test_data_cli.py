@@ -27,7 +27,7 @@ def test_synth_then_prepare(tmp_path, capsys, monkeypatch):
 def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert main(["prepare", "--data", "kitti:/x"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
-    assert main(["synth", "--out", str(tmp_path / "s"), "--size", "8"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "s"), "--size", "32", "--height", "8"]) == 2
     assert "need sizes >= 16" in capsys.readouterr().err
 
 
@@ -38,6 +38,7 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
         ["prepare", "--data", "cityscapes:/x", "--size", "0"],
         ["synth", "--out", "/tmp/never", "--seed", "-3"],
         ["synth", "--out", "/tmp/never", "--n-train", "two"],
+        ["synth", "--out", "/tmp/never", "--size", "8"],
         ["demo", "--seeds", "-1"],
         ["demo", "--seeds", "0"],
     ],

@@ -233,7 +233,9 @@ def test_a_failed_run_is_named_with_its_log_and_error(tmp_path, capsys):
 
 def test_ctrl_c_stops_the_running_processes(tmp_path, monkeypatch):
     point = expand(demo_config_path(), [0], ["standard"], [*_tiny(tmp_path), f"out={tmp_path / 'sw'}"])[1][0]
-    monkeypatch.setattr(local, "train_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(60)"])
+    # the child answers Ctrl-C even when this suite runs in the background, where SIGINT comes ignored
+    child = "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep(60)"
+    monkeypatch.setattr(local, "train_command", lambda *a: [sys.executable, "-c", child])
     calls = []
 
     def sleep(seconds):
