@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from iwu.checkpoints import read_checkpoint, verify_weights
+from iwu.checkpoint_files import read_checkpoint, verify_weights
 from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iwu.checkpoint_files import DIGEST, weights_digest
 from iwu.config import MemberConfig, RunConfig, save_config
 from iwu.errors import UserError
 from iwu.files import atomic_write, atomic_write_json
@@ -188,7 +189,8 @@ def _write_run(out: Path, config: RunConfig, classes: list[str], group: list[Pub
     about = {"config": config.to_dict(), "classes": classes, "members": names,
              "models_revision": MODELS_REVISION, "imported": imported}
     save_config(config, out / CONFIG)
-    atomic_write(out / BEST, lambda f: torch.save({"state_dict": state, "iwu": about}, f))
+    checkpoint = {"state_dict": state, "iwu": about, DIGEST: weights_digest(state)}
+    atomic_write(out / BEST, lambda f: torch.save(checkpoint, f))
     steps = [p.steps for p in group if p.steps is not None]
     final = {"experiment": config.experiment, "dataset": group[0].dataset, "mode": config.mode,
              "seed": config.seed, "classes": classes, "steps": max(steps) if steps else None,

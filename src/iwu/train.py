@@ -24,7 +24,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints, read_checkpoint
+from iwu.checkpoint_files import read_checkpoint
+from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
 from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss

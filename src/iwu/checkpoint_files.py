@@ -1,0 +1,62 @@
+"""Checkpoint files as iwu writes and reads them: a digest of the weights beside them, and a reader
+that loads nothing but tensors and plain values and answers every unreadable file in one line.
+
+torch only (no Lightning), so commands that only read or write checkpoints start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+
+from iwu.errors import UserError
+
+DIGEST = "weights_sha256"  # beside the weights in every checkpoint iwu writes
+
+
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes, in name order.
+
+    torch.load does not check its archive's CRCs, so a byte flipped inside a tensor on disk or on the
+    way between machines loads and evaluates to other numbers; the digest finds it (0.25 s for the
+    paper's 415 MB of weights).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def verify_weights(checkpoint: dict, path) -> None:
+    """A UserError naming `path` when the weights differ from the digest stored with them (files without
+    one, written by an earlier iwu or elsewhere, are taken as they are)."""
+    stored = checkpoint.get(DIGEST) if isinstance(checkpoint, dict) else None
+    if stored is not None and weights_digest(checkpoint.get("state_dict", {})) != stored:
+        raise UserError(f"{path}: its weights differ from the digest saved with them: the file was damaged "
+                        "after it was written (disk, copy, transfer); use another copy or checkpoint")
+
+
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """`torch.load(path, weights_only=True)` on the CPU (`mmap`: tensors read when touched), any failure one
+    line naming the file."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # no refused class or function named: not a checkpoint at all (text)
+            raise UserError(f"{path}: cannot read the checkpoint (not a PyTorch file)") from None
+        raise UserError(f"{path}: refused: it holds code or objects besides tensors and plain values, which iwu "
+                        "never loads from a shared file (weights_only)") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise UserError(f"{path}: cannot read the checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path}: not a checkpoint of iwu (no weights inside)")
+    return checkpoint
