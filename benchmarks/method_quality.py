@@ -13,7 +13,7 @@ Hedges' g, Welch's test and Benjamini-Hochberg adjusted p, and the figure.
 
     python benchmarks/method_quality.py --budget cpu      # about an hour on 2 CPU cores
     python benchmarks/method_quality.py --budget gpu      # the paper's members at 768x768, 10 seeds
-    python benchmarks/method_quality.py --budget quick    # minutes: a check that the script runs
+    python benchmarks/method_quality.py --quick           # minutes: a check that the script runs
 
 Written under `--out` (default runs/method_quality/<budget>): the scenes, the
 runs, `class_counts.json`, and `report/<eval>/<mode>/report.{md,csv}` with
@@ -188,6 +188,8 @@ def learned_by_baseline(runs: Path, counts: Path) -> dict[str, tuple[int, int]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=list(PROTOCOLS), default="cpu", help="the protocol (see the docstring)")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="budget",
+                        help="the same as --budget quick: minutes, a check that the script runs")
     parser.add_argument("--out", type=Path, default=None, help="folder for scenes, runs and reports "
                                                                 "(default runs/method_quality/<budget>)")
     parser.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (local caches only)")

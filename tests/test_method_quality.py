@@ -31,7 +31,7 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
     assert "trained on acdc, scored on cityscapes" in printed
     assert "learns" in printed and "| 5 rarest (mean) |" in printed
     # the same command again skips the finished runs
-    assert method_quality.main(["--budget", "quick", "--out", str(out)]) == 0
+    assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()
     assert "4 finished already" in again.out + again.err
 
