@@ -233,15 +233,19 @@ def test_a_failed_run_is_named_with_its_log_and_error(tmp_path, capsys):
 
 def test_ctrl_c_stops_the_running_processes(tmp_path, monkeypatch):
     point = expand(demo_config_path(), [0], ["standard"], [*_tiny(tmp_path), f"out={tmp_path / 'sw'}"])[1][0]
-    # the child answers Ctrl-C even when this suite runs in the background, where SIGINT comes ignored
-    child = "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep(60)"
+    # the child answers Ctrl-C even when this suite runs in the background, where SIGINT comes ignored, and
+    # says when it does: a signal sent while it still starts would find it ignoring
+    ready = tmp_path / "ready"
+    child = ("import pathlib, signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)")
     monkeypatch.setattr(local, "train_command", lambda *a: [sys.executable, "-c", child])
-    calls = []
+    real_sleep, pressed = time.sleep, []
 
-    def sleep(seconds):
-        calls.append(seconds)
-        if len(calls) == 2:
+    def sleep(seconds):  # Ctrl-C once, while the run is going
+        if ready.exists() and not pressed:
+            pressed.append(True)
             raise KeyboardInterrupt
+        real_sleep(min(seconds, 0.05))
 
     monkeypatch.setattr(local.time, "sleep", sleep)
     started = time.monotonic()
