@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from iwu.cli import main
 from iwu.config import load_config
 from iwu.demo import demo_config_path
@@ -67,3 +69,11 @@ def test_the_table_shows_a_spread_only_where_there_are_seeds_to_spread():
     assert "±" not in table and "0.500" in table and "+0.100" in table
     two = {m: runs * 2 for m, runs in one.items()}
     assert "0.500±0.000" in per_class_table(["road", "train"], two, [0.9, 0.1])
+
+
+def test_version_names_the_package_version(capsys):
+    import iwu
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"iwu {iwu.__version__}"

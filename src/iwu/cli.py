@@ -13,6 +13,7 @@ import math
 import os
 import sys
 
+from iwu import __version__
 from iwu.bounded import MAX_SIDE
 from iwu.errors import Stopped, UserError
 
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="iwu",
         description="Instance-wise uncertainty training for class-imbalanced semantic segmentation.",
     )
+    parser.add_argument("--version", action="version", version=f"iwu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     _add_sweep(sub)
