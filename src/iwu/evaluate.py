@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from iwu.calibration import UncertaintyMeter
-from iwu.data.common import atomic_save_png, load_label
+from iwu.data.common import atomic_save_png, load_pair, make_item, raise_if_problems, resize_pair
 from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
 from iwu.inference import BEST, Loaded, check_classes, load_models, member_probabilities
@@ -49,9 +49,11 @@ class NativeLabels(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        item, sample = self.dataset[index], self.dataset.samples[index]
-        values = load_label(sample.label, sample.labels)
-        return {**item, "label": torch.from_numpy(sample.labels.lut[values].astype(np.int64))}
+        sample = self.dataset.samples[index]
+        image, values, problems = load_pair(sample)  # one decode serves both sizes
+        raise_if_problems(problems)
+        resized, _ = resize_pair(image, values, sample.labels, self.dataset.size)
+        return make_item(resized, sample.labels.lut[values], sample.name)
 
 
 def _scores(confusion: torch.Tensor, names: list[str]) -> dict:

@@ -107,6 +107,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_sets: list = []
         self._sampler: EpochSampler | None = None
         self._set_up: dict | None = None  # the specs of the datasets built last
+        self._train_counts: np.ndarray | None = None
         self._prepared = False
 
     # the (source, split, size, augment) of every dataset this module serves
@@ -225,7 +226,11 @@ class SegmentationDataModule(L.LightningDataModule):
     def train_class_counts(self) -> np.ndarray:
         """Pixels per class of the training split at the training size (for class weights).
 
-        Counting needs a pass over the split, so this builds (and keeps) its cache store if missing.
+        Counting needs a pass over the split, so this builds (and keeps) its cache store if missing; asked
+        again (the empty-split check, then class weights), it answers from memory.
         """
-        dataset = build_dataset(_source(self.config), self.config["train_split"], self.config["size"])
-        return load_class_counts(prepare_cache(dataset, self.config["cache_dir"], self.config["num_workers"]))
+        if self._train_counts is None:
+            dataset = build_dataset(_source(self.config), self.config["train_split"], self.config["size"])
+            store = prepare_cache(dataset, self.config["cache_dir"], self.config["num_workers"])
+            self._train_counts = load_class_counts(store)
+        return self._train_counts

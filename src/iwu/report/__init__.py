@@ -59,7 +59,8 @@ __all__ = [
     "TEST_NAMES", "WELCH",
     "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",
     "bh_adjust", "build_table", "collect", "compare", "confidence_interval", "default_by", "describe", "group",
-    "hedges_g", "load_class_share", "match_paper", "only_eval", "rarest_label", "paper_columns", "paper_tables", "run_report",
+    "hedges_g", "load_class_share", "match_paper", "only_eval", "rarest_label", "paper_columns", "paper_tables",
+    "run_report",
     "save_difference_figure", "student_t", "summarise", "t_tests", "to_csv", "to_latex", "to_markdown", "welch",
     "welch_t", "with_rarest", "write_report",
 ]
@@ -95,9 +96,7 @@ def build_table(run_dirs, by=None, member: str = ENSEMBLE, paper: str | None = N
     if rare is not None:
         if share is None:
             raise UserError(f"--rare {rare}: needs --class-counts, the training set's class_counts.json")
-        records, rarest = with_rarest(records, share, rare)
-        names = records[0].classes
-        share = share + (sum(share[names.index(c)] for c in rarest),)
+        records, share, rarest = with_rarest(records, share, rare)
     table = summarise(group(records, by), paper=paper, class_share=share, std=std, test=test)
     return replace(table, rarest=rarest) if rarest else table
 

@@ -196,9 +196,11 @@ def rarest_label(k: int) -> str:
     return f"{k} rarest (mean)"
 
 
-def with_rarest(records: Sequence[Record], share: Sequence[float], k: int) -> tuple[list[Record], tuple[str, ...]]:
+def with_rarest(records: Sequence[Record], share: Sequence[float],
+                k: int) -> tuple[list[Record], tuple[float, ...], tuple[str, ...]]:
     """Records with one more class: the mean IoU of the `k` classes rarest in training (by `share`,
-    classes never seen in training left out), and those classes, rarest first.
+    classes never seen in training left out); the shares with that row's (theirs together); and those
+    classes, rarest first.
 
     As a class of its own, the row gets the same statistics as every class: mean and std over runs,
     the t-test, its interval and effect size, and a place in the Benjamini-Hochberg family. A run
@@ -216,4 +218,4 @@ def with_rarest(records: Sequence[Record], share: Sequence[float], k: int) -> tu
         present = [r.iou[i] for i in picked if r.iou[i] is not None]
         value = sum(present) / len(present) if present else None
         out.append(replace(r, classes=r.classes + (rarest_label(k),), iou=r.iou + (value,)))
-    return out, tuple(classes[i] for i in picked)
+    return out, (*share, sum(share[i] for i in picked)), tuple(classes[i] for i in picked)
