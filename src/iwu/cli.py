@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import math
 import os
 import sys
@@ -50,6 +51,60 @@ def _finite(text: str) -> float:
 _finite.__name__ = "finite number"
 COUNT, POSITIVE, SIDE = _whole(0), _whole(1), _whole(16, MAX_SIDE)
 
+# Help texts say {kinds} and {modes} where the registered dataset kinds and training modes belong; they are
+# filled in only when help is printed, since the datasets' module imports torch.
+_REGISTRY_LISTS = {
+    "{kinds}": lambda: ", ".join(importlib.import_module("iwu.data.sources").KINDS),
+    "{modes}": lambda: ", ".join(importlib.import_module("iwu.modes").MODES),
+}
+DATA_HELP = "the dataset, KIND:ROOT with KIND one of {kinds}; acdc:ROOT:fog,night keeps only those conditions"
+DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when present)"
+RUN_HELP = ("a run directory (its best ensemble), a run's .ckpt (best_ensemble.ckpt, last.ckpt) or one member's "
+            "best_<member>.pt")
+SPLIT_HELP = "which split of the dataset, e.g. train, val or test"
+
+
+def _fill_lists(text: str | None) -> str | None:
+    for placeholder, names in _REGISTRY_LISTS.items():
+        if text and placeholder in text:
+            text = text.replace(placeholder, names())
+    return text
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Text wraps, but lines indented by two spaces (examples) stay as written; an option's default is shown
+    unless its help says it or it is nothing (None, a flag's, an empty list)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        wrap = super()._fill_text
+        lines = text.splitlines()
+        return "\n".join(indent + line if line.startswith("  ") else wrap(line, width, indent) for line in lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        if (not action.option_strings or "default" in text or default is None or isinstance(default, bool)
+                or default == [] or default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser (its subcommands' too) whose help lists the registries as they are when it is printed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        self.description, self.epilog = _fill_lists(self.description), _fill_lists(self.epilog)
+        for action in self._actions:
+            action.help = _fill_lists(action.help)
+        return super().format_help()
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
 
 def _add_import_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -71,7 +126,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the method against plain cross-entropy on built-in synthetic data (CPU, minutes)",
                        description="Trains the demo config (iwu/configs/demo.yaml) in standard and "
-                                   "instance_uncertainty modes and prints their per-class IoU side by side.")
+                                   "instance_uncertainty modes and prints their per-class IoU side by side.",
+                       epilog=_examples("iwu demo", "iwu demo --seeds 1 trainer.max_steps=100 --out runs/quick"))
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo config, e.g. "
                    "trainer.max_steps=100")
     p.add_argument("--out", default="runs/demo", help="folder for the data, the runs, the figure and the numbers")
@@ -97,13 +153,54 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model or an ensemble from a config file",
-                       description="Train from CONFIG; key=value pairs override it, e.g. seed=3 "
-                                   "mode=instance_uncertainty trainer.max_steps=20 data.root=/data/acdc out=runs/x")
-    p.add_argument("config", help="YAML run config (see configs/)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
+                       description="Train from CONFIG, a YAML file, with key=value pairs overriding its keys. "
+                                   "Modes (mode=...): {modes}. Every key, its value, default and meaning: "
+                                   "iwu config --show CONFIG [key=value ...].",
+                       epilog=_examples("iwu train configs/demo.yaml seed=3 out=runs/try",
+                                        "iwu train configs/demo.yaml mode=standard trainer.max_steps=20",
+                                        "iwu train configs/demo.yaml out=runs/try resume=true  # continue after a stop",
+                                        "iwu config --show configs/demo.yaml mode=focal  # every key of that run"))
+    p.add_argument("config", help="YAML run config (configs/paper/ has the paper's, configs/demo.yaml the demo)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="set a dotted config key to a YAML value; common: out=DIR (the run directory; default "
+                        "runs/EXPERIMENT/MODE/seedN), seed=N, mode=MODE, resume=true (continue the run in out= from "
+                        "its last checkpoint), trainer.max_steps=N, data.root=DIR, members.1.lr=5e-4 (a list item "
+                        "by position); every key: iwu config --show CONFIG")
     _add_import_option(p, "(recorded in the run, so evaluate, predict and masks import it too) ")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
     p.set_defaults(func=_run_train)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from iwu.config import add_imports, config_yaml, load_config
+    from iwu.config_doc import show_config
+
+    if args.imports:
+        _import_modules(args)  # before the config: its mode and members may be theirs
+    config = load_config(args.show, args.overrides)
+    add_imports(config, args.imports)
+    if args.yaml:
+        print(config_yaml(config), end="")
+    else:
+        print(f"# {' '.join([args.show, *args.overrides])}: every key; after it, its meaning and, where the "
+              "value differs, its default")
+        print(show_config(config), end="")
+    return 0
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="a run config as a run would use it: every key, its value, default and meaning",
+                       description="Prints CONFIG with the overrides applied and every key included, as YAML "
+                                   "with each key's meaning, and its default where the value differs, as a comment. "
+                                   "The output is a config file that iwu train reads.",
+                       epilog=_examples("iwu config --show configs/demo.yaml seed=3",
+                                        "iwu config --show configs/demo.yaml mode=standard --yaml > my.yaml"))
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--show", metavar="CONFIG", help="the YAML run config to print")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys, as for train")
+    p.add_argument("--yaml", action="store_true", help="plain YAML, without the comments")
+    _add_import_option(p, "")
+    p.set_defaults(func=_run_config)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -121,12 +218,16 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                        description="Trains every point of seeds x modes x the values of each key=a,b override, "
                                    "one `iwu train` run each under out=DIR (default runs/<experiment>); runs that "
                                    "finished are skipped and the others resume, so the same command finishes an "
-                                   "interrupted sweep. Then: iwu report DIR.")
-    p.add_argument("config", help="YAML run config")
+                                   "interrupted sweep. Then: iwu report DIR.",
+                       epilog=_examples("iwu sweep configs/demo.yaml --seeds 3 out=runs/sweep --dry-run",
+                                        "iwu sweep configs/demo.yaml --seeds 0-4 --modes standard,focal "
+                                        "members.0.lr=1e-3,1e-4 --parallel 2"))
+    p.add_argument("config", help="YAML run config (keys: iwu config --show CONFIG)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides for every run; key=a,b makes an axis of the sweep; out=DIR puts it there")
     p.add_argument("--seeds", required=True, help="a count (30: seeds 0-29), a range (10-19) or a list (0,4,7)")
-    p.add_argument("--modes", default="standard,instance_uncertainty", help="comma-separated training modes")
+    p.add_argument("--modes", default="standard,instance_uncertainty",
+                   help="comma-separated training modes, of: {modes}")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: processes on this machine; slurm: a job array through submitit")
     p.add_argument("--parallel", type=POSITIVE, default=1,
@@ -134,8 +235,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     _add_import_option(p, "(each run records it) ")
     p.add_argument("--dry-run", action="store_true", help="only list the runs and what would be done to each")
     slurm = p.add_argument_group("slurm (default: the config's slurm section)")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--partition", default=None, help="the cluster's partition for the jobs")
+    slurm.add_argument("--account", default=None, help="the account charged for the jobs")
     slurm.add_argument("--gpus-per-job", type=COUNT, default=None, help="GPUs of each run (default 1)")
     slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 24:00:00 or 2-00:00:00; "
                                                     "a run past it is requeued and resumes")
@@ -158,11 +259,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a run's members and ensemble on any dataset, with uncertainty quality")
-    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
-    p.add_argument("--data", required=True, metavar="KIND:ROOT",
-                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
-    p.add_argument("--split", default="val")
+    p = sub.add_parser("evaluate", help="score a run's members and ensemble on any dataset, with uncertainty quality",
+                       description="Per-class IoU of every member and of the ensemble, and how well the ensemble's "
+                                   "uncertainty finds its errors, written to RUN/eval_<dataset>.json and printed.",
+                       epilog=_examples("iwu evaluate runs/demo/instance_uncertainty/seed0 "
+                                        "--data cityscapes:runs/demo/data",
+                                        "iwu evaluate RUN --data acdc:/data/acdc:fog,night --native --device cuda"))
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT", help=RUN_HELP)
+    p.add_argument("--data", required=True, metavar="KIND:ROOT", help=DATA_HELP)
+    p.add_argument("--split", default="val", help=SPLIT_HELP)
     p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same numbers)")
     p.add_argument("--workers", type=COUNT, default=0, help="processes decoding images")
@@ -175,7 +280,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds); a folder "
                         "outside the dataset")
     _add_overwrite_option(p, "prediction PNGs")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     _add_import_option(p, "")
     p.set_defaults(func=_run_evaluate)
 
@@ -189,13 +294,18 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segmentation and uncertainty maps for images")
-    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p = sub.add_parser("predict", help="segmentation and uncertainty maps for images",
+                       description="For each image, <name>_seg.png (colours of the classes), _entropy.png, "
+                                   "_instance.png (the uncertainty of each predicted instance) and _overlay.png in "
+                                   "--out.",
+                       epilog=_examples("iwu predict runs/demo/instance_uncertainty/seed0 photos/ --out maps"))
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT", help=RUN_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files, or folders searched at any depth (png, jpg, bmp, tif, webp)")
     p.add_argument("--out", required=True, help="folder for the PNGs, outside the images' folders")
     _add_overwrite_option(p, "PNGs")
     p.add_argument("--size", type=SIDE, default=None, help="side the ensemble sees (default: training size)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     _add_import_option(p, "")
     p.set_defaults(func=_run_predict)
 
@@ -210,17 +320,24 @@ def _run_masks(args: argparse.Namespace) -> int:
 
 
 def _add_masks(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("masks", help="store a trained ensemble's instance-uncertainty masks for offline_masks")
-    p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--data", required=True, metavar="KIND:ROOT")
+    p = sub.add_parser("masks", help="store a trained ensemble's instance-uncertainty masks for offline_masks",
+                       description="Writes the ensemble's instance-uncertainty mask of every image of the split, "
+                                   "so that a single model can train with them (mode=offline_masks) without the "
+                                   "ensemble.",
+                       epilog=_examples("iwu masks runs/acdc/instance_uncertainty/seed0 --data acdc:/data/acdc "
+                                        "--out masks/acdc",
+                                        "iwu train configs/paper/acdc_resnet101.yaml mode=offline_masks "
+                                        "loss.masks_dir=masks/acdc"))
+    p.add_argument("run", metavar="RUN_DIR", help="the trained ensemble's run directory")
+    p.add_argument("--data", required=True, metavar="KIND:ROOT", help=DATA_HELP)
     p.add_argument("--out", required=True, help="mask folder, outside the dataset (then: mode=offline_masks "
                                                 "loss.masks_dir=DIR); an earlier mask folder is added to")
     _add_overwrite_option(p, "files in a folder that holds no masks")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help=SPLIT_HELP)
     p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
-    p.add_argument("--batch-size", type=POSITIVE, default=1)
-    p.add_argument("--workers", type=COUNT, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same masks)")
+    p.add_argument("--workers", type=COUNT, default=0, help="processes decoding images")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     _add_import_option(p, "")
     p.set_defaults(func=_run_masks)
 
@@ -243,12 +360,14 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                        description="Files named best_<model>_<dataset>_os<16|8>_seed<k>[_<tag>].pth that share "
                                    "dataset, output stride, seed and tag become one run (an ensemble when several): "
                                    "OUT/<mode>/seed<k>/. The mode is instance_uncertainty for the method's tag "
-                                   "(uncertainty_instance_ensembling), standard otherwise.")
+                                   "(uncertainty_instance_ensembling), standard otherwise.",
+                       epilog=_examples("iwu import checkpoints/best_*_cityscapes_os16_seed*.pth --out runs/published",
+                                        "iwu import old.pth --each --dataset acdc --seed 3 --out runs/published"))
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="the published .pth files (dicts with model_state)")
     p.add_argument("--out", required=True, help="folder for the run directories")
     p.add_argument("--each", action="store_true", help="one run per file (OUT/<mode>/<model>/seed<k>/)")
     # iwu.config.Mode, spelled out so the parser imports nothing heavy
-    p.add_argument("--mode", default=None, help="how the networks were trained, a mode of `iwu train` "
+    p.add_argument("--mode", default=None, help="how the networks were trained, one of {modes} "
                                                  "(default: from the file names' tag)")
     p.add_argument("--dataset", default=None, help="the dataset they were trained on, for files named otherwise "
                                                    "(cityscapes, acdc, voc, kvasir)")
@@ -273,9 +392,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="a run's members and ensemble as ONNX or TorchScript files, for deployment",
                        description="Writes each member (normalised images -> logits) and the ensemble (-> mean "
                                    "softmax) to RUN/export/ (or --out), traced at --size with any batch size, "
-                                   "and checks each file's outputs against PyTorch's.")
-    p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+                                   "and checks each file's outputs against PyTorch's.",
+                       epilog=_examples("iwu export runs/demo/instance_uncertainty/seed0",
+                                        "iwu export RUN --format torchscript --size 512 --out deploy"))
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT", help=RUN_HELP)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     p.add_argument("--out", default=None, help="folder for the files (default: RUN/export)")
     p.add_argument("--size", type=SIDE, default=None, help="image side traced (default: the training size)")
     _add_import_option(p, "")
@@ -308,9 +429,11 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
                                    "the local cache keeps them ($TORCH_HOME for torchvision, the Hugging Face "
                                    "cache for smp and timm) and whether they are there. Runs never download; "
                                    "on a machine with internet, --fetch fills the caches to copy over. "
-                                   "Exit 1 when a file is missing.")
+                                   "Exit 1 when a file is missing.",
+                       epilog=_examples("iwu weights configs/paper/acdc_ensemble.yaml",
+                                        "iwu weights configs/paper/acdc_ensemble.yaml --fetch"))
     p.add_argument("config", help="YAML run config")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys, as for train")
     p.add_argument("--fetch", action="store_true", help="download the missing files into the caches")
     _add_import_option(p, "")
     p.set_defaults(func=_run_weights)
@@ -325,7 +448,10 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, t-test) from run directories")
+    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, t-test) from run directories",
+                       epilog=_examples("iwu report runs/acdc_ensemble --paper table1 --out reports/acdc",
+                                        "iwu report runs/demo --class-counts runs/demo/class_counts.json "
+                                        "--format md,tex,csv --out reports/demo"))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them at any depth")
     p.add_argument("--by", default=None, help="group columns by fields of mode, model, experiment, train, eval "
                                               "(default: mode, plus what differs)")
@@ -362,10 +488,13 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout")
+    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout",
+                       epilog=_examples("iwu synth --out data/synth",
+                                        "iwu synth --out data/synth_acdc --layout acdc --n-train 40 --size 384"))
     p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output of the "
                                                 "same layout and seed, which is replaced)")
-    p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
+    p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes",
+                   help="folder and file names of that dataset, so --data cityscapes:OUT or acdc:OUT reads them")
     p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
     p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
     p.add_argument("--size", type=SIDE, default=256, help="image width in pixels")
@@ -387,9 +516,10 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it")
-    p.add_argument("--data", required=True, metavar="KIND:ROOT",
-                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
+    p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it",
+                       epilog=_examples("iwu prepare --data acdc:/data/acdc --check",
+                                        "iwu prepare --data cityscapes:/data/cityscapes --size 768 --workers 8"))
+    p.add_argument("--data", required=True, metavar="KIND:ROOT", help=DATA_HELP)
     p.add_argument("--size", type=SIDE, default=768, help="side of the square training images")
     p.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
     p.add_argument("--check", action="store_true", help="only validate: list every problem, exit 1 if any")
@@ -400,13 +530,16 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="iwu",
         description="Instance-wise uncertainty training for class-imbalanced semantic segmentation.",
+        epilog="iwu COMMAND --help: a command's arguments, with examples. iwu config --show CONFIG: every key of a "
+               "run config, with its meaning.",
     )
     parser.add_argument("--version", action="version", version=f"iwu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_config(sub)
     _add_sweep(sub)
     _add_evaluate(sub)
     _add_predict(sub)

@@ -37,29 +37,29 @@ class MemberConfig:
 @dataclass
 class ModelConfig:
     output_stride: int = 16  # for the builders that take one (DeepLab: 8 or 16)
-    pretrained: bool = True
-    bn_momentum: float = 0.01
+    pretrained: bool = True  # ImageNet weights for the backbones, from the local caches (iwu weights)
+    bn_momentum: float = 0.01  # momentum of the backbones' batch-norm running statistics
     init_from: str | None = None  # a run directory, ensemble checkpoint or member .pt to start from
     init_strict: bool = False  # refuse tensors of other shapes (a head for other classes) instead of re-initialising
 
 
 @dataclass
 class OptimConfig:
-    weight_decay: float = 1e-4
-    backbone_lr_scale: float = 0.1
-    poly_power: float = 0.9
-    min_lr: float = 1e-6
+    weight_decay: float = 1e-4  # Adam's L2 penalty
+    backbone_lr_scale: float = 0.1  # the backbone's rate as a fraction of its member's lr
+    poly_power: float = 0.9  # rate x (1 - step / steps)^power over the run
+    min_lr: float = 1e-6  # floor of the poly schedule
 
 
 @dataclass
 class LossConfig:
-    normalize: Literal["all", "valid"] = "all"
-    focal_gamma: float = 2.0
-    connectivity: Literal[4, 8] = 8
-    backend: Literal["auto", "cc3d", "torch"] = "auto"
-    masks_dir: str | None = None
+    normalize: Literal["all", "valid"] = "all"  # mean over all pixels (ignored add 0) or labeled ones
+    focal_gamma: float = 2.0  # focusing exponent of mode focal
+    connectivity: Literal[4, 8] = 8  # pixel neighbours that join an instance (a connected region of one class)
+    backend: Literal["auto", "cc3d", "torch"] = "auto"  # instances by cc3d (CPU) or torch (any device)
+    masks_dir: str | None = None  # the folder of `iwu masks`, for mode offline_masks
     exponent: float | None = None  # weights (1 + U)^exponent; default: the mode's (2 the paper's, 1 U-CE's)
-    uncertainty: Literal["entropy", "mutual_information", "predicted_std"] = "entropy"
+    uncertainty: Literal["entropy", "mutual_information", "predicted_std"] = "entropy"  # U: the members' disagreement
     source: Literal["ensemble", "mc_dropout"] = "ensemble"  # the members, or each member's dropout passes
     mc_samples: int = 10  # stochastic passes per member with source mc_dropout
     dice_weight: float = 0.5  # ce_dice: (1 - w) CE + w Dice, as the published hybrid
@@ -67,17 +67,17 @@ class LossConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 60
-    max_steps: int = -1
+    max_epochs: int = 60  # passes over the training set, -1: no limit; the first bound reached ends the run
+    max_steps: int = -1  # training iterations, -1: no limit
     precision: str | int = "32-true"  # as Lightning takes it: 32, "bf16-mixed", ...
-    accelerator: str = "auto"
-    devices: int | str | list = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = False
-    log_every_n_steps: int = 10
+    accelerator: str = "auto"  # cpu, gpu, ... as Lightning takes it; auto: a GPU when present
+    devices: int | str | list = "auto"  # how many, or which ([0, 1]); auto: all of the accelerator's
+    strategy: str = "auto"  # as Lightning takes it, e.g. ddp for several GPUs or nodes
+    num_nodes: int = 1  # machines of a DDP run
+    channels_last: bool = False  # NHWC memory layout (faster convolutions with mixed precision)
+    compile: bool = False  # torch.compile each member
+    deterministic: bool = False  # deterministic algorithms only (same numbers, slower)
+    log_every_n_steps: int = 10  # training metrics logged every N steps
     sync_batchnorm: bool = False  # under DDP: batch statistics over all ranks (for 1-2 images per GPU)
 
 
@@ -85,29 +85,30 @@ class TrainerConfig:
 class SlurmConfig:
     """Where `iwu sweep --launcher slurm` submits its runs, one job each (its options override these)."""
 
-    partition: str | None = None
-    account: str | None = None
+    partition: str | None = None  # sbatch --partition (default: the cluster's)
+    account: str | None = None  # sbatch --account to charge
     gpus_per_job: int = 1  # more than 1: one DDP process per GPU (trainer.devices: auto takes them all)
     time: str = "24:00:00"  # SLURM's forms, quoted: "90" (minutes), "H:M:S", "D-H", "D-H:M:S"; requeued past it
-    cpus_per_task: int | None = None
-    mem_gb: int | None = None
+    cpus_per_task: int | None = None  # CPU cores of each job (default: the cluster's)
+    mem_gb: int | None = None  # memory of each job in GB (default: the cluster's)
     additional: dict = field(default_factory=dict)  # other sbatch options, e.g. {qos: high, constraint: a100}
 
 
 @dataclass
 class RunConfig:
-    experiment: str = "experiment"
-    seed: int = 0
+    experiment: str = "experiment"  # name of the run's group in runs/ and in reports
+    seed: int = 0  # seeds the weights, the data order and the augmentation
     mode: str = "instance_uncertainty"  # a registered mode (iwu.modes)
-    out: str | None = None
-    resume: bool = False
-    val_every: int = 100
-    members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig("deeplabv3plus_resnet101", 1e-4)])
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    out: str | None = None  # run directory (default: runs/<experiment>/<mode>/seed<seed>)
+    resume: bool = False  # continue the run in `out` from its last checkpoint (same config)
+    val_every: int = 100  # validate (and checkpoint the best) every N training steps
+    members: list[MemberConfig] = field(  # the ensemble's networks, each with its own rate
+        default_factory=lambda: [MemberConfig("deeplabv3plus_resnet101", 1e-4)])
+    model: ModelConfig = field(default_factory=ModelConfig)  # options shared by every member
+    optim: OptimConfig = field(default_factory=OptimConfig)  # Adam with a poly schedule
+    loss: LossConfig = field(default_factory=LossConfig)  # options of the modes' losses and weights
     data: dict = field(default_factory=dict)  # checked by iwu.data.SegmentationDataModule
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Lightning Trainer settings
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # where a run is, not what it is: resume ignores it
     imports: list[str] = field(default_factory=list)  # modules registering its members (iwu train --import)
 
@@ -144,10 +145,14 @@ def add_imports(config: RunConfig, modules) -> None:
     config.imports = list(dict.fromkeys([*config.imports, *modules]))
 
 
+def config_yaml(config: RunConfig) -> str:
+    """The resolved config as YAML that `load_config` gives back."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save_config(config: RunConfig, path) -> Path:
     """Write the resolved config so that `load_config(path)` gives it back."""
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-    return atomic_write_bytes(path, text.encode())
+    return atomic_write_bytes(path, config_yaml(config).encode())
 
 
 def run_dir(config: RunConfig) -> Path:
