@@ -98,7 +98,7 @@ class SlurmConfig:
 class RunConfig:
     experiment: str = "experiment"  # name of the run's group in runs/ and in reports
     seed: int = 0  # seeds the weights, the data order and the augmentation
-    mode: str = "instance_uncertainty"  # a registered mode (iwu.modes)
+    mode: str = "instance_uncertainty"  # how each member's loss is made: a registered mode (iwu train --help lists them)
     out: str | None = None  # run directory (default: runs/<experiment>/<mode>/seed<seed>)
     resume: bool = False  # continue the run in `out` from its last checkpoint (same config)
     val_every: int = 100  # validate (and checkpoint the best) every N training steps
