@@ -56,6 +56,26 @@ def _add_import_option(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"import a Python module first, e.g. one that registers your models {what}(repeatable)")
 
 
+class _ListConfigs(argparse.Action):
+    """Print the configs that ship with iwu and exit, as --help does: no CONFIG needed."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from iwu.packaged_configs import packaged_config_names, packaged_configs_dir
+
+        names, folder = packaged_config_names(), packaged_configs_dir()
+        width = max(map(len, names))
+        print("\n".join(f"{name:<{width}}  {folder / name}.yaml" for name in names))
+        parser.exit()
+
+
+def _add_list_configs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list-configs", action=_ListConfigs, help="list the configs that ship with iwu and exit; "
+                   "CONFIG may name one instead of a file, e.g. paper/acdc_ensemble")
+
+
 def _import_modules(args: argparse.Namespace) -> None:
     from iwu.models import import_user_modules
 
@@ -103,6 +123,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
     _add_import_option(p, "(recorded in the run, so evaluate, predict and masks import it too) ")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
+    _add_list_configs(p)
     p.set_defaults(func=_run_train)
 
 
@@ -139,6 +160,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--gpus-per-job", type=COUNT, default=None, help="GPUs of each run (default 1)")
     slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 24:00:00 or 2-00:00:00; "
                                                     "a run past it is requeued and resumes")
+    _add_list_configs(p)
     p.set_defaults(func=_run_sweep)
 
 
@@ -313,6 +335,7 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys")
     p.add_argument("--fetch", action="store_true", help="download the missing files into the caches")
     _add_import_option(p, "")
+    _add_list_configs(p)
     p.set_defaults(func=_run_weights)
 
 
