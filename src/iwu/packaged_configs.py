@@ -29,12 +29,12 @@ def packaged_config_names() -> list[str]:
 def find_config(text) -> Path:
     """The file `text` names: an existing path as it is, else the packaged config of that name."""
     path = Path(text)
-    if path.exists():  # a folder or an unreadable file too: reading it gives the precise error
+    if path.exists() or path.is_absolute():  # names are relative; reading gives the precise error
         return path
     name = str(text).removeprefix("configs/").removesuffix(SUFFIX)
     names = packaged_config_names()
     if name in names:
         return packaged_configs_dir() / f"{name}{SUFFIX}"
-    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.75)  # not every name sharing the folder
     hint = f"did you mean {', '.join(near)}? " if near else ""
     raise UserError(f"{text}: no such config file, nor a config that ships with iwu; {hint}{LIST_HINT}")
