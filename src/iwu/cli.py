@@ -356,8 +356,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="md", help="md, tex, csv, a comma-separated list, or all")
     p.add_argument("--out", default=None, help="folder for report.* and difference.png")
     p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")
-    p.add_argument("--class-counts", default=None, metavar="JSON",
-                   help="class_counts.json of the training set (iwu prepare), to order the figure by frequency")
+    p.add_argument("--class-counts", default=None, metavar="JSON|KIND:ROOT",
+                   help="the training set's class_counts.json, or the dataset as --data takes it (acdc:ROOT) once "
+                        "iwu prepare has cached it; orders the figure by frequency")
     p.add_argument("--eval", default=None, metavar="DATASET",
                    help="only the scores on this validation set (e.g. cityscapes for a cross-domain column alone)")
     p.add_argument("--rare", type=int, default=None, metavar="K",
