@@ -1,10 +1,16 @@
 """`iwu synth` and `iwu prepare` from the command line."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 from iwu.cli import main
+from iwu.data.prepare import class_counts_file
+from iwu.data.stats import read_class_counts
+from iwu.errors import UserError
 
 
 def test_synth_then_prepare(tmp_path, capsys, monkeypatch):
@@ -22,6 +28,32 @@ def test_synth_then_prepare(tmp_path, capsys, monkeypatch):
     assert [s.name.split("-")[:3] for s in stores] == [["acdc", "train", "32"], ["acdc", "val", "32"]]
     manifest = json.loads((stores[0] / "manifest.json").read_text())
     assert manifest["conditions"] == ["fog", "snow"] and manifest["count"] == 4 and manifest["split"] == "train"
+    # where the counts went, for `iwu report --class-counts`: printed after the table of the split counted
+    assert f"class counts in {stores[0] / 'class_counts.json'} (for iwu report --class-counts)" in text
+    assert "class counts in" not in text[text.index("acdc val:"):]
+
+
+def test_class_counts_file_finds_the_fresh_store_of_the_training_split(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "acdc"
+    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "2",
+                 "--size", "64"]) == 0
+    spec, foggy = f"acdc:{data}", f"acdc:{data}:fog"
+    command = re.escape(f"`iwu prepare --data {spec} --split train`")
+    with pytest.raises(UserError, match=f"^{re.escape(spec)}: no up-to-date store .*; make one with {command}"):
+        class_counts_file(spec)
+    for size in ("48", "32"):
+        assert main(["prepare", "--data", spec, "--size", size, "--split", "train", "--workers", "0"]) == 0
+    printed = re.findall(r"^class counts in (\S+) ", capsys.readouterr().out, re.M)
+    found = class_counts_file(spec)
+    assert found == Path(printed[0]) and read_class_counts(found)["size"] == 48  # the largest of the sizes
+    assert class_counts_file(str(found)) == found and class_counts_file("no/such.json") == Path("no/such.json")
+    with pytest.raises(UserError, match="no up-to-date store"):  # its conditions make another dataset
+        class_counts_file(foggy)
+    label = next(data.glob("gt/*/train/*/*_labelTrainIds.png"))
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
+    with pytest.raises(UserError, match="no up-to-date store"):  # the data changed since: stale counts are not read
+        class_counts_file(spec)
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):

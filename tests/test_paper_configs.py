@@ -13,9 +13,9 @@ import pytest
 
 from iwu.config import load_config
 from iwu.data.datamodule import resolve_config
+from iwu.packaged_configs import packaged_configs_dir
 
-ROOT = Path(__file__).parents[1]
-PAPER = ROOT / "configs" / "paper"
+PAPER = packaged_configs_dir() / "paper"  # what an installed iwu carries
 BASES = {"base.yaml", "acdc.yaml", "cityscapes.yaml"}
 
 MOBILENET = ("deeplabv3plus_mobilenet", 1e-3)
@@ -144,12 +144,13 @@ def test_each_file_shows_its_own_command_and_the_modes():
         assert all(mode in text for mode in MODES) and "mode=" in text, path.name
 
 
-def test_shown_commands_load():
+def test_shown_commands_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the commands as written run outside the checkout too, on the packaged files
     texts = [p.read_text() for p in experiment_files()] + [(PAPER / "README.md").read_text()]
     shown = [args for text in texts for args in commands(text)]
     assert len(shown) >= len(EXPERIMENTS)
     for path, *overrides in shown:
-        c = load_config(ROOT / path, overrides)
+        c = load_config(path, overrides)
         assert c.data["root"] is not None, f"{path} {overrides}: the command gives no data.root"
         resolve_config(c.data)
 

@@ -914,3 +914,27 @@ def test_in_domain_and_cross_domain_of_the_same_runs_are_not_tested_against_each
     assert table.comparison is None  # two views of the same runs, not two samples
     written = write_report([tmp_path], tmp_path / "out")
     assert "figure" not in written and "p (Welch)" not in written["md"].read_text()
+
+
+def test_class_counts_by_dataset_are_those_iwu_prepare_wrote(tmp_path, runs, capsys, monkeypatch):
+    monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "acdc"
+    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "2",
+                 "--size", "64"]) == 0
+    spec = f"acdc:{data}"
+    capsys.readouterr()
+    assert main(["report", str(runs), "--class-counts", spec]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"iwu report: error: {spec}: no up-to-date store of its train split in {tmp_path / 'cache'} to count classes "
+        f"from; make one with `iwu prepare --data {spec} --split train` (prepared under --cache-dir D: IWU_CACHE=D)"]
+    assert main(["prepare", "--data", spec, "--size", "32", "--split", "train", "--workers", "0"]) == 0
+    counts = next((tmp_path / "cache").glob("acdc-train-32-*/class_counts.json"))
+    record = json.loads(counts.read_text())
+    by_name = dict(zip(record["classes"], record["counts"]))
+    assert report.load_class_share(spec, CLASSES) == tuple(by_name[c] / sum(record["counts"]) for c in CLASSES)
+    capsys.readouterr()
+    printed = []
+    for given in (counts, spec):  # the same report, train shares and rarest row, from the file and from the dataset
+        assert main(["report", str(runs), "--class-counts", str(given), "--rare", "2"]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "| 2 rarest (mean) |" in printed[0] and "| train % |" in printed[0]

@@ -111,6 +111,26 @@ def _add_import_option(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"import a Python module first, e.g. one that registers your models {what}(repeatable)")
 
 
+class _ListConfigs(argparse.Action):
+    """Print the configs that ship with iwu and exit, as --help does: no CONFIG needed."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from iwu.packaged_configs import packaged_config_names, packaged_configs_dir
+
+        names, folder = packaged_config_names(), packaged_configs_dir()
+        width = max(map(len, names))
+        print("\n".join(f"{name:<{width}}  {folder / name}.yaml" for name in names))
+        parser.exit()
+
+
+def _add_list_configs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list-configs", action=_ListConfigs, help="list the configs that ship with iwu and exit; "
+                   "CONFIG may name one instead of a file, e.g. paper/acdc_ensemble")
+
+
 def _import_modules(args: argparse.Namespace) -> None:
     from iwu.models import import_user_modules
 
@@ -168,6 +188,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "by position); every key: iwu config --show CONFIG")
     _add_import_option(p, "(recorded in the run, so evaluate, predict and masks import it too) ")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
+    _add_list_configs(p)
     p.set_defaults(func=_run_train)
 
 
@@ -240,6 +261,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--gpus-per-job", type=COUNT, default=None, help="GPUs of each run (default 1)")
     slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 24:00:00 or 2-00:00:00; "
                                                     "a run past it is requeued and resumes")
+    _add_list_configs(p)
     p.set_defaults(func=_run_sweep)
 
 
@@ -436,6 +458,7 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys, as for train")
     p.add_argument("--fetch", action="store_true", help="download the missing files into the caches")
     _add_import_option(p, "")
+    _add_list_configs(p)
     p.set_defaults(func=_run_weights)
 
 
@@ -459,8 +482,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="md", help="md, tex, csv, a comma-separated list, or all")
     p.add_argument("--out", default=None, help="folder for report.* and difference.png")
     p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")
-    p.add_argument("--class-counts", default=None, metavar="JSON",
-                   help="class_counts.json of the training set (iwu prepare), to order the figure by frequency")
+    p.add_argument("--class-counts", default=None, metavar="JSON|KIND:ROOT",
+                   help="the training set's class_counts.json, or the dataset as --data takes it (acdc:ROOT) once "
+                        "iwu prepare has cached it; orders the figure by frequency")
     p.add_argument("--eval", default=None, metavar="DATASET",
                    help="only the scores on this validation set (e.g. cityscapes for a cross-domain column alone)")
     p.add_argument("--rare", type=int, default=None, metavar="K",

@@ -24,6 +24,7 @@ import yaml
 from .bounded import check_bounded
 from .errors import UserError
 from .files import atomic_write_bytes
+from .packaged_configs import find_config
 
 
 
@@ -122,7 +123,7 @@ class RunConfig:
 def load_config(path, overrides: typing.Iterable[str] = ()) -> RunConfig:
     """Read `path` (following `base:` links), apply `a.b.c=value` overrides, check everything."""
     # Start from the defaults, so that an override meets the real shape (a list, a number).
-    raw = _merge(RunConfig().to_dict(), _read_with_bases(Path(path), ()))
+    raw = _merge(RunConfig().to_dict(), _read_with_bases(find_config(path), ()))  # a file or a packaged name
     for text in overrides:
         _apply_override(raw, text)
     config = _build(RunConfig, raw, "")

@@ -11,19 +11,19 @@ the method's ensemble. Runs that finished are not trained again.
 from __future__ import annotations
 
 import statistics
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from iwu.config import load_config
 from iwu.files import atomic_write_json
+from iwu.packaged_configs import packaged_configs_dir
 
 MODES = ("standard", "instance_uncertainty")
 
 
 def demo_config_path() -> Path:
-    return Path(str(resources.files("iwu") / "configs" / "demo.yaml"))
+    return packaged_configs_dir() / "demo.yaml"
 
 
 def _cell(values: list[float | None]) -> str:

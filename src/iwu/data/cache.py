@@ -51,12 +51,16 @@ def default_cache_root() -> Path:
     return Path(base) / "iwu"
 
 
+def cache_root_dir(cache_root=None) -> Path:
+    """The folder holding the stores: `cache_root` when given (--cache-dir, data.cache_dir), else the default."""
+    return Path(cache_root).expanduser() if cache_root else default_cache_root()
+
+
 def cache_dir(dataset: PairDataset, cache_root=None) -> Path:
     """The store's folder, keyed by a hash of the dataset's identity."""
     ident = dataset.identity()
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    root = Path(cache_root).expanduser() if cache_root else default_cache_root()
-    return root / f"{ident['kind']}-{ident['split']}-{ident['size']}-{key}"
+    return cache_root_dir(cache_root) / f"{ident['kind']}-{ident['split']}-{ident['size']}-{key}"
 
 
 def fingerprint(dataset: PairDataset) -> str:

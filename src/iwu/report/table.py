@@ -169,12 +169,17 @@ def _shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:
 
 
 def load_class_share(path, classes: Sequence[str]) -> tuple[float, ...]:
-    """Training-set share per class (in the order of `classes`) from a class_counts.json or its folder.
+    """Training-set share per class (in the order of `classes`) from a class_counts.json or its folder, or
+    a dataset (`acdc:ROOT`) whose training split `iwu prepare` counted.
 
     The file holds ``{"classes": [...], "counts": [...]}`` (as `iwu prepare` writes); classes are
     matched by name.
     """
     path = Path(path)
+    if not path.exists():
+        from iwu.data.prepare import class_counts_file  # torch comes with it: only for a dataset
+
+        path = class_counts_file(str(path))
     if path.is_dir():
         path = path / "class_counts.json"
     data = _load_json(path)
