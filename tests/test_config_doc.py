@@ -96,7 +96,7 @@ def test_printed_config_reads_back_as_the_same_config(capsys, tmp_path, plain):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["config", "--show", "missing.yaml"], "missing.yaml: cannot read the config"),
+    (["config", "--show", "missing.yaml"], "missing.yaml: no such config file, nor a config that ships with iwu"),
     (["config", "--show", str(DEMO), "sed=3"], "sed: unknown key; did you mean seed?"),
     (["config", "--show", str(DEMO), "mode=nope"], "mode: unknown mode 'nope'"),
 ])

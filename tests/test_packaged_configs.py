@@ -1,6 +1,8 @@
 """The configs ship inside the package and are found by name; a file that exists wins over a name."""
 
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -83,7 +85,7 @@ def test_an_unknown_name_is_one_line_with_near_names(tmp_path, monkeypatch, caps
             "`iwu train --list-configs` lists them"]
 
 
-@pytest.mark.parametrize("command", ["train", "sweep", "weights"])
+@pytest.mark.parametrize("command", ["train", "sweep", "weights", "config"])
 def test_list_configs_prints_every_name_and_its_file(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--list-configs"])  # no CONFIG needed, as with --help
@@ -91,3 +93,11 @@ def test_list_configs_prints_every_name_and_its_file(command, capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [name for name, _ in rows] == packaged_config_names()
     assert all(Path(path) == packaged_configs_dir() / f"{name}.yaml" for name, path in rows)
+
+
+def test_listing_into_a_closed_pipe_ends_quietly():
+    lister = subprocess.Popen([sys.executable, "-m", "iwu", "config", "--list-configs"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    lister.stdout.close()  # the reader is gone before the first line, as with `| head -0`
+    assert lister.wait(timeout=60) == 141
+    assert lister.stderr.read() == b""

@@ -122,7 +122,10 @@ class _ListConfigs(argparse.Action):
 
         names, folder = packaged_config_names(), packaged_configs_dir()
         width = max(map(len, names))
-        print("\n".join(f"{name:<{width}}  {folder / name}.yaml" for name in names))
+        try:
+            print("\n".join(f"{name:<{width}}  {folder / name}.yaml" for name in names), flush=True)
+        except BrokenPipeError:
+            parser.exit(_reader_gone())
         parser.exit()
 
 
@@ -217,7 +220,9 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
                        epilog=_examples("iwu config --show configs/demo.yaml seed=3",
                                         "iwu config --show configs/demo.yaml mode=standard --yaml > my.yaml"))
     action = p.add_mutually_exclusive_group(required=True)
-    action.add_argument("--show", metavar="CONFIG", help="the YAML run config to print")
+    action.add_argument("--show", metavar="CONFIG", help="the YAML run config to print: a file, or the name of "
+                        "one that ships with iwu, e.g. paper/acdc_ensemble")
+    action.add_argument("--list-configs", action=_ListConfigs, help="list the configs that ship with iwu and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of config keys, as for train")
     p.add_argument("--yaml", action="store_true", help="plain YAML, without the comments")
     _add_import_option(p, "")
@@ -581,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
 _PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
 
 
+def _reader_gone() -> int:
+    """The reader went away (`iwu ... | head`): stop quietly, as Unix tools do."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -598,9 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as err:
         print(f"iwu {args.command}: {err}", file=sys.stderr)
         return err.status
-    except BrokenPipeError:  # the reader went away (`iwu ... | head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        return 141
+    except BrokenPipeError:
+        return _reader_gone()
     except OSError as err:
         if err.errno not in _PATH_ERRNOS or not err.filename:
             raise
