@@ -10,7 +10,6 @@ and the ensemble (mean of softmaxes) from those same logits.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 
 import lightning as L
@@ -27,10 +26,6 @@ from iwu.optim import build_optimizer
 
 ENSEMBLE = "ensemble"
 AUX_WEIGHT = 0.4
-
-# Validation scores are logged after the confusion matrices were summed over the ranks, so every
-# rank logs the global value; Lightning's advice to average them once more does not apply.
-warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 class NonFiniteLoss(UserError):
@@ -232,7 +227,10 @@ class EnsembleModule(L.LightningModule):
             for k, name in enumerate(self.model_names):
                 iou, miou = iou_from_confusion(confusion[i, k])
                 scores[name] = ([None if v != v else float(v) for v in iou.tolist()], miou)
-                self.log(f"{prefix}/{name}/miou", miou, prog_bar=(i == 0 and name == ENSEMBLE), sync_dist=False)
+                # every rank holds the global score already (the confusion matrices were summed), so
+                # sync_dist's mean returns it; it also spares Lightning's warning about unsynced epoch logs
+                self.log(f"{prefix}/{name}/miou", miou, prog_bar=(i == 0 and name == ENSEMBLE), sync_dist=True)
             self.latest[loader] = scores
-        self.log("step", float(self.global_step))  # after global_step steps, as final.json's best_step says
+        # after global_step steps, as final.json's best_step says
+        self.log("step", float(self.global_step), sync_dist=True)
         self.validated_step = self.global_step

@@ -6,15 +6,12 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
+import secrets
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from iwu.errors import UserError
 
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def atomic_write(path, write) -> Path:
@@ -24,9 +21,8 @@ def atomic_write(path, write) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temporary(path)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; a run's files are shared like any other
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -38,6 +34,18 @@ def atomic_write(path, write) -> Path:
                             "and run again (a run: resume=true)") from None
         raise
     return path
+
+
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, named for `remove_stale_temporaries`. Unlike mkstemp's (0600) its mode
+    is the user's umask applied by the kernel: a run's files are shared like any other."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
 def disk_full(err: BaseException) -> bool:
