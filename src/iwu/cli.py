@@ -161,7 +161,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a run's members and ensemble on any dataset, with uncertainty quality")
     p.add_argument("run", metavar="RUN_DIR_OR_CKPT")
     p.add_argument("--data", required=True, metavar="KIND:ROOT",
-                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
+                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow], kvasir:ROOT, voc:ROOT or folder:ROOT")
     p.add_argument("--split", default="val")
     p.add_argument("--size", type=SIDE, default=None, help="image side (default: the run's training size)")
     p.add_argument("--batch-size", type=POSITIVE, default=1, help="images per forward pass (same numbers)")
@@ -362,10 +362,11 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout")
+    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout "
+                                     "(or small Kvasir-SEG / Pascal VOC fakes)")
     p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output of the "
                                                 "same layout and seed, which is replaced)")
-    p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes")
+    p.add_argument("--layout", choices=["cityscapes", "acdc", "kvasir", "voc"], default="cityscapes")
     p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
     p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
     p.add_argument("--size", type=SIDE, default=256, help="image width in pixels")
@@ -389,7 +390,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="cache a dataset resized for training and count its classes, or --check it")
     p.add_argument("--data", required=True, metavar="KIND:ROOT",
-                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT")
+                   help="cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow], kvasir:ROOT, voc:ROOT or folder:ROOT")
     p.add_argument("--size", type=SIDE, default=768, help="side of the square training images")
     p.add_argument("--split", default="train,val", help="comma-separated splits (default train,val)")
     p.add_argument("--check", action="store_true", help="only validate: list every problem, exit 1 if any")
