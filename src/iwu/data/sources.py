@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iwu.data.acdc import ACDC, CONDITIONS, list_acdc, parse_conditions
+from iwu.data.acdc import ACDC, list_acdc, parse_conditions
 from iwu.data.cityscapes import Cityscapes, list_cityscapes
 from iwu.data.common import PairDataset
 from iwu.data.folder import SegmentationFolder, folder_classes, list_folder
