@@ -2,6 +2,7 @@
 ACDC fixes (conditions named in errors, synthetic splits with every condition)."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -302,3 +303,20 @@ def test_kinds_list_the_new_datasets():
         parse_data_spec("kitti:/x")
     assert parse_data_spec("kvasir:/d/k") == {"kind": "kvasir", "root": "/d/k"}
     assert parse_data_spec("voc:/d/v") == {"kind": "voc", "root": "/d/v"}
+
+
+@pytest.mark.parametrize("kind, mean, std", [("kvasir", KVASIR_MEAN, KVASIR_STD), ("voc", IMAGENET_MEAN, IMAGENET_STD)])
+def test_predict_normalises_as_the_run_was_trained(monkeypatch, kind, mean, std):
+    import iwu.predict as predict
+
+    seen = []
+
+    def probabilities(module, x):  # members x batch x classes x H x W
+        seen.append(x)
+        return torch.full((1, 1, 2, *x.shape[-2:]), 0.5)
+
+    monkeypatch.setattr(predict, "member_probabilities", probabilities)
+    loaded = SimpleNamespace(module=None, device=torch.device("cpu"), config=SimpleNamespace(data={"kind": kind}))
+    image = Image.fromarray(_photo(1))
+    predict.predict_image(loaded, image, SIZE)
+    assert torch.allclose(seen[0][0], _normalised(image, mean, std), atol=1e-5)

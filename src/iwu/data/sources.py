@@ -16,6 +16,12 @@ KINDS = ("cityscapes", "acdc", "kvasir", "voc", "folder")
 _SPEC_HELP = "use cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow], kvasir:ROOT, voc:ROOT or folder:ROOT"
 
 
+def image_statistics(kind) -> tuple[tuple, tuple]:
+    """(mean, std) the images of a kind of dataset are normalised with: its own, or ImageNet's."""
+    dataset = {"cityscapes": Cityscapes, "acdc": ACDC, "kvasir": Kvasir, "voc": VOC}.get(kind, PairDataset)
+    return dataset.mean, dataset.std
+
+
 def parse_data_spec(spec: str) -> dict:
     """`"acdc:/data/acdc:fog,night"` -> `{"kind": "acdc", "root": "/data/acdc", "conditions": ["fog", "night"]}`."""
     kind, sep, rest = str(spec).partition(":")
