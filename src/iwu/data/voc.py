@@ -59,7 +59,7 @@ def list_voc(root, split: str) -> tuple[list[Sample], list[str]]:
     image_dir = voc_folder(root) / "JPEGImages"
     problems = missing_dirs(image_dir, label_dir, expected=_LAYOUT)
     if not list_file.is_file():
-        problems.append(f"{list_file}: missing split list (expected a {_LAYOUT})")
+        problems.append(f"{list_file}: missing split list (image names without .jpg, one a line)")
     if problems:
         return [], problems
     names = list(dict.fromkeys(ln.strip() for ln in list_file.read_text(encoding="utf-8").splitlines() if ln.strip()))
