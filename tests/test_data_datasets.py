@@ -126,4 +126,4 @@ def test_specs_and_config():
         with pytest.raises(UserError, match="--data"):
             parse_data_spec(bad)
     with pytest.raises(UserError, match="kind"):
-        build_dataset({"kind": "voc", "root": "/x"}, "train", 32)
+        build_dataset({"kind": "kitti", "root": "/x"}, "train", 32)

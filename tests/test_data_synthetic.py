@@ -20,11 +20,11 @@ def _hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("layout", ["cityscapes", "acdc"])
+@pytest.mark.parametrize("layout", ["cityscapes", "acdc", "kvasir", "voc"])
 def test_same_seed_same_bytes(tmp_path, layout):
-    a = write_synthetic(tmp_path / "a", layout, n_train=4, n_val=2, size=64, seed=3)
-    b = write_synthetic(tmp_path / "b", layout, n_train=4, n_val=2, size=64, seed=3)
-    c = write_synthetic(tmp_path / "c", layout, n_train=4, n_val=2, size=64, seed=4)
+    a = write_synthetic(tmp_path / "a", layout, n_train=4, n_val=4, size=64, seed=3)
+    b = write_synthetic(tmp_path / "b", layout, n_train=4, n_val=4, size=64, seed=3)
+    c = write_synthetic(tmp_path / "c", layout, n_train=4, n_val=4, size=64, seed=4)
     assert _hashes(a) == _hashes(b)
     assert _hashes(a) != _hashes(c)
 

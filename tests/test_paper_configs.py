@@ -159,3 +159,30 @@ def test_readme_names_every_file():
     readme = (PAPER / "README.md").read_text()
     for path in sorted(PAPER.glob("*.yaml")):
         assert f"`{path.name}`" in readme, path.name
+
+
+# --- the published code's other datasets (configs/kvasir.yaml, configs/voc.yaml) ----------------
+
+PUBLISHED_AUGMENT = [{"random_scale": {"min": 0.5, "max": 2.0}}, {"random_crop": {"size": 513}}, "hflip"]
+OTHER_DATASETS = {  # stem -> (val_batch_size, extra data keys): the published main.py's settings
+    "kvasir": (4, {"val_fraction": 0.2}),
+    "voc": (1, {}),
+}
+
+
+@pytest.mark.parametrize("stem", sorted(OTHER_DATASETS))
+def test_other_datasets_take_the_published_settings(stem):
+    val_batch, extra = OTHER_DATASETS[stem]
+    path = ROOT / "configs" / f"{stem}.yaml"
+    c = load_config(path)
+    assert (c.experiment, c.mode) == (stem, "instance_uncertainty")
+    assert [(m.name, m.lr) for m in c.members] == [RESNET101, RESNET50, MOBILENET]
+    assert (c.model.output_stride, c.model.bn_momentum, c.optim.weight_decay, c.optim.poly_power) == (16, 0.01, 1e-4, 0.9)
+    assert (c.trainer.max_steps, c.trainer.max_epochs, c.val_every) == (30_000, -1, 100)
+    assert c.data == {"kind": stem, "root": None, "size": 513, "batch_size": 16, "val_batch_size": val_batch,
+                      "hflip": False, "augment": PUBLISHED_AUGMENT, **extra}
+    shown = commands(path.read_text())
+    assert shown and all(args[0] == f"configs/{stem}.yaml" for args in shown)
+    for _, *overrides in shown:
+        assert load_config(path, overrides).data["root"] is not None
+    assert f"`configs/{stem}.yaml`" in (PAPER / "README.md").read_text()

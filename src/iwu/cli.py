@@ -517,13 +517,14 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout",
+    p = sub.add_parser("synth", help="write synthetic street scenes in the Cityscapes or ACDC layout "
+                                     "(or small Kvasir-SEG / Pascal VOC fakes)",
                        epilog=_examples("iwu synth --out data/synth",
                                         "iwu synth --out data/synth_acdc --layout acdc --n-train 40 --size 384"))
     p.add_argument("--out", required=True, help="folder to write (new, empty, or an earlier synth output of the "
                                                 "same layout and seed, which is replaced)")
-    p.add_argument("--layout", choices=["cityscapes", "acdc"], default="cityscapes",
-                   help="folder and file names of that dataset, so --data cityscapes:OUT or acdc:OUT reads them")
+    p.add_argument("--layout", choices=["cityscapes", "acdc", "kvasir", "voc"], default="cityscapes",
+                   help="folder and file names of that dataset, so --data LAYOUT:OUT reads them")
     p.add_argument("--n-train", type=COUNT, default=20, help="training images (acdc: spread over the four conditions)")
     p.add_argument("--n-val", type=COUNT, default=5, help="validation images")
     p.add_argument("--size", type=SIDE, default=256, help="image width in pixels")

@@ -53,7 +53,7 @@ class NativeLabels(torch.utils.data.Dataset):
         image, values, problems = load_pair(sample)  # one decode serves both sizes
         raise_if_problems(problems)
         resized, _ = resize_pair(image, values, sample.labels, self.dataset.size)
-        return make_item(resized, sample.labels.lut[values], sample.name)
+        return make_item(resized, sample.labels.lut[values], sample.name, mean=self.dataset.mean, std=self.dataset.std)
 
 
 def _scores(confusion: torch.Tensor, names: list[str]) -> dict:

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from iwu.data.common import atomic_save_png, image_tensor
+from iwu.data.sources import image_statistics
 from iwu.errors import UserError
 from iwu.inference import load_models, member_probabilities
 from iwu.outputs import refuse_existing, refuse_overlap
@@ -88,7 +89,8 @@ def _back_to(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndar
 def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) -> dict:
     """Prediction, pixel entropy and instance uncertainty at the image's own size."""
     resized = np.asarray(image.resize((size, size), Image.BILINEAR))
-    mean = member_probabilities(loaded.module, image_tensor(resized)[None].to(loaded.device)).mean(dim=0)
+    x = image_tensor(resized, *image_statistics(loaded.config.data.get("kind")))  # as the model was trained
+    mean = member_probabilities(loaded.module, x[None].to(loaded.device)).mean(dim=0)
     pred = mean.argmax(dim=1)
     entropy = pixel_entropy(mean)
     instance = instance_uncertainty(pred, entropy, connectivity=connectivity)

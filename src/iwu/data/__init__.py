@@ -1,9 +1,10 @@
 """Datasets, the cache, synthetic scenes and the LightningDataModule.
 
-    from iwu.data import Cityscapes, ACDC, SegmentationFolder, write_synthetic
+    from iwu.data import Cityscapes, ACDC, Kvasir, VOC, SegmentationFolder, write_synthetic
     from iwu.data import SegmentationDataModule   # imports lightning on first use
 
-Items are dicts: `image` float32 3xSxS (ImageNet-normalised), `label` int64
+Items are dicts: `image` float32 3xSxS (normalised by the dataset's `mean`/`std`, ImageNet's
+unless it has its own), `label` int64
 SxS (255 = ignore), `name` (a stable id).
 """
 
@@ -19,13 +20,15 @@ from iwu.data.checks import check_dataset, check_split
 from iwu.data.cityscapes import CLASSES, PALETTE, Cityscapes
 from iwu.data.common import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataFileError
 from iwu.data.folder import SegmentationFolder
+from iwu.data.kvasir import Kvasir
 from iwu.data.sources import KINDS, build_dataset, parse_data_spec
 from iwu.data.stats import format_proportions, load_class_counts, read_class_counts
 from iwu.data.synthetic import write_synthetic
+from iwu.data.voc import VOC
 
 __all__ = [
     "ACDC", "CONDITIONS", "CLASSES", "PALETTE", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "KINDS",
-    "CachedDataset", "Cityscapes", "DataFileError", "SegmentationDataModule", "SegmentationFolder",
+    "CachedDataset", "Cityscapes", "DataFileError", "Kvasir", "SegmentationDataModule", "SegmentationFolder", "VOC",
     "build_dataset", "cache_dir", "check_dataset", "check_split", "default_cache_root", "format_proportions",
     "load_class_counts", "open_cached", "parse_data_spec", "prepare_cache", "read_class_counts", "write_synthetic",
 ]

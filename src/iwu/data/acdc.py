@@ -5,6 +5,7 @@ train ids; any subset of the four conditions.
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from pathlib import Path
 
 from iwu.data.cityscapes import CLASSES, PALETTE, TRAIN_IDS
@@ -31,11 +32,17 @@ def parse_conditions(conditions) -> tuple[str, ...]:
         return CONDITIONS
     if isinstance(conditions, str):
         conditions = conditions.split(",")
-    chosen = {c.strip() for c in conditions if c.strip()}
+    chosen = {str(c).strip() for c in conditions if str(c).strip()}
     unknown = sorted(chosen - set(CONDITIONS))
     if unknown or not chosen:
-        raise UserError(f"ACDC conditions {','.join(unknown) or '(none)'}: unknown; choose from {','.join(CONDITIONS)}")
+        raise UserError(f"ACDC condition {','.join(unknown) or '(none)'}: unknown; choose from "
+                        f"{', '.join(CONDITIONS)}{_suggestion(unknown)}")
     return tuple(c for c in CONDITIONS if c in chosen)
+
+
+def _suggestion(unknown: list[str]) -> str:
+    near = [m for u in unknown for m in get_close_matches(u.lower(), CONDITIONS, n=1, cutoff=0.6)]
+    return f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
 
 
 def list_acdc(root, split: str, conditions=None) -> tuple[list[Sample], list[str]]:

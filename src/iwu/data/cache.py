@@ -30,6 +30,8 @@ from tqdm import tqdm
 
 from iwu.data.common import (
     IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     PairDataset,
     make_item,
     no_collate,
@@ -174,6 +176,7 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
                        split=dataset.split, size=s, fingerprint=fp)
     manifest = {"version": CACHE_VERSION, **dataset.identity(), "fingerprint": fp, "count": n,
                 "classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
+                "mean": list(dataset.mean), "std": list(dataset.std),
                 **names, "names": dataset.names}
     atomic_write_json(directory / MANIFEST, manifest)
     _remove_stale(directory, keep=set(names.values()))
@@ -193,6 +196,9 @@ class CachedDataset(torch.utils.data.Dataset):
         self.names = manifest["names"]
         self.classes = tuple(manifest["classes"])
         self.palette = tuple(tuple(c) for c in manifest["palette"])
+        # stores written before the statistics were recorded hold ImageNet-normalised datasets
+        self.mean = tuple(manifest.get("mean", IMAGENET_MEAN))
+        self.std = tuple(manifest.get("std", IMAGENET_STD))
         self.augment = augment
         self._arrays = None  # opened lazily, once per worker process
 
@@ -219,7 +225,7 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.read(index)
-        return make_item(image, label, self.names[index], random_flip(self.augment))
+        return make_item(image, label, self.names[index], random_flip(self.augment), self.mean, self.std)
 
 
 def open_cached(dataset: PairDataset, cache_root=None, workers: int = 0) -> CachedDataset:

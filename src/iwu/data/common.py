@@ -13,6 +13,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,6 @@ from iwu.files import atomic_write_bytes
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-_SCALE, _SHIFT = 1 / (255 * _STD), torch.tensor(IMAGENET_MEAN).view(3, 1, 1) / _STD
 
 
 class DataFileError(UserError):
@@ -53,6 +52,7 @@ class LabelMap:
     lut: np.ndarray  # uint8[256]: stored value -> train id (255 = ignore)
     known: np.ndarray  # bool[256]: value may appear in a label file
     what: str  # e.g. "Cityscapes labelIds 0..33", for messages
+    mode: str | None = None  # Pillow mode to convert label files to first ("L": masks stored as RGB JPEG)
 
     @classmethod
     def identity(cls, num_classes: int, ignore_index: int = IGNORE_INDEX, what: str = "") -> LabelMap:
@@ -138,6 +138,8 @@ def load_image(path: Path) -> Image.Image:
 def load_label(path: Path, labels: LabelMap) -> np.ndarray:
     """Stored label values as a 2-D array, after checking they are all legal."""
     img = _open(path, "label")
+    if labels.mode is not None:
+        img = img.convert(labels.mode)
     if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
         raise DataFileError(f"{path}: label has mode {img.mode}; expected one channel of class ids")
     values = np.asarray(img)
@@ -186,23 +188,31 @@ def read_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
     return resize_pair(image, values, sample.labels, size)
 
 
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> ImageNet-normalised float 3xHxW."""
+@lru_cache(maxsize=8)
+def _scale_shift(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return 1 / (255 * std_t), torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_t
+
+
+def image_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """HxWx3 uint8 -> float 3xHxW normalised by the dataset's per-channel mean and std (of values in 0..1)."""
     # one contiguous CHW copy, then (x/255 - mean)/std as a multiply and a subtract: several
     # times faster than converting a permuted view, which matters on the cache path
+    scale, shift = _scale_shift(tuple(mean), tuple(std))
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
-    return x.mul_(_SCALE).sub_(_SHIFT)
+    return x.mul_(scale).sub_(shift)
 
 
-def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = False) -> dict:
-    """The dataset item: ImageNet-normalised float image 3xSxS, int64 label SxS, name, flip.
+def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = False,
+              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """The dataset item: normalised float image 3xSxS, int64 label SxS, name, flip.
 
     `flip` says the item was mirrored, so per-item data stored elsewhere (offline masks) can follow.
     """
     if flip:
         image, label = image[:, ::-1], label[:, ::-1]
     y = torch.from_numpy(np.ascontiguousarray(label)).long()
-    return {"image": image_tensor(image), "label": y, "name": name, "flip": flip}
+    return {"image": image_tensor(image, mean, std), "label": y, "name": name, "flip": flip}
 
 
 def random_flip(augment: bool) -> bool:
@@ -224,6 +234,8 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     kind = "pairs"
+    # per-channel statistics the images are normalised with; a dataset with its own overrides them
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, root, split: str, samples: list[Sample], size: int, classes, palette, augment=False,
                  extra_sources: tuple[Path, ...] = ()):
@@ -257,7 +269,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.read(index)
-        return make_item(image, label, self.samples[index].name, random_flip(self.augment))
+        return make_item(image, label, self.samples[index].name, random_flip(self.augment), self.mean, self.std)
 
 
 def missing_dirs(*dirs: Path, expected: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""`iwu synth`: synthetic street scenes written in the real Cityscapes or ACDC layout.
+"""`iwu synth`: synthetic street scenes written in the real Cityscapes or ACDC layout
+(and small Kvasir-SEG and VOC fakes, iwu.data.fakes).
 
 The loaders the demo and the tests exercise are then the real ones. Every
 image is a pure function of (seed, split, index), so the same seed writes the
@@ -19,15 +20,17 @@ from tqdm import tqdm
 
 from iwu.data.acdc import CONDITIONS
 from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
+from iwu.data import fakes
 from iwu.data.common import atomic_save_png
 from iwu.files import atomic_write_json
 from iwu.data.scenes import HOOD, make_scene, render, train_ids
 from iwu.data.weather import CONDITIONS as WEATHER
 from iwu.errors import UserError
 
-LAYOUTS = ("cityscapes", "acdc")
+LAYOUTS = ("cityscapes", "acdc", *fakes.LAYOUTS)
 MARKER = "iwu-synthetic.json"  # marks a folder we wrote, so writing again may replace it
-_OWN = {MARKER, "leftImg8bit", "gtFine", "rgb_anon", "gt"}  # what a synthetic set's folder holds
+# what a synthetic set's folder holds
+_OWN = {MARKER, "leftImg8bit", "gtFine", "rgb_anon", "gt", *(f for fs in fakes.FOLDERS.values() for f in fs)}
 CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderheim",)}
 _SPLIT_CODE = {"train": 0, "val": 1}
 _EGO_VEHICLE = 1  # Cityscapes labelId of the hood
@@ -108,6 +111,18 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)  # also onto an empty folder
 
 
+def _write_scenes(root: Path, layout: str, n_train: int, n_val: int, width: int, height: int, seed: int,
+                  write_train_ids: bool) -> None:
+    jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
+    for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
+        condition = CONDITIONS[i % len(CONDITIONS)] if layout == "acdc" else None
+        image, scene = scene_arrays(seed, split, i, height, width, condition)
+        if layout == "acdc":
+            _acdc_frame(root, split, i, condition, image, scene)
+        else:
+            _cityscapes_frame(root, split, i, image, scene, write_train_ids)
+
+
 def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: int = 5, size: int = 256,
                     height: int | None = None, seed: int = 0, write_train_ids: bool = False,
                     force: bool = False) -> Path:
@@ -115,29 +130,31 @@ def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: i
 
     cityscapes: leftImg8bit + gtFine labelIds (and labelTrainIds with `write_train_ids`).
     acdc: rgb_anon + gt labelTrainIds; frames take the conditions fog, night, rain, snow in
-    turn, so n images hold n/4 of each. An earlier set at `out` is replaced if it has the same layout and
+    turn, so n images hold n/4 of each (a split has none or at least one per condition).
+    kvasir, voc: see iwu.data.fakes. An earlier set at `out` is replaced if it has the same layout and
     seed (any, with `force`) and `out` holds nothing else.
     """
     if layout not in LAYOUTS:
-        raise UserError(f"--layout {layout}: unknown; choose {' or '.join(LAYOUTS)}")
+        raise UserError(f"--layout {layout}: unknown; choose {', '.join(LAYOUTS)}")
     height = size // 2 if height is None else height
     if min(size, height) < 16 or n_train < 0 or n_val < 0:
         raise UserError(f"synthetic dataset {size}x{height}, {n_train}+{n_val} images: "
                         "need sizes >= 16 and counts >= 0")
+    short = [(flag, n) for flag, n in (("--n-train", n_train), ("--n-val", n_val)) if 0 < n < len(CONDITIONS)]
+    if layout == "acdc" and short:
+        flag, n = short[0]
+        raise UserError(f"{flag} {n}: an ACDC split needs at least {len(CONDITIONS)} images, one per condition "
+                        f"({', '.join(CONDITIONS)}), or none")
     out = Path(out)
     _check_out(out, layout, seed, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is not
     try:
-        jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
-        for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
-            condition = CONDITIONS[i % len(CONDITIONS)] if layout == "acdc" else None
-            image, scene = scene_arrays(seed, split, i, height, size, condition)
-            if layout == "acdc":
-                _acdc_frame(tmp, split, i, condition, image, scene)
-            else:
-                _cityscapes_frame(tmp, split, i, image, scene, write_train_ids)
+        if layout in fakes.LAYOUTS:
+            fakes.write_fake(tmp, layout, n_train, n_val, size, height, seed)
+        else:
+            _write_scenes(tmp, layout, n_train, n_val, size, height, seed, write_train_ids)
         about = {"layout": layout, "n_train": n_train, "n_val": n_val, "width": size, "height": height, "seed": seed}
         atomic_write_json(tmp / MARKER, about)
         _swap_in(tmp, out)
