@@ -36,7 +36,7 @@ def test_synth_then_prepare(tmp_path, capsys, monkeypatch):
 def test_class_counts_file_finds_the_fresh_store_of_the_training_split(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "acdc"
-    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "2",
+    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "4",
                  "--size", "64"]) == 0
     spec, foggy = f"acdc:{data}", f"acdc:{data}:fog"
     command = re.escape(f"`iwu prepare --data {spec} --split train`")

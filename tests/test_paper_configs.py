@@ -173,7 +173,7 @@ OTHER_DATASETS = {  # stem -> (val_batch_size, extra data keys): the published m
 @pytest.mark.parametrize("stem", sorted(OTHER_DATASETS))
 def test_other_datasets_take_the_published_settings(stem):
     val_batch, extra = OTHER_DATASETS[stem]
-    path = ROOT / "configs" / f"{stem}.yaml"
+    path = packaged_configs_dir() / f"{stem}.yaml"
     c = load_config(path)
     assert (c.experiment, c.mode) == (stem, "instance_uncertainty")
     assert [(m.name, m.lr) for m in c.members] == [RESNET101, RESNET50, MOBILENET]

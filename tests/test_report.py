@@ -919,7 +919,7 @@ def test_in_domain_and_cross_domain_of_the_same_runs_are_not_tested_against_each
 def test_class_counts_by_dataset_are_those_iwu_prepare_wrote(tmp_path, runs, capsys, monkeypatch):
     monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "acdc"
-    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "2",
+    assert main(["synth", "--out", str(data), "--layout", "acdc", "--n-train", "4", "--n-val", "4",
                  "--size", "64"]) == 0
     spec = f"acdc:{data}"
     capsys.readouterr()
