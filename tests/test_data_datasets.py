@@ -17,7 +17,7 @@ from iwu.data import (
     build_dataset,
     parse_data_spec,
 )
-from iwu.data.scenes import train_ids
+from iwu.data.synthetic.scenes import train_ids
 from iwu.data.synthetic import scene_arrays, write_synthetic
 from iwu.errors import UserError
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from iwu.data.cityscapes import LABEL_IDS
-from iwu.data.scenes import CAR, PERSON, POLE, train_ids
+from iwu.data.synthetic.scenes import CAR, PERSON, POLE, train_ids
 from iwu.data.synthetic import MARKER, scene_arrays, write_synthetic
 from iwu.errors import UserError
 

@@ -1,5 +1,5 @@
 """`iwu synth`: synthetic street scenes written in the real Cityscapes or ACDC layout
-(and small Kvasir-SEG and VOC fakes, iwu.data.fakes).
+(and small Kvasir-SEG and VOC fakes).
 
 The loaders the demo and the tests exercise are then the real ones. Every
 image is a pure function of (seed, split, index), so the same seed writes the
@@ -15,68 +15,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from iwu.data.acdc import CONDITIONS
-from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
-from iwu.data import fakes
-from iwu.data.common import atomic_save_png
-from iwu.files import atomic_write_json
-from iwu.data.scenes import HOOD, make_scene, render, train_ids
-from iwu.data.weather import CONDITIONS as WEATHER
+from iwu.data.synthetic import fakes, street
 from iwu.errors import UserError
+from iwu.files import atomic_write_json
 
-LAYOUTS = ("cityscapes", "acdc", *fakes.LAYOUTS)
+LAYOUTS = (*street.LAYOUTS, *fakes.LAYOUTS)
 MARKER = "iwu-synthetic.json"  # marks a folder we wrote, so writing again may replace it
 # what a synthetic set's folder holds
-_OWN = {MARKER, "leftImg8bit", "gtFine", "rgb_anon", "gt", *(f for fs in fakes.FOLDERS.values() for f in fs)}
-CITIES = {"train": ("synthburg", "pixelstadt"), "val": ("renderheim",)}
-_SPLIT_CODE = {"train": 0, "val": 1}
-_EGO_VEHICLE = 1  # Cityscapes labelId of the hood
-
-
-def scene_arrays(seed: int, split: str, index: int, height: int, width: int, condition: str | None = None):
-    """(uint8 image h x w x 3, scene) of one synthetic frame, deterministic from its arguments."""
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-    scene = make_scene(rng, height, width)
-    image = render(scene, rng)
-    if condition is not None:
-        image = WEATHER[condition](image, scene, rng)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), scene
-
-
-def _label_ids(scene) -> np.ndarray:
-    lut = np.zeros(256, dtype=np.uint8)
-    lut[: len(TRAIN_TO_LABEL_ID)] = TRAIN_TO_LABEL_ID
-    lut[HOOD] = _EGO_VEHICLE
-    return lut[scene.label]
-
-
-def _cityscapes_frame(root: Path, split: str, index: int, image, scene, write_train_ids: bool) -> None:
-    city = CITIES[split][index % len(CITIES[split])]
-    stem = f"{city}_{index // len(CITIES[split]):06d}_000019"
-    img_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
-    img_dir.mkdir(parents=True, exist_ok=True)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_png(image, img_dir / f"{stem}_leftImg8bit.png")
-    atomic_save_png(_label_ids(scene), gt_dir / f"{stem}_gtFine_labelIds.png")
-    if write_train_ids:
-        atomic_save_png(train_ids(scene), gt_dir / f"{stem}_gtFine_labelTrainIds.png")
-
-
-def _acdc_frame(root: Path, split: str, index: int, condition: str, image, scene) -> None:
-    k = index // len(CONDITIONS)  # index within its condition
-    sequence = f"GOPR{CONDITIONS.index(condition)}{k // 8:03d}"
-    stem = f"{sequence}_frame_{k:06d}"
-    img_dir = root / "rgb_anon" / condition / split / sequence
-    gt_dir = root / "gt" / condition / split / sequence
-    img_dir.mkdir(parents=True, exist_ok=True)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_png(image, img_dir / f"{stem}_rgb_anon.png")
-    atomic_save_png(train_ids(scene), gt_dir / f"{stem}_gt_labelTrainIds.png")
-
-
+_OWN = {MARKER, *street.FOLDERS, *(f for fs in fakes.FOLDERS.values() for f in fs)}
 def _check_out(out: Path, layout: str, seed: int, force: bool) -> None:
     """Writing replaces the folder: only an empty one or an earlier synthetic set of the same layout and seed
     (another with `force`), and only if it holds nothing the generator did not write."""
@@ -111,18 +58,6 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)  # also onto an empty folder
 
 
-def _write_scenes(root: Path, layout: str, n_train: int, n_val: int, width: int, height: int, seed: int,
-                  write_train_ids: bool) -> None:
-    jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
-    for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
-        condition = CONDITIONS[i % len(CONDITIONS)] if layout == "acdc" else None
-        image, scene = scene_arrays(seed, split, i, height, width, condition)
-        if layout == "acdc":
-            _acdc_frame(root, split, i, condition, image, scene)
-        else:
-            _cityscapes_frame(root, split, i, image, scene, write_train_ids)
-
-
 def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: int = 5, size: int = 256,
                     height: int | None = None, seed: int = 0, write_train_ids: bool = False,
                     force: bool = False) -> Path:
@@ -131,7 +66,7 @@ def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: i
     cityscapes: leftImg8bit + gtFine labelIds (and labelTrainIds with `write_train_ids`).
     acdc: rgb_anon + gt labelTrainIds; frames take the conditions fog, night, rain, snow in
     turn, so n images hold n/4 of each (a split has none or at least one per condition).
-    kvasir, voc: see iwu.data.fakes. An earlier set at `out` is replaced if it has the same layout and
+    kvasir, voc: see iwu.data.synthetic.fakes. An earlier set at `out` is replaced if it has the same layout and
     seed (any, with `force`) and `out` holds nothing else.
     """
     if layout not in LAYOUTS:
@@ -154,7 +89,7 @@ def write_synthetic(out, layout: str = "cityscapes", n_train: int = 20, n_val: i
         if layout in fakes.LAYOUTS:
             fakes.write_fake(tmp, layout, n_train, n_val, size, height, seed)
         else:
-            _write_scenes(tmp, layout, n_train, n_val, size, height, seed, write_train_ids)
+            street.write_street(tmp, layout, n_train, n_val, size, height, seed, write_train_ids)
         about = {"layout": layout, "n_train": n_train, "n_val": n_val, "width": size, "height": height, "seed": seed}
         atomic_write_json(tmp / MARKER, about)
         _swap_in(tmp, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iwu.data.scenes import SKY, Scene
+from iwu.data.synthetic.scenes import SKY, Scene
 
 
 def _depth(scene: Scene) -> np.ndarray:
