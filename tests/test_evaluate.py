@@ -16,6 +16,8 @@ from iwu.data.synthetic import write_synthetic
 from iwu.mask_store import MaskStore
 from iwu.train import train
 
+from drawn import drawn_figures
+
 SIZE = 48
 
 
@@ -53,19 +55,6 @@ def _official_class_ious(predictions, root):
             setattr(args, k, v)
 
 
-def drawn_figures(monkeypatch, module) -> dict:
-    """{file name: figure} of the figures `module` writes through `save_png`, kept as drawn."""
-    drawn = {}
-    save_png = module.save_png
-
-    def keep(fig, path, **kwargs):
-        drawn[path.name] = fig
-        return save_png(fig, path, **kwargs)
-
-    monkeypatch.setattr(module, "save_png", keep)
-    return drawn
-
-
 def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_path, monkeypatch):
     import iwu.plots.reliability
 
@@ -92,7 +81,7 @@ def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_
     unc = record["uncertainty"]
     assert 0 <= unc["ece"] <= 1 and 0 <= unc["entropy"]["auroc"] <= 1 and "mutual_information" in unc
     assert (out / "reliability_cityscapes.png").is_file()
-    figure = drawn["reliability_cityscapes.png"]
+    (figure,) = [fig for path, fig in drawn.items() if path.name == "reliability_cityscapes.png"]
     assert figure.get_suptitle() == "tiny / instance_uncertainty / seed 0: ensemble on cityscapes/val"
     assert [b.get_height() for b in figure.axes[1].containers[0]] == unc["reliability"]["count"]
 
@@ -170,6 +159,7 @@ def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, m
     wide.parent.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 70, 3), dtype=np.uint8)).save(wide)
     assert main(["predict", str(out), str(wide), "--out", str(tmp_path / "p")]) == 0
+    drawn = {path.name: fig for path, fig in drawn.items()}
     assert sorted(drawn) == ["wide_entropy.png", "wide_instance.png", "wide_overlay.png", "wide_seg.png"]
     seg = drawn["wide_seg.png"]
     assert seg.axes[0].get_title() == "tiny / instance_uncertainty / seed 0: ensemble on wide.jpg\nsegmentation"
@@ -182,10 +172,10 @@ def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, m
         heat = drawn[f"wide_{kind}.png"].axes[0].images[0]
         assert heat.get_clim() == pytest.approx((0.0, math.log(19)))
         assert heat.colorbar.ax.get_ylim() == pytest.approx((0.0, math.log(19)))
-    drawn.clear()
+    panels = drawn_figures(monkeypatch, figures)
     assert main(["predict", str(out), str(wide), "--out", str(tmp_path / "q"), "--panel"]) == 0
-    assert list(drawn) == ["wide_panel.png"] and [p.name for p in (tmp_path / "q").iterdir()] == ["wide_panel.png"]
-    panel = drawn["wide_panel.png"]
+    assert [p.name for p in (tmp_path / "q").iterdir()] == ["wide_panel.png"]
+    (panel,) = panels.values()
     assert [ax.get_title() for ax in panel.axes if ax.images] == ["image", "prediction", "pixel entropy",
                                                                   "instance uncertainty"]
     assert panel.get_suptitle() == "tiny / instance_uncertainty / seed 0: ensemble on wide.jpg"

@@ -54,8 +54,10 @@ def _title(col_a: Column, col_b: Column) -> str:
     both = col_a.records + col_b.records
     experiment, model, train, evaluated = (shared_value(both, f) for f in ("experiment", "model", "train", "eval"))
     context = [str(v) for v in (experiment, model) if v is not None]
-    if evaluated is not None:
-        context.append(f"{train} -> {evaluated}" if train not in (None, evaluated) else f"on {evaluated}")
+    if train is not None and train != evaluated:
+        context.append(f"trained on {train}")
+    if evaluated is not None:  # a record names the split when it is not val
+        context.append(f"on {evaluated}" if "/" in evaluated else f"on {evaluated}/val")
     return f"{col_b.label} - {col_a.label}" + (f" ({', '.join(context)})" if context else "")
 
 
