@@ -425,3 +425,9 @@ def test_logged_steps_count_from_one_as_final_json_does(base, tmp_path):
     best = final["results"]["ensemble"]
     row = next(r for r in rows if r["val/ensemble/miou"] and int(r["step"]) == best["best_step"])
     assert float(row["val/ensemble/miou"]) == pytest.approx(best["miou"])
+    # the learning rate each step applied, per member and part: the poly schedule from the member's rate
+    from iwu.optim import poly_lr
+
+    for column, base_lr in (("lr/member0/head", 1e-3), ("lr/member1/head", 5e-4), ("lr/member1/backbone", 5e-5)):
+        logged = [float(r[column]) for r in rows if r["train/loss"]]
+        assert logged == pytest.approx([poly_lr(base_lr, step - 1, 7) for step in trained], rel=1e-6)
