@@ -40,8 +40,8 @@ def difference_bars(table: Table, a, b, class_share=None, *, percent: bool = Fal
         errors=scaled([cmp.se[c] for c in order] + [cmp.miou_se]),
         significant=tuple(cmp.significant(c) for c in order) + (cmp.significant(None),),
         title=_title(col_a, col_b),
-        subtitle=f"per class, mean over runs ({len(col_b.records)} and {len(col_a.records)}); "
-                 f"bars: standard error, {table.std} std",
+        subtitle=f"per class, means over {len(col_b.records)} and {len(col_a.records)} runs; "
+                 f"whiskers: standard error, {table.std} std",
         ylabel=f"difference in {'IoU x 100' if percent else 'IoU'}",
         legend=(f"higher, {name} p (BH-adjusted) < {ALPHA:g}", f"lower, {name} p (BH-adjusted) < {ALPHA:g}",
                 "not significant after Benjamini-Hochberg"),
