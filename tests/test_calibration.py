@@ -11,7 +11,6 @@ from scipy.stats import mannwhitneyu
 from iwu.calibration import UncertaintyMeter, auroc_from_histograms
 from iwu.plots.reliability import reliability_figure, save_reliability_diagram
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 C = 5
 EPS = 1e-10
 
@@ -401,12 +400,12 @@ def test_reliability_diagram_is_a_png_written_atomically(result, tmp_path):
     path = tmp_path / "figures" / "reliability.png"
     written = save_reliability_diagram(result, path, title="ensemble on test", classes=list("abcde"))
     assert written == path
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
     assert [p.name for p in path.parent.iterdir()] == ["reliability.png"]  # no temporary left
     from PIL import Image
 
     with Image.open(path) as img:
         width, height = img.size
+        assert img.format == "PNG"
     assert width > height > 300
     with pytest.raises(ValueError, match="class names"):
         save_reliability_diagram(result, tmp_path / "x.png", classes=["a"])
@@ -418,6 +417,15 @@ def test_reliability_figure_shows_the_bins_and_the_classwise_ece(result):
     accuracy = [v for v in result["reliability"]["accuracy"] if v is not None]
     bars = rel_ax.containers[0]  # the accuracy bars; the gap bars follow
     assert [b.get_height() for b in bars] == pytest.approx(accuracy)
+    # each bar spans its confidence bin; the gap bars run from the accuracy to the mean confidence
+    edges = result["reliability"]["bin_edges"]
+    filled = [i for i, v in enumerate(result["reliability"]["accuracy"]) if v is not None]
+    assert [b.get_x() for b in bars] == pytest.approx([edges[i] for i in filled])
+    assert [b.get_x() + b.get_width() for b in bars] == pytest.approx([edges[i + 1] for i in filled])
+    confidence = [result["reliability"]["confidence"][i] for i in filled]
+    gaps = rel_ax.containers[1]
+    assert [g.get_y() for g in gaps] == pytest.approx([min(a, c) for a, c in zip(accuracy, confidence)])
+    assert [g.get_y() + g.get_height() for g in gaps] == pytest.approx([max(a, c) for a, c in zip(accuracy, confidence)])
     assert [b.get_height() for b in count_ax.containers[0]] == result["reliability"]["count"]
     assert [b.get_width() for b in class_ax.containers[0]] == pytest.approx(
         result["classwise_reliability"]["ece"])
@@ -439,8 +447,12 @@ def test_reliability_diagram_of_an_empty_meter(tmp_path):
     with pytest.warns(UserWarning, match="before the ``update``"):  # torchmetrics says so; the result is defined
         res = UncertaintyMeter(3).compute()
     assert res["pixels"] == 0 and math.isnan(res["ece"]) and math.isnan(res["entropy"]["auroc"])
-    path = save_reliability_diagram(res, tmp_path / "empty.png")
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    fig = reliability_figure(res)
+    rel_ax, count_ax, class_ax = fig.axes
+    assert len(rel_ax.containers[0]) == 0 and [b.get_height() for b in count_ax.containers[0]] == [0] * 15
+    assert [t.get_text() for t in class_ax.texts] == [" absent"] * 3
+    assert rel_ax.get_title() == "reliability: ECE n/a, accuracy n/a"
+    assert save_reliability_diagram(res, tmp_path / "empty.png").is_file()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -6,10 +6,9 @@ import math
 import pytest
 from PIL import Image
 
-from iwu.curves import read_metrics, save_curves
+from iwu.curves import curve_panels, read_metrics
 from iwu.errors import UserError
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from iwu.plots.curves import curves_figure, save_curves
 
 # as Lightning's CSVLogger writes it: one row per log call, only its own columns filled
 SPARSE = """\
@@ -35,14 +34,6 @@ def write(tmp_path, text, name="metrics.csv"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def check_png(path):
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    with Image.open(path) as img:
-        img.load()
-        width, height = img.size
-    assert 600 <= width <= 3000 and 250 <= height <= 1500 and width > height  # two panels side by side
 
 
 def test_read_metrics_gives_the_pairs_of_each_column(tmp_path):
@@ -75,28 +66,90 @@ def test_missing_metrics_file_is_a_user_error(tmp_path):
     assert not (tmp_path / "curves.png").exists()
 
 
-def test_save_curves_writes_a_png(tmp_path):
-    out = save_curves(write(tmp_path, SPARSE), tmp_path / "curves.png")
-    assert out == tmp_path / "curves.png"
-    check_png(out)
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+# an instance_uncertainty run as iwu.ensemble logs it: the rates of two members' parts, the uncertainty statistics
+IU = """\
+epoch,step,train/loss,train/m0/loss,train/m1/loss,lr/member0/backbone,lr/member0/head,lr/member1/backbone,\
+lr/member1/head,train/instance_uncertainty,train/pixel_entropy,train/instances_per_image,val/ensemble/miou
+0,1,2.0,2.2,1.8,1e-5,1e-4,1e-5,1e-4,0.9,0.7,41.0,
+0,2,1.5,1.6,1.4,5e-6,5e-5,5e-6,5e-5,0.8,0.6,38.5,
+0,2,,,,,,,,,,,0.125
+"""
 
 
-def test_save_curves_of_a_header_only_csv(tmp_path):
-    header = SPARSE.splitlines()[0] + "\n"
-    check_png(save_curves(write(tmp_path, header), tmp_path / "empty.png"))
-    check_png(save_curves(write(tmp_path, "", "blank.csv"), tmp_path / "blank.png"))
+def lines(ax):
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
 
 
-def test_save_curves_creates_the_parent_folder(tmp_path):
-    out = save_curves(write(tmp_path, SPARSE), tmp_path / "run" / "figures" / "curves.png")
-    check_png(out)
+def test_panels_of_an_instance_uncertainty_run_have_readable_labels(tmp_path):
+    panels = curve_panels(read_metrics(write(tmp_path, IU)))
+    assert [p.title for p in panels] == ["training loss", "validation mIoU", "learning rate",
+                                         "instance uncertainty (training batches)", "pixel entropy (training batches)",
+                                         "instances per image (training batches)"]
+    loss, miou, rate, instance, entropy, count = panels
+    assert [(s.label, s.steps, s.values) for s in loss.series] == [
+        ("mean of the members", (1, 2), (2.0, 1.5)), ("m0", (1, 2), (2.2, 1.6)), ("m1", (1, 2), (1.8, 1.4))]
+    assert [(s.label, s.values) for s in miou.series] == [("ensemble", (0.125,))]
+    # members sharing a schedule are one line, named by both
+    assert [(s.label, s.values) for s in rate.series] == [("member0 backbone, member1 backbone", (1e-5, 5e-6)),
+                                                          ("member0 head, member1 head", (1e-4, 5e-5))]
+    assert rate.log and not loss.log  # the rates span a factor 20, the losses less than 10
+    assert curve_panels({"train/loss": [(1, 10.0), (2, 0.5)]})[0].log
+    assert [s.values for p in (instance, entropy, count) for s in p.series] == [(0.9, 0.8), (0.7, 0.6), (41.0, 38.5)]
 
 
-def test_save_curves_with_odd_values(tmp_path):
-    # a negative or NaN loss (no log scale), one point per series, no validation, many models
+def test_curves_figure_draws_the_series_under_their_labels(tmp_path):
+    fig = curves_figure(read_metrics(write(tmp_path, IU)), title="exp / instance_uncertainty / seed 3")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes][:3] == ["training loss", "validation mIoU", "learning rate"]
+    assert lines(axes[0]) == {"mean of the members": ([1, 2], [2.0, 1.5]), "m0": ([1, 2], [2.2, 1.6]),
+                              "m1": ([1, 2], [1.8, 1.4])}
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["mean of the members", "m0", "m1"]
+    assert [lines(ax) for ax in axes[3:]] == [{"instance uncertainty": ([1, 2], [0.9, 0.8])},
+                                             {"pixel entropy": ([1, 2], [0.7, 0.6])},
+                                             {"instances per image": ([1, 2], [41.0, 38.5])}]
+    assert [ax.get_ylabel() for ax in axes] == ["loss", "mIoU", "learning rate", "mean over pixels",
+                                                "mean over pixels", "predicted instances"]
+    assert axes[0].get_yscale() == "linear" and axes[2].get_yscale() == "log"
+    assert fig.get_suptitle() == "exp / instance_uncertainty / seed 3"
+    # one validation: a marker at its step, on the step axis of the training curves, mIoU from 0
+    (ensemble,) = axes[1].get_lines()
+    assert ensemble.get_marker() == "o" and list(ensemble.get_xdata()) == [2]
+    assert axes[1].get_xlim()[0] == 0 and axes[1].get_xlim()[1] >= 2 and axes[1].get_ylim()[0] == 0
+
+
+def test_curves_figure_of_sparse_logs_keeps_model_colours_across_validation_sets(tmp_path):
+    fig = curves_figure(read_metrics(write(tmp_path, SPARSE)))
+    loss_ax, val_ax = [ax for ax in fig.axes if ax.get_visible()]  # no rates nor uncertainty logged
+    drawn = {line.get_label(): line for line in val_ax.get_lines()}
+    assert list(drawn) == ["deeplabv3plus_mobilenet_0", "ensemble", "ensemble (cityscapes)"]
+    assert drawn["ensemble"].get_color() == drawn["ensemble (cityscapes)"].get_color()
+    assert drawn["ensemble (cityscapes)"].get_linestyle() == "--" and drawn["ensemble"].get_linestyle() == "-"
+    assert drawn["ensemble"].get_linewidth() > drawn["deeplabv3plus_mobilenet_0"].get_linewidth()
+    assert lines(val_ax)["ensemble"] == ([19, 39], [0.35, 0.45])
+    assert lines(loss_ax) == {"mean of the members": ([9, 19, 29, 39], [1.5, 1.25, 0.875, 0.5])}
+    assert fig.get_suptitle() == ""
+
+
+def test_curves_of_empty_logs_say_so(tmp_path):
+    for text in (SPARSE.splitlines()[0] + "\n", ""):
+        loss_ax, val_ax = curves_figure(read_metrics(write(tmp_path, text))).axes[:2]
+        assert [t.get_text() for t in loss_ax.texts] == ["no training loss logged yet"]
+        assert [t.get_text() for t in val_ax.texts] == ["no validation yet"]
+
+
+def test_curves_with_odd_values(tmp_path):
+    # a negative or NaN loss (no log scale, NaN left out), one point per series, many models
     models = [f"deeplabv3plus_mobilenet_{i}" for i in range(12)] + ["ensemble"]
     header = "epoch,step,train/loss,train/loss_epoch," + ",".join(f"val/{m}/miou" for m in models)
     row = "0,5,-0.5,nan," + ",".join(str(i / 20) for i in range(len(models)))
-    check_png(save_curves(write(tmp_path, header + "\n" + row + "\n"), tmp_path / "odd.png"))
-    check_png(save_curves(write(tmp_path, "step,train/loss\n1,0.3\n", "one.csv"), tmp_path / "one.png"))
+    loss_ax, val_ax = curves_figure(read_metrics(write(tmp_path, header + "\n" + row + "\n"))).axes[:2]
+    assert loss_ax.get_yscale() == "linear" and lines(loss_ax) == {"mean of the members": ([5], [-0.5])}
+    assert len(val_ax.get_lines()) == 13 and lines(val_ax)["ensemble"] == ([5], [0.6])
+
+
+def test_save_curves_writes_a_png_atomically_creating_folders(tmp_path):
+    out = save_curves(write(tmp_path, SPARSE), tmp_path / "run" / "figures" / "curves.png", title="a run")
+    assert out == tmp_path / "run" / "figures" / "curves.png"
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size[0] > img.size[1]
+    assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # no temporary left

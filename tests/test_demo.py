@@ -10,11 +10,16 @@ from iwu.cli import main
 from iwu.config import load_config
 from iwu.demo import demo_config_path
 
+from drawn import drawn_figures
+
 TINY = ["trainer.max_steps=2", "val_every=2", "data.size=32", "data.synthetic.n_train=4",
         "data.synthetic.n_val=2", "data.synthetic.width=64"]
 
 
-def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys):
+def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    import iwu.plots.predictions
+
+    drawn = drawn_figures(monkeypatch, iwu.plots.predictions)
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--seeds", "2", *TINY]) == 0
     for mode in ("standard", "instance_uncertainty"):
@@ -24,7 +29,13 @@ def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys):
     summary = json.loads((out / "demo.json").read_text())
     assert [len(v) for v in summary["results"].values()] == [2, 2]
     assert abs(sum(summary["train_share"]) - 1) < 1e-9
-    assert (out / "uncertainty.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the method's ensemble on two validation scenes: image, labels, prediction and both uncertainties
+    (figure,) = drawn.values()
+    assert list(drawn) == [out / "uncertainty.png"] and (out / "uncertainty.png").is_file()
+    shown = [ax for ax in figure.axes if ax.images]
+    assert len(shown) == 10 and [ax.get_title() for ax in shown[:5]] == [
+        "image", "labels", "prediction", "pixel entropy", "instance uncertainty"]
+    assert figure.get_suptitle() == "demo / instance_uncertainty / seed 0: ensemble on validation images"
     assert (out / "report" / "difference.png").is_file()
     assert "| mIoU |" in (out / "report" / "report.md").read_text()
     printed = capsys.readouterr().out

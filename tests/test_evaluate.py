@@ -16,6 +16,8 @@ from iwu.data.synthetic import write_synthetic
 from iwu.mask_store import MaskStore
 from iwu.train import train
 
+from drawn import drawn_figures
+
 SIZE = 48
 
 
@@ -53,7 +55,10 @@ def _official_class_ious(predictions, root):
             setattr(args, k, v)
 
 
-def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_path):
+def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_path, monkeypatch):
+    import iwu.plots.reliability
+
+    drawn = drawn_figures(monkeypatch, iwu.plots.reliability)
     out, root = run
     predictions = tmp_path / "pred"
     assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--save-predictions", str(predictions)]) == 0
@@ -75,7 +80,10 @@ def test_evaluate_agrees_with_the_official_evaluator_and_with_training(run, tmp_
     assert 0 <= ours["pixel_accuracy"] <= 1
     unc = record["uncertainty"]
     assert 0 <= unc["ece"] <= 1 and 0 <= unc["entropy"]["auroc"] <= 1 and "mutual_information" in unc
-    assert (out / "reliability_cityscapes.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "reliability_cityscapes.png").is_file()
+    (figure,) = [fig for path, fig in drawn.items() if path.name == "reliability_cityscapes.png"]
+    assert figure.get_suptitle() == "tiny / instance_uncertainty / seed 0: ensemble on cityscapes/val"
+    assert [b.get_height() for b in figure.axes[1].containers[0]] == unc["reliability"]["count"]
 
 
 def test_a_member_checkpoint_is_scored_as_itself_beside_the_ensemble(run, tmp_path, capsys):
@@ -136,9 +144,41 @@ def test_predict_writes_four_maps_per_image_and_skips_unreadable_ones(run, tmp_p
     assert len(written) == 4 * (3 + 1)
     for kind in ("seg", "entropy", "instance", "overlay"):
         with Image.open(tmp_path / "p" / f"wide_{kind}.png") as image:
-            assert image.size == (70, 30) and image.mode == "RGB"  # back at the image's own size
+            assert image.format == "PNG" and image.size[0] > image.size[1]
     stems = {w.rsplit("_", 1)[0] for w in written}
     assert "renderheim/renderheim_000000_000019_leftImg8bit" in stems  # folders keep their layout
+
+
+def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, monkeypatch):
+    import iwu.plots.predictions as figures
+    from iwu.data.cityscapes import CLASSES
+
+    out, _ = run
+    drawn = drawn_figures(monkeypatch, figures)
+    wide = tmp_path / "in" / "wide.jpg"
+    wide.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 70, 3), dtype=np.uint8)).save(wide)
+    assert main(["predict", str(out), str(wide), "--out", str(tmp_path / "p")]) == 0
+    drawn = {path.name: fig for path, fig in drawn.items()}
+    assert sorted(drawn) == ["wide_entropy.png", "wide_instance.png", "wide_overlay.png", "wide_seg.png"]
+    seg = drawn["wide_seg.png"]
+    assert seg.axes[0].get_title() == "tiny / instance_uncertainty / seed 0: ensemble on wide.jpg\nsegmentation"
+    pred = seg.axes[0].images[0].get_array()
+    assert pred.shape[:2] == (30, 70)  # back at the image's own size
+    (legend,) = seg.legends
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names and set(names) <= set(CLASSES)
+    for kind in ("entropy", "instance"):
+        heat = drawn[f"wide_{kind}.png"].axes[0].images[0]
+        assert heat.get_clim() == pytest.approx((0.0, math.log(19)))
+        assert heat.colorbar.ax.get_ylim() == pytest.approx((0.0, math.log(19)))
+    panels = drawn_figures(monkeypatch, figures)
+    assert main(["predict", str(out), str(wide), "--out", str(tmp_path / "q"), "--panel"]) == 0
+    assert [p.name for p in (tmp_path / "q").iterdir()] == ["wide_panel.png"]
+    (panel,) = panels.values()
+    assert [ax.get_title() for ax in panel.axes if ax.images] == ["image", "prediction", "pixel entropy",
+                                                                  "instance uncertainty"]
+    assert panel.get_suptitle() == "tiny / instance_uncertainty / seed 0: ensemble on wide.jpg"
 
 
 def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run, tmp_path):

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import iwu.plots.difference
 from iwu import report
 from iwu.cli import main
 from iwu.errors import UserError
+from iwu.plots.difference import difference_figure
 from iwu.report import (
     TTest,
     Welch,
     build_table,
     collect,
+    difference_bars,
     group,
     match_paper,
     paper_columns,
@@ -39,7 +43,8 @@ from iwu.report import (
 
 from scipy import stats as sp_stats
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from drawn import drawn_figures
+
 PACKAGE_TABLES = Path(report.__file__).parent.with_name("paper_tables.json")
 SHARED_TABLES = Path("/work/shared/paper/tables.json")
 
@@ -603,7 +608,7 @@ def test_formats_name_the_std_and_the_test(runs):
     assert "test" not in one[0] and one[0]["std"] == "sample (ddof=1)"
 
 
-def test_cli_population_std_and_student_test(runs, capsys, tmp_path):
+def test_cli_population_std_and_student_test(runs, capsys, tmp_path, monkeypatch):
     assert main(["report", str(runs), "--std", "population", "--test", "student"]) == 0
     text = capsys.readouterr().out
     assert "Student's t-test" in text and "population std (ddof=0" in text and "Welch" not in text
@@ -627,13 +632,17 @@ def test_cli_population_std_and_student_test(runs, capsys, tmp_path):
     assert rows[4][1].endswith("± 0.000 (1)") and rows[4][-3] != "--" and rows[4][4] != "--" and rows[4][5] == "--"
     assert text.count("*") == sum(sig)
     # the files and the figure follow the same options
+    drawn = drawn_figures(monkeypatch, iwu.plots.difference)
     assert main(["report", str(runs), "--std", "population", "--test", "student", "--format", "csv",
                  "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
     assert float(rows[0]["standard std"]) == pytest.approx(np.std(values("standard", "road")), abs=1e-15)
     assert rows[0]["test"] == "Student's t-test"
-    assert (tmp_path / "out" / "difference.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "out" / "difference.png").is_file()
+    (figure,) = drawn.values()
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend[0] == "higher, Student p (BH-adjusted) < 0.05" and "population std" in figure.axes[0].get_title()
     # the defaults are the sample std and Welch's test
     assert main(["report", str(runs)]) == 0
     text = capsys.readouterr().out
@@ -786,40 +795,61 @@ def test_runs_with_other_classes_or_members_are_refused(tmp_path, runs):
 # ----------------------------------------------------------------------------------------------- files
 
 
-def test_difference_figure_is_a_png(tmp_path, runs):
+def test_difference_figure_shows_each_difference_its_error_and_significance(tmp_path, runs):
+    from matplotlib.colors import to_rgba
+
     table = summarise(group(collect(runs)))
     counts = tmp_path / "class_counts.json"
     counts.write_text(json.dumps({"classes": CLASSES, "counts": [500, 300, 5, 10, 8], "ignored": 3}))
-    path = save_difference_figure(table, "standard", "instance_uncertainty", tmp_path / "fig" / "d.png",
-                                  class_share=report.load_class_share(counts, CLASSES))
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
-    save_difference_figure(table, 0, 1, tmp_path / "plain.png")
-    assert (tmp_path / "plain.png").read_bytes()[:8] == PNG_SIGNATURE
+    share = report.load_class_share(counts, CLASSES)
+    fig = difference_figure(difference_bars(table, "standard", "instance_uncertainty", class_share=share,
+                                            percent=True))
+    (ax,) = fig.axes
+    order = ["road", "car", "train", "bicycle", "rider"]  # the most to the least frequent in training
+    a, b = [values("standard", c) for c in order], [values("instance_uncertainty", c) for c in order]
+    diff = [y.mean() - x.mean() for x, y in zip(a, b)] + [mious("instance_uncertainty").mean() - mious("standard").mean()]
+    se = [math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)) if len(x) > 1 else math.nan
+          for x, y in zip(a, b)] + [math.sqrt(mious("standard").var(ddof=1) / 4 + mious("instance_uncertainty").var(
+              ddof=1) / 5)]
+    bars, whiskers = ax.containers
+    assert [r.get_height() for r in bars] == pytest.approx([100 * d for d in diff])
+    # whiskers: one standard error either side, none for bicycle (one standard run), marked n<2 instead
+    segments = whiskers.lines[2][0].get_segments()
+    assert [(s[1][1] - s[0][1]) / 2 for s in segments] == pytest.approx([100 * e for e in se if not math.isnan(e)])
+    assert [s[0][0] for s in segments] == [r.get_x() + r.get_width() / 2 for i, r in enumerate(bars) if i != 3]
+    assert [t.get_text() for t in ax.texts] == ["n<2"]
+    adjusted = dict(zip([*CLASSES, "mIoU"], welch_p_adj()))
+    significant = [adjusted[c] < 0.05 for c in [*order, "mIoU"]]
+    expected = [to_rgba(("C2" if d >= 0 else "C3") if s else "0.7") for d, s in zip(diff, significant)]
+    assert [r.get_facecolor() for r in bars] == expected
+    assert any(significant) and not all(significant)
+    ticks = ax.get_xticklabels()
+    assert [t.get_text() for t in ticks] == ["road (60.75%)", "car (36.45%)", "train (1.22%)", "bicycle (0.97%)",
+                                             "rider (0.61%)", "mIoU"]
+    assert [t.get_fontweight() == "bold" for t in ticks] == significant
+    assert ax.get_ylabel() == "difference in IoU x 100"
+    assert fig.get_suptitle() == "instance_uncertainty - standard (acdc_ensemble, ensemble, on acdc/val)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "higher, Welch p (BH-adjusted) < 0.05", "lower, Welch p (BH-adjusted) < 0.05",
+        "not significant after Benjamini-Hochberg"]
 
 
-def test_difference_figure_marks_the_adjusted_p(tmp_path, runs, monkeypatch):
-    from matplotlib.axes import Axes
+def test_difference_figure_follows_the_tables_std_and_test(runs):
+    table = summarise(group(collect(runs)), std="population", test="student")
+    bars = difference_bars(table, 0, 1)
+    x, y = values("standard", "rider"), values("instance_uncertainty", "rider")
+    assert bars.errors[2] == pytest.approx(math.sqrt(x.var() / len(x) + y.var() / len(y)))
+    assert bars.names == (*CLASSES, "mIoU")  # no class shares: the table's order
+    assert bars.legend[0] == "higher, Student p (BH-adjusted) < 0.05" and "population std" in bars.subtitle
+    assert bars.significant == tuple(table.comparison.significant(i) for i in (*range(5), None))
 
-    seen = {}
-    bar, legend = Axes.bar, Axes.legend
 
-    def spy_bar(self, *args, **kwargs):
-        seen["colors"] = list(kwargs["color"])
-        return bar(self, *args, **kwargs)
-
-    def spy_legend(self, *args, **kwargs):
-        seen["labels"] = [h.get_label() for h in kwargs["handles"]]
-        return legend(self, *args, **kwargs)
-
-    monkeypatch.setattr(Axes, "bar", spy_bar)
-    monkeypatch.setattr(Axes, "legend", spy_legend)
+def test_difference_figure_is_written_atomically(tmp_path, runs):
     table = summarise(group(collect(runs)))
-    save_difference_figure(table, 0, 1, tmp_path / "d.png")
-    sig = [q < 0.05 for q in welch_p_adj()]
-    assert [c != "0.7" for c in seen["colors"]] == sig  # train: raw p < 0.05, adjusted not: grey
-    assert any("BH-adjusted" in label for label in seen["labels"])
-    assert any("Benjamini-Hochberg" in label for label in seen["labels"])
+    path = save_difference_figure(table, 0, 1, tmp_path / "fig" / "d.png")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > img.size[1]
+    assert [p.name for p in path.parent.iterdir()] == ["d.png"]  # no temporary file left
 
 
 def test_write_report_writes_the_table_and_the_figure(tmp_path, runs, capsys):
@@ -832,7 +862,8 @@ def test_write_report_writes_the_table_and_the_figure(tmp_path, runs, capsys):
     text = written["md"].read_text()
     rows = md_rows(text)
     assert rows[0][:2] == ["road", "90.00"]  # share of road (its count listed last in the file)
-    assert written["figure"].read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(written["figure"]) as img:
+        assert img.format == "PNG"
 
     written = write_report(runs, out, fmt="tex,csv", percent=True)
     assert set(written) == {"tex", "csv", "figure"} and written["tex"].name == "report.tex"

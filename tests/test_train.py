@@ -19,6 +19,7 @@ from iwu.mask_store import MaskWriter
 from iwu.optim import poly_lr
 from iwu.train import train
 from crashing import Crash, CrashAt
+from drawn import drawn_figures
 
 MODES = ("standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal")
 MEMBERS = [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}]
@@ -61,7 +62,10 @@ def masks(base, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode):
+def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode, monkeypatch):
+    import iwu.plots.curves
+
+    drawn = drawn_figures(monkeypatch, iwu.plots.curves)
     out = tmp_path / mode
     final = train(_config(base, out, f"mode={mode}", f"loss.masks_dir={masks}"), progress=False)
     assert json.loads((out / "final.json").read_text()) == final
@@ -75,7 +79,14 @@ def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode):
     files = {p.name for p in (out / "checkpoints").iterdir()}
     assert files == {"last.ckpt", "best_ensemble.ckpt", *(f"best_{n}.pt" for n in NAMES)}
     assert load_config(out / "config.yaml").mode == mode
-    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (curves,) = drawn.values()
+    assert list(drawn) == [out / "curves.png"] and (out / "curves.png").is_file()
+    assert curves.get_suptitle() == f"tiny / {mode} / seed 0: training, validated on cityscapes/val"
+    panels = [ax.get_title() for ax in curves.axes if ax.get_visible()]
+    uncertainty = ["instance uncertainty (training batches)", "pixel entropy (training batches)",
+                   "instances per image (training batches)"]
+    assert panels == ["training loss", "validation mIoU", "learning rate",
+                      *(uncertainty if mode == "instance_uncertainty" else [])]
     header = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/ensemble/miou", *(f"val/{n}/miou" for n in NAMES)} <= set(header)
     if mode == "instance_uncertainty":
@@ -425,3 +436,7 @@ def test_logged_steps_count_from_one_as_final_json_does(base, tmp_path):
     best = final["results"]["ensemble"]
     row = next(r for r in rows if r["val/ensemble/miou"] and int(r["step"]) == best["best_step"])
     assert float(row["val/ensemble/miou"]) == pytest.approx(best["miou"])
+    # the learning rate each step applied, per member and part: the poly schedule from the member's rate
+    for column, base_lr in (("lr/member0/head", 1e-3), ("lr/member1/head", 5e-4), ("lr/member1/backbone", 5e-5)):
+        logged = [float(r[column]) for r in rows if r["train/loss"]]
+        assert logged == pytest.approx([poly_lr(base_lr, step - 1, 7) for step in trained], rel=1e-6)

@@ -317,7 +317,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from iwu.predict import run_predict
 
     return run_predict(args.run, args.images, args.out, size=args.size, device=args.device,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, panel=args.panel)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -332,6 +332,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the PNGs, outside the images' folders")
     _add_overwrite_option(p, "PNGs")
     p.add_argument("--size", type=SIDE, default=None, help="side the ensemble sees (default: training size)")
+    p.add_argument("--panel", action="store_true",
+                   help="one figure per image, <stem>_panel.png: the image, segmentation and uncertainty side by "
+                        "side (instead of the four maps)")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     _add_import_option(p, "")
     p.set_defaults(func=_run_predict)

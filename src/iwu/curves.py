@@ -1,25 +1,24 @@
-"""Training curves of a run, drawn from Lightning's CSVLogger ``metrics.csv``.
+"""Training curves of a run, read from Lightning's CSVLogger ``metrics.csv``.
 
 The CSV is sparse: every ``log`` call writes a row with only its own columns
 filled (training loss on some steps, validation mIoU once per validation), so
-each column is read as its own series of ``(step, value)`` pairs. The figure
-is drawn on a bare `matplotlib.figure.Figure`, which needs no backend and no
-pyplot state, so it is safe to call from a training callback.
+each column is read as its own series of ``(step, value)`` pairs. `curve_panels`
+groups them into what `iwu.plots.curves` draws, with readable labels.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from iwu.errors import UserError
-from iwu.files import atomic_write_bytes
 
 # val/<model>/miou for the main validation set, val_<dataset>/<model>/miou for another
 VAL_MIOU = re.compile(r"^(val[^/]*)/(.+)/miou$")
+LR_PREFIX = "lr/"  # lr/<parameter group>: the learning rate of each member's parts (iwu.optim.param_groups)
 
 
 def read_metrics(metrics_csv) -> dict[str, list[tuple[int, float]]]:
@@ -61,70 +60,89 @@ def _number(cell) -> float | None:
         return None
 
 
-def _finite(pairs: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+@dataclass(frozen=True)
+class Series:
+    """One logged column as a line: its readable label, and the finite values with their steps."""
+
+    column: str
+    label: str
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    model: str | None = None  # a validation curve's model, which keeps its colour across validation sets
+    other_set: bool = False  # a validation set other than the training dataset's own
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One plot of the curves: what it shows, its series, and what to say when it has none."""
+
+    title: str
+    ylabel: str
+    series: tuple[Series, ...]
+    empty: str = ""
+    log: bool = False  # a log scale: the values are positive and span decades
+    score: bool = False  # a score in [0, 1], its axis from 0
+
+
+# what training logs per step for modes weighted by uncertainty (iwu.ensemble.log_uncertainty)
+UNCERTAINTY_PANELS = (("train/instance_uncertainty", "instance uncertainty", "mean over pixels"),
+                      ("train/pixel_entropy", "pixel entropy", "mean over pixels"),
+                      ("train/instances_per_image", "instances per image", "predicted instances"))
+
+
+def curve_panels(metrics: dict[str, list[tuple[int, float]]]) -> list[Panel]:
+    """The panels of a run's curves: training loss and validation mIoU always; the learning rate and
+    the uncertainty statistics of uncertainty-weighted modes when they were logged."""
+    series = {column: _series(column, pairs) for column, pairs in metrics.items()}
+    logged = {column: s for column, s in series.items() if s.steps}
+    losses = [s for c, s in logged.items() if c.startswith("train") and "loss" in c]
+    panels = [Panel("training loss", "loss", tuple(losses), "no training loss logged yet", log=_decades(losses)),
+              Panel("validation mIoU", "mIoU", tuple(s for s in logged.values() if s.model), "no validation yet",
+                    score=True)]
+    rates = _merged([s for c, s in logged.items() if c.startswith(LR_PREFIX)])
+    if rates:
+        panels.append(Panel("learning rate", "learning rate", tuple(rates), log=_decades(rates)))
+    for column, title, ylabel in UNCERTAINTY_PANELS:
+        if column in logged:
+            panels.append(Panel(f"{title} (training batches)", ylabel, (logged[column],)))
+    return panels
+
+
+def _decades(series: list[Series]) -> bool:
+    """Whether the values are all positive and span a factor 10 or more: worth a log scale."""
+    values = [v for s in series for v in s.values]
+    return bool(values) and min(values) > 0 and max(values) >= 10 * min(values)
+
+
+def _series(column: str, pairs: list[tuple[int, float]]) -> Series:
     kept = [(s, v) for s, v in pairs if math.isfinite(v)]
-    return [s for s, _ in kept], [v for _, v in kept]
+    steps, values = tuple(s for s, _ in kept), tuple(v for _, v in kept)
+    match = VAL_MIOU.match(column)
+    if match:
+        split, model = match.groups()
+        other = split != "val"
+        label = f"{model} ({split.removeprefix('val_')})" if other else model
+        return Series(column, label, steps, values, model=model, other_set=other)
+    return Series(column, _label(column), steps, values)
 
 
-def _note(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+def _label(column: str) -> str:
+    """``train/loss`` -> ``mean of the members``, ``train/<member>/loss`` -> the member, ``lr/member0/head``
+    -> ``member0 head``; anything else without its ``train/`` and with spaces for ``_`` and ``/``."""
+    if column == "train/loss":
+        return "mean of the members"
+    parts = column.split("/")
+    if len(parts) == 3 and parts[0] == "train" and parts[2] == "loss":
+        return parts[1]
+    if column.startswith(LR_PREFIX):
+        return " ".join(parts[1:])
+    return column.removeprefix("train/").replace("_", " ").replace("/", " ")
 
 
-def save_curves(metrics_csv, path) -> Path:
-    """Training loss and validation mIoU against step, side by side, as a PNG written atomically.
-
-    Loss columns are ``train*`` columns with ``loss`` in their name (log scale
-    when all values are positive). mIoU columns are ``val*/<model>/miou``; the
-    ensemble is drawn thicker and validation sets other than ``val`` dashed,
-    each model keeping its colour across sets.
-    """
-    from matplotlib.figure import Figure
-
-    metrics = read_metrics(metrics_csv)
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    loss_ax, val_ax = fig.subplots(1, 2)
-
-    losses = {c: _finite(p) for c, p in metrics.items() if c.startswith("train") and "loss" in c}
-    losses = {c: xy for c, xy in losses.items() if xy[0]}
-    for column, (steps, values) in losses.items():
-        loss_ax.plot(steps, values, label=column, linewidth=1.2, marker="o" if len(steps) <= 20 else None,
-                     markersize=3)
-    if losses:
-        if all(v > 0 for _, values in losses.values() for v in values):
-            loss_ax.set_yscale("log")
-        if len(losses) > 1:
-            loss_ax.legend(fontsize="small")
-    else:
-        _note(loss_ax, "no training loss logged yet")
-    loss_ax.set(title="training loss", xlabel="step", ylabel="loss")
-
-    curves = []
-    for column, pairs in metrics.items():
-        match = VAL_MIOU.match(column)
-        steps, values = _finite(pairs)
-        if match and steps:
-            curves.append((match.group(1), match.group(2), steps, values))
-    models = list(dict.fromkeys(model for _, model, _, _ in curves))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
-    for split, model, steps, values in curves:
-        ensemble = model == "ensemble"
-        val_ax.plot(
-            steps, values,
-            label=model if split == "val" else f"{model} ({split})",
-            color=colors[model],
-            linestyle="-" if split == "val" else "--",
-            linewidth=2.6 if ensemble else 1.2,
-            marker="o", markersize=4 if ensemble else 2.5,
-            zorder=3 if ensemble else 2,
-        )
-    if curves:
-        val_ax.legend(fontsize="small")
-    else:
-        _note(val_ax, "no validation yet")
-    val_ax.set(title="validation mIoU", xlabel="step", ylabel="mIoU")
-    for ax in (loss_ax, val_ax):
-        ax.grid(True, alpha=0.3)
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
+def _merged(series: list[Series]) -> list[Series]:
+    """Series with the same values as one, labelled with all their names (members sharing a rate)."""
+    by_values: dict[tuple, list[Series]] = {}
+    for s in series:
+        by_values.setdefault((s.steps, s.values), []).append(s)
+    return [same[0] if len(same) == 1 else Series(same[0].column, ", ".join(s.label for s in same), *key)
+            for key, same in by_values.items()]

@@ -54,26 +54,32 @@ def per_class_table(classes, results: dict[str, list[dict]], share) -> str:
 
 
 @torch.no_grad()
-def _uncertainty_rows(run: Path, config, count: int = 2) -> list[dict]:
+def _uncertainty_rows(run: Path, config, count: int = 2) -> tuple[list[dict], str]:
+    """`iwu.plots.predictions.panel_figure`'s rows for the first validation images, and the title naming the run."""
     from iwu.data import SegmentationDataModule
     from iwu.inference import load_models
+    from iwu.plots import run_title
     from iwu.uncertainty import ensemble_uncertainty
+    from iwu.viz import denormalize
 
-    module = load_models(run, "cpu").module
+    loaded = load_models(run, "cpu")
+    module = loaded.module
     dm = SegmentationDataModule(config.data)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     unc = ensemble_uncertainty(module(batch["image"][:count]))
-    return [{"image": batch["image"][i], "label": batch["label"][i], "pred": unc.pred[i], "pixel": unc.pixel[i],
-             "instance": unc.instance[i]} for i in range(min(count, len(batch["image"])))]
+    rows = [{"image": denormalize(batch["image"][i]), "label": batch["label"][i].numpy(), "pred": unc.pred[i].numpy(),
+             "entropy": unc.pixel[i].numpy(), "instance": unc.instance[i].numpy()}
+            for i in range(min(count, len(batch["image"])))]
+    return rows, run_title(loaded.config, "ensemble on validation images")
 
 
 def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) -> int:
     from iwu.data import SegmentationDataModule
     from iwu.data.cityscapes import PALETTE
+    from iwu.plots.predictions import save_panel
     from iwu.report import write_report
     from iwu.train import train
-    from iwu.viz import save_uncertainty_figure
 
     out = Path(out)
     config_path = config_path or demo_config_path()
@@ -93,8 +99,8 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
     counts_file = atomic_write_json(out / "class_counts.json", {"classes": final["classes"],
                                                                 "counts": counts.astype(int).tolist()})
     written = write_report([out / mode for mode in MODES], out / "report", class_counts=counts_file)
-    figure = save_uncertainty_figure(out / "uncertainty.png", _uncertainty_rows(out / MODES[-1] / "seed0", config),
-                                     PALETTE)
+    rows, title = _uncertainty_rows(out / MODES[-1] / "seed0", config)
+    figure = save_panel(out / "uncertainty.png", rows, final["classes"], PALETTE, title)
     atomic_write_json(out / "demo.json", {"classes": final["classes"], "train_share": share.tolist(),
                                           "results": results})
     print(f"\nwrote {figure}, {out / 'demo.json'}, and {written['md']} with {written['figure']} "

@@ -194,6 +194,9 @@ class EnsembleModule(L.LightningModule):
         for name, loss in zip(self.names, losses.detach()):
             self.log(f"train/{name}/loss", loss)
         self.log("train/loss", losses.detach().mean(), prog_bar=True)
+        if self._trainer is not None:  # the rate this step applies, per member and part (lr/member0/head)
+            for group in self.trainer.optimizers[0].param_groups:
+                self.log(f"lr/{group['name']}", float(group["lr"]))
         # the logs' step is the step's number, counted from 1 as final.json and the console count; Lightning
         # would write the steps done before it (0 for the first), and a validation after step 25 at 24
         self.log("step", float(self.global_step + 1))

@@ -24,6 +24,7 @@ from iwu.files import atomic_write_json
 from iwu.inference import BEST, Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion
 from iwu.outputs import refuse_existing, refuse_overlap
+from iwu.plots import run_title
 from iwu.plots.reliability import save_reliability_diagram
 
 
@@ -150,8 +151,9 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
     if evaluated != ENSEMBLE:  # one member's own best: an "ensemble" of it would pose as the run's ensemble
         record["results"] = {evaluated: out["results"][evaluated]}
     path = atomic_write_json(loaded.run_dir / f"eval_{name}.json", record)
+    shown = f"{evaluated} on {dataset_label(source, 'val', native)}/{split}"
     figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{name}.png",
-                                      title=f"{evaluated} on {label}", classes=list(dataset.classes))
+                                      title=run_title(loaded.config, shown), classes=list(dataset.classes))
     print(format_table(dataset.classes, out["results"]))
     unc = out["uncertainty"]
     print(f"\nensemble: ECE {unc['ece']:.4f}, classwise ECE {unc['classwise_ece']:.4f}; "

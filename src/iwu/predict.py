@@ -1,10 +1,12 @@
 """`iwu predict`: segmentation and uncertainty maps of a run's ensemble for any images.
 
-For each image: the segmentation in the dataset's palette, the pixel-entropy
-heat map, the instance-uncertainty map (both on one scale, 0 to log C) and the
-segmentation over the image. The ensemble sees the image at its training size;
-outputs are brought back to the image's own size. An unreadable image is
-reported by name and skipped; the others are still done.
+For each image: the segmentation in the dataset's palette with a legend of its
+classes, the pixel-entropy and instance-uncertainty heat maps (both on one
+scale, 0 to log C, with its colour bar) and the segmentation over the image;
+or, with ``panel``, all of them side by side in one figure. The ensemble sees
+the image at its training size; the maps are brought back to the image's own
+size. An unreadable image is reported by name and skipped; the others are still
+done.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from iwu.data.common import atomic_save_png, image_tensor
+from iwu.data.common import image_tensor
 from iwu.data.sources import image_statistics
 from iwu.errors import UserError
 from iwu.inference import load_models, member_probabilities
 from iwu.outputs import refuse_existing, refuse_overlap
+from iwu.plots import run_title
+from iwu.plots.predictions import UNCERTAINTIES, save_panel, save_segmentation, save_uncertainty
 from iwu.uncertainty import instance_uncertainty, pixel_entropy
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 OUTPUTS = ("seg", "entropy", "instance", "overlay")  # <stem>_<output>.png per image
+PANEL = ("panel",)  # <stem>_panel.png per image, with --panel
 
 
 def expand(paths) -> list[tuple[Path, str]]:
@@ -73,12 +78,6 @@ def palette_for(classes) -> np.ndarray:
     return (colors * 255).astype(np.uint8)
 
 
-def heat(values: np.ndarray, top: float) -> np.ndarray:
-    import matplotlib
-
-    return (matplotlib.colormaps["inferno"](np.clip(values / top, 0, 1))[..., :3] * 255).astype(np.uint8)
-
-
 def _back_to(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
     mode = Image.NEAREST if nearest else Image.BILINEAR
     image = Image.fromarray(array if nearest else array.astype(np.float32), mode=None if nearest else "F")
@@ -99,17 +98,34 @@ def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) 
             "instance": _back_to(instance[0].cpu().numpy(), image.size, nearest=False)}
 
 
-def run_predict(target, images, out, size=None, device=None, overwrite: bool = False) -> int:
+def save_maps(out: Path, stem: str, image: Image.Image, maps: dict, classes, palette, title: str,
+              panel: bool = False) -> None:
+    """The figures of one image's `predict_image` maps: ``<stem>_<output>.png`` for each of OUTPUTS, or
+    ``<stem>_panel.png``. `title` names the run; each figure adds what it shows."""
+    pixels = np.asarray(image)
+    if panel:
+        save_panel(out / f"{stem}_panel.png", [{"image": pixels, **maps}], classes, palette, title)
+        return
+    save_segmentation(out / f"{stem}_seg.png", maps["pred"], classes, palette, f"{title}\nsegmentation")
+    for key, what in UNCERTAINTIES.items():
+        save_uncertainty(out / f"{stem}_{key}.png", maps[key], len(classes), what, f"{title}\n{what}")
+    save_segmentation(out / f"{stem}_overlay.png", maps["pred"], classes, palette,
+                      f"{title}\nsegmentation over the image", image=pixels)
+
+
+def run_predict(target, images, out, size=None, device=None, overwrite: bool = False, panel: bool = False) -> int:
+    """Figures of the ensemble's prediction for each image (see the module); 1 if an image was skipped."""
     refuse_overlap(out, images, "--out")
     files = expand(images)
     if not files:
         raise UserError(f"no images in {', '.join(map(str, images))} (looked for {', '.join(sorted(SUFFIXES))})")
-    refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in OUTPUTS), "--out",
+    outputs = PANEL if panel else OUTPUTS
+    refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in outputs), "--out",
                     overwrite)
     loaded = load_models(target, device)
     size = size or int(loaded.config.data.get("size", 768))
-    palette = palette_for(loaded.module.classes)
-    top = float(np.log(len(loaded.module.classes)))
+    classes = loaded.module.classes
+    palette = palette_for(classes)
     out = Path(out)
     skipped = []
     for path, stem in tqdm(files, desc="predict", unit="img"):
@@ -122,12 +138,9 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
             skipped.append(path)
             continue
         maps = predict_image(loaded, image, size, loaded.config.loss.connectivity)
-        seg = palette[maps["pred"]]
-        overlay = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * seg).astype(np.uint8)
-        arrays = (seg, heat(maps["entropy"], top), heat(maps["instance"], top), overlay)
-        for suffix, array in zip(OUTPUTS, arrays):
-            atomic_save_png(array, out / f"{stem}_{suffix}.png")
+        save_maps(out, stem, image, maps, classes, palette, run_title(loaded.config, f"ensemble on {path.name}"),
+                  panel)
     done = len(files) - len(skipped)
-    print(f"wrote {done} prediction(s) to {out} (*_seg, *_entropy, *_instance, *_overlay.png)"
+    print(f"wrote {done} prediction(s) to {out} ({', '.join(f'*_{o}' for o in outputs)}.png)"
           + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
     return 1 if skipped else 0

@@ -27,7 +27,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from iwu.checkpoint_files import read_checkpoint
 from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
 from iwu.config import RunConfig, run_dir, save_config
-from iwu.curves import save_curves
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
 from iwu.files import atomic_write_json, owned, remove_stale_temporaries
@@ -37,6 +36,8 @@ from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
+from iwu.plots import run_title
+from iwu.plots.curves import save_curves
 from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
@@ -241,7 +242,8 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         trainer.save_checkpoint(last, weights_only=False)  # and the state they reached, as at any validation
     final = _final(config, dm, module, tracker, trainer.global_step)
     if trainer.is_global_zero:
-        save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png")
+        save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png",
+                    title=run_title(config, f"training, validated on {final['dataset']}/val"))
         atomic_write_json(out / FINAL, final)
     return final
 

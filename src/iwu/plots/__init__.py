@@ -18,3 +18,10 @@ def save_png(fig, path, dpi: int = 100) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_title(config, shown: str = "") -> str:
+    """``<experiment> / <mode> / seed <seed>`` from a run's config, then ``: <shown>``, what a figure shows of it
+    (``ensemble on cityscapes/val``)."""
+    run = f"{config.experiment} / {config.mode} / seed {config.seed}"
+    return f"{run}: {shown}" if shown else run

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from iwu.plots import save_png
 
 
 def reliability_figure(result: dict, title: str = "", classes=None):
-    """Reliability diagram of `UncertaintyMeter.compute`'s ``result`` beside the classwise ECE per class, as a PNG.
+    """Reliability diagram of `UncertaintyMeter.compute`'s ``result`` beside the classwise ECE per class.
 
     Left: accuracy against confidence per bin (gaps to the diagonal shaded),
     the pixels per bin under it (log scale). Right: each class's ECE, absent
     classes marked. ``classes``: class names (default: the class ids).
     """
-    from matplotlib.figure import Figure
-
     rel = result["reliability"]
     edges = np.asarray(rel["bin_edges"], np.float64)
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)

@@ -40,14 +40,14 @@ from pathlib import Path
 
 from iwu.errors import UserError
 from iwu.files import atomic_write_bytes
-from iwu.report.figure import save_difference_figure
+from iwu.report.figure import difference_bars, save_difference_figure
 from iwu.report.formats import RAW, RENDER, STD_LABELS, TEST_LABELS, to_csv, to_latex, to_markdown
 from iwu.report.groups import FIELDS, default_by, group
 from iwu.report.paper import PAPER_FILE, PaperCell, PaperColumn, PaperMatch, match_paper, paper_columns, paper_tables
 from iwu.report.records import ALL, ENSEMBLE, EVAL_GLOB, FINAL, Record, collect
 from iwu.report.stats import (
-    ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Stat, TTest, Welch, bh_adjust,
-    confidence_interval, describe, hedges_g, student_t, t_tests, welch, welch_t,
+    ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, TESTS, WELCH, Samples, Stat, TTest, Welch,
+    bh_adjust, confidence_interval, describe, hedges_g, student_t, t_tests, welch, welch_t,
 )
 from iwu.report.table import (
     Column, Comparison, Table, compare, load_class_share, rarest_label, summarise, with_rarest,
@@ -57,8 +57,10 @@ __all__ = [
     "ALL", "ALPHA", "DDOF", "ENSEMBLE", "EVAL_GLOB", "FIELDS", "FIGURE", "FINAL", "FORMATS", "LEVEL", "MIOU",
     "PAPER_FILE", "POPULATION", "RAW", "RENDER", "SAMPLE", "STD_LABELS", "STUDENT", "TESTS", "TEST_LABELS",
     "TEST_NAMES", "WELCH",
-    "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Stat", "TTest", "Table", "Welch",
-    "bh_adjust", "build_table", "collect", "compare", "confidence_interval", "default_by", "describe", "group",
+    "Column", "Comparison", "PaperCell", "PaperColumn", "PaperMatch", "Record", "Samples", "Stat", "TTest", "Table",
+    "Welch",
+    "bh_adjust", "build_table", "collect", "compare", "confidence_interval", "default_by", "describe",
+    "difference_bars", "group",
     "hedges_g", "load_class_share", "match_paper", "only_eval", "rarest_label", "paper_columns", "paper_tables",
     "run_report",
     "save_difference_figure", "student_t", "summarise", "t_tests", "to_csv", "to_latex", "to_markdown", "welch",

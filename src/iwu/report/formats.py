@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 
 from iwu.report.paper import PaperCell
-from iwu.report.stats import ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat
+from iwu.report.stats import (
+    ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat, is_missing,
+)
 from iwu.report.table import Comparison, Table
 
 RAW = "\u2020"  # marks a difference to the paper left in IoU units because the published std is 0
@@ -34,10 +35,6 @@ class _Cmp:
         self.mark = "*" if cmp.significant(i) else ""
 
 
-def _nan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
 class _Style:
     """Number formatting shared by the text formats."""
 
@@ -47,13 +44,13 @@ class _Style:
         self.paper_d = max(self.d - 1, 0) if percent else 2  # the paper prints two decimals of a fraction
 
     def num(self, x, d=None, sign=False) -> str:
-        if _nan(x):
+        if is_missing(x):
             return "--"
         return f"{x * self.scale:{'+' if sign else ''}.{self.d if d is None else d}f}"
 
     @staticmethod
     def p(p, tex: bool = False) -> str:
-        if _nan(p):
+        if is_missing(p):
             return "--"
         if p >= 0.001:
             return f"{p:.3f}"
@@ -65,7 +62,7 @@ def _pm(style: _Style, stat: Stat, tex: bool) -> str:
     if stat.n == 0:
         return "--"
     mean = style.num(stat.mean)
-    body = mean if _nan(stat.std) else (f"{mean} \\pm {style.num(stat.std)}" if tex
+    body = mean if is_missing(stat.std) else (f"{mean} \\pm {style.num(stat.std)}" if tex
                                         else f"{mean} ± {style.num(stat.std)}")
     return f"${body}$ ({stat.n})" if tex else f"{body} ({stat.n})"
 
@@ -81,7 +78,7 @@ def _paper_pm(style: _Style, cell: PaperCell | None, tex: bool) -> str:
 
 
 def _paper_z(style: _Style, cell: PaperCell | None, tex: bool) -> str:
-    if cell is None or _nan(cell.diff):
+    if cell is None or is_missing(cell.diff):
         return "" if cell is None else "--"
     if cell.raw:
         return f"${style.num(cell.diff, sign=True)}^\\dagger$" if tex else f"{style.num(cell.diff, sign=True)}{RAW}"
@@ -117,7 +114,7 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
             d = style.num(c.diff, sign=True)
             low, high = (style.num(x, sign=True) for x in c.ci)
             ci = "--" if "--" in (low, high) else f"[{low}, {high}]"
-            g = "--" if _nan(c.g) else f"{c.g:+.2f}"
+            g = "--" if is_missing(c.g) else f"{c.g:+.2f}"
             row += [f"${v}$" if tex and v != "--" else v for v in (d, ci, g)]
             row += [style.p(c.test.p, tex), style.p(c.p_adj, tex), c.mark]
         rows.append(row)
@@ -193,7 +190,7 @@ def to_latex(table: Table, *, percent: bool = False, decimals: int | None = None
 
 
 def _csv_num(x, scale: float = 1.0) -> str:
-    return "" if _nan(x) else repr(float(x) * scale)
+    return "" if is_missing(x) else repr(float(x) * scale)
 
 
 def to_csv(table: Table, *, percent: bool = False) -> str:

@@ -10,7 +10,7 @@ from importlib import resources
 from typing import NamedTuple
 
 from iwu.errors import UserError
-from iwu.report.records import Record
+from iwu.report.records import Record, class_key, shared_value
 
 PAPER_FILE = "paper_tables.json"
 
@@ -36,15 +36,11 @@ class PaperColumn:
 
     def lookup(self, name: str) -> tuple[float, float] | None:
         """(mean, std) of a class by name (case, ``_`` and ``-`` ignored), None if not published."""
-        key = _class_key(name)
+        key = class_key(name)
         for c, m, s in zip(self.classes, self.mean, self.std):
-            if _class_key(c) == key:
+            if class_key(c) == key:
                 return m, s
         return None
-
-
-def _class_key(name: str) -> str:
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def _paper_tables() -> dict:
@@ -76,22 +72,13 @@ def paper_columns(name: str) -> list[PaperColumn]:
     return columns
 
 
-def _shared(records: Sequence[Record], name: str):
-    values = {r.value(name) for r in records}
-    return values.pop() if len(values) == 1 else None
+def match_paper(records: Sequence[Record], table) -> PaperColumn | None:
+    """The published column with the mode, model and train->eval datasets of a group's `records`, or None.
 
-
-def match_paper(group, table) -> PaperColumn | None:
-    """The published column with the group's mode, model and train->eval datasets, or None.
-
-    `group` is a list of records or a `Column`; `table` a table name or `paper_columns`' list.
-    A group mixing modes, models or datasets matches nothing.
+    `table` is a table name or `paper_columns`' list. A group mixing modes, models or datasets matches nothing.
     """
-    from iwu.report.table import Column  # the table module builds on this one
-
-    records = group.records if isinstance(group, Column) else list(group)
     columns = paper_columns(table) if isinstance(table, str) else table
-    want = {f: _shared(records, f) for f in ("mode", "model", "train", "eval")}
+    want = {f: shared_value(records, f) for f in ("mode", "model", "train", "eval")}
     if None in want.values():
         return None
     for col in columns:
@@ -112,11 +99,11 @@ class PaperCell(NamedTuple):
     def raw(self) -> bool:
         return not math.isfinite(self.z)
 
-
-def _paper_cell(ours: float, mean: float, std: float | None) -> PaperCell:
-    diff = ours - mean
-    z = diff / std if std else math.nan
-    return PaperCell(mean, std, diff, z)
+    @classmethod
+    def beside(cls, ours: float, mean: float, std: float | None) -> PaperCell:
+        """The published `mean` ± `std` set beside our mean `ours`."""
+        diff = ours - mean
+        return cls(mean, std, diff, diff / std if std else math.nan)
 
 
 @dataclass(frozen=True)

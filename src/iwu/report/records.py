@@ -36,7 +36,8 @@ class Record:
         return getattr(self, name)
 
 
-def _load_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; a one-line UserError naming it if it is unreadable, not JSON or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -49,6 +50,17 @@ def _load_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def shared_value(records, name: str):
+    """The value of field `name` common to all `records`, else None."""
+    values = {r.value(name) for r in records}
+    return values.pop() if len(values) == 1 else None
+
+
+def class_key(name: str) -> str:
+    """A class name as matched across files: case, ``_`` and ``-`` ignored (``Traffic_light`` = ``traffic light``)."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def _text(path: Path, data: dict, key: str, required: bool = True) -> str | None:
@@ -106,7 +118,7 @@ def _members(path: Path, eval_name: str, results: dict, member: str) -> list[str
 
 
 def _run_records(final_path: Path, member: str) -> list[Record]:
-    data = _load_json(final_path)
+    data = read_json(final_path)
     run = final_path.parent
     mode, train = _text(final_path, data, "mode"), _text(final_path, data, "dataset")
     experiment = _text(final_path, data, "experiment", required=False)
@@ -154,7 +166,7 @@ def _run_records(final_path: Path, member: str) -> list[Record]:
 def _eval_files(run: Path) -> list[tuple[Path, dict]]:
     """The run's `iwu evaluate` files, those of its best ensemble first: a member's evaluation of its own best
     checkpoint then replaces that member's scores taken at the ensemble's best step."""
-    files = [(path, _load_json(path)) for path in sorted(run.glob(EVAL_GLOB))]
+    files = [(path, read_json(path)) for path in sorted(run.glob(EVAL_GLOB))]
     return sorted(files, key=lambda f: f[1].get("checkpoint", BEST_ENSEMBLE) != BEST_ENSEMBLE)
 
 

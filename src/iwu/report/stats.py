@@ -27,10 +27,16 @@ WELCH, STUDENT = "welch", "student"
 TEST_NAMES = {WELCH: "Welch", STUDENT: "Student"}  # --test -> the name printed beside the p-values
 
 
-def _choice(value: str, options, what: str) -> str:
+def check_choice(value: str, options, what: str) -> str:
+    """`value` if it is one of `options`, else a UserError naming `what` (``std``, ``test``) and the choices."""
     if value not in options:
         raise UserError(f"{what} {value!r}: choose from {', '.join(options)}")
     return value
+
+
+def is_missing(x) -> bool:
+    """None or NaN: no value to show."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 class Stat(NamedTuple):
@@ -47,7 +53,7 @@ class Stat(NamedTuple):
 
 def describe(values: Iterable[float], std: str = SAMPLE) -> Stat:
     """Mean, std (`std`: ``sample``, ddof=1, or ``population``, ddof=0) and n of the finite values."""
-    ddof = DDOF[_choice(std, DDOF, "std")]
+    ddof = DDOF[check_choice(std, DDOF, "std")]
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
@@ -128,7 +134,7 @@ def confidence_interval(a: Iterable[float], b: Iterable[float], test: str = WELC
     NaN (a side too small, no spread), so the interval excludes 0 exactly when p < 1 - level.
     """
     sa, sb = describe(a), describe(b)
-    if _choice(test, TESTS, "test") == WELCH:
+    if check_choice(test, TESTS, "test") == WELCH:
         if sa.n < 2 or sb.n < 2:
             return math.nan, math.nan
         se2, df = _welch_se(sa, sb)
@@ -175,34 +181,35 @@ def bh_adjust(ps: Iterable[float]) -> list[float]:
 TESTS = {WELCH: welch_t, STUDENT: student_t}  # --test -> the test of two samples
 
 
-def _samples(group) -> tuple[list[list[float]], list[float]]:
-    """Per class the non-null IoUs, and the non-null mIoUs, of a list of records or a `Column`."""
-    from iwu.report.table import Column  # the table module builds on this one
+class Samples(NamedTuple):
+    """A group's scores: the classes, per class the non-null IoUs of its runs, and their non-null mIoUs."""
 
-    if isinstance(group, Column):
-        return [list(s) for s in group.samples], list(group.miou_samples)
-    records = list(group)
+    classes: tuple[str, ...]
+    per_class: tuple[tuple[float, ...], ...]
+    miou: tuple[float, ...]
+
+
+def samples(records) -> Samples:
+    """The `Samples` of a list of records (all of one class set); null IoUs left out."""
+    records = list(records)
     if not records:
         raise UserError("an empty group has nothing to compare")
-    width = len(records[0].iou)
-    per_class = [[r.iou[c] for r in records if r.iou[c] is not None] for c in range(width)]
-    return per_class, [r.miou for r in records if r.miou is not None]
+    classes = records[0].classes
+    per_class = tuple(tuple(r.iou[c] for r in records if r.iou[c] is not None) for c in range(len(classes)))
+    return Samples(classes, per_class, tuple(r.miou for r in records if r.miou is not None))
 
 
 def t_tests(group_a, group_b, test: str = WELCH) -> dict[str, TTest]:
     """A t-test (`test`: ``welch`` or ``student``) per class (by name) and for mIoU (key ``mIoU``,
     last) of two groups.
 
-    A group is a list of records or a `Column`. t is that of a against b, as
-    ``scipy.stats.ttest_ind(a, b, equal_var=test == "student")``; null IoUs are left out.
+    A group is a list of records or their `Samples` (a report column's ``sampled``). t is that of a
+    against b, as ``scipy.stats.ttest_ind(a, b, equal_var=test == "student")``; null IoUs are left out.
     """
-    from iwu.report.table import Column  # the table module builds on this one
-
-    run = TESTS[_choice(test, TESTS, "test")]
-    (ca, ma), (cb, mb) = _samples(group_a), _samples(group_b)
-    first = group_a.records[0] if isinstance(group_a, Column) else list(group_a)[0]
-    tests = {name: run(a, b) for name, a, b in zip(first.classes, ca, cb)}
-    tests[MIOU] = run(ma, mb)
+    run = TESTS[check_choice(test, TESTS, "test")]
+    a, b = (g if isinstance(g, Samples) else samples(g) for g in (group_a, group_b))
+    tests = {name: run(x, y) for name, x, y in zip(a.classes, a.per_class, b.per_class)}
+    tests[MIOU] = run(a.miou, b.miou)
     return tests
 
 

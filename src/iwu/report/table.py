@@ -9,11 +9,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from iwu.errors import UserError
-from iwu.report.paper import PaperMatch, _class_key, _paper_cell, _shared, match_paper, paper_columns
-from iwu.report.records import Record, _load_json
+from iwu.report.paper import PaperCell, PaperMatch, match_paper, paper_columns
+from iwu.report.records import Record, class_key, read_json, shared_value
 from iwu.report.stats import (
-    ALPHA, DDOF, MIOU, SAMPLE, TESTS, WELCH, Stat, TTest, _choice, _samples, bh_adjust, confidence_interval, describe,
-    hedges_g, t_tests,
+    ALPHA, DDOF, MIOU, SAMPLE, TESTS, WELCH, Samples, Stat, TTest, bh_adjust, check_choice, confidence_interval,
+    describe, hedges_g, samples, t_tests,
 )
 
 
@@ -28,7 +28,12 @@ class Column:
 
     def shared(self, name: str):
         """The value of a record field common to the whole column, else None."""
-        return _shared(self.records, name)
+        return shared_value(self.records, name)
+
+    @property
+    def sampled(self) -> Samples:
+        """The column's scores, as `iwu.report.stats.t_tests` takes them."""
+        return Samples(self.records[0].classes, self.samples, self.miou_samples)
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,9 @@ class Table:
 
 
 def _column(label: str, records: Sequence[Record], std: str = SAMPLE) -> Column:
-    per_class, mious = _samples(records)
-    return Column(label, tuple(records), tuple(map(tuple, per_class)), tuple(mious),
-                  tuple(describe(v, std) for v in per_class), describe(mious, std))
+    scores = samples(records)
+    return Column(label, tuple(records), scores.per_class, scores.miou,
+                  tuple(describe(v, std) for v in scores.per_class), describe(scores.miou, std))
 
 
 def _se(a: Stat, b: Stat) -> float:
@@ -95,7 +100,7 @@ def _se(a: Stat, b: Stat) -> float:
 def compare(a: Column, b: Column, test: str = WELCH) -> Comparison:
     """b against a: differences of the means, their standard errors (from the columns' std), `test`,
     Benjamini-Hochberg adjusted p-values over the classes and mIoU, 95% intervals and Hedges' g."""
-    tests = t_tests(b, a, test)
+    tests = t_tests(b.sampled, a.sampled, test)
     per_class = tuple(tests[c] for c in a.records[0].classes)
     *p_adj, miou_p_adj = bh_adjust([t.p for t in per_class] + [tests[MIOU].p])
     pairs = list(zip(b.samples, a.samples))
@@ -121,8 +126,8 @@ def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = Non
     beside each column it matches (a UserError if it matches none); `class_share` (one
     training-set share per class, or {class: share}) is kept for the formats and the figure.
     """
-    _choice(std, DDOF, "std")
-    _choice(test, TESTS, "test")
+    check_choice(std, DDOF, "std")
+    check_choice(test, TESTS, "test")
     if not groups:
         raise UserError("no runs to report")
     columns = tuple(_column(label, rs, std) for label, rs in groups.items())
@@ -134,34 +139,35 @@ def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = Non
     if paper is not None:
         published = paper_columns(paper)
         for col in columns:
-            found = match_paper(col, published)
+            found = match_paper(col.records, published)
             if found is None:
                 matches[col.label] = None
                 continue
             cells = []
             for name, stat in zip(classes, col.cells):
                 theirs = found.lookup(name)
-                cells.append(None if theirs is None else _paper_cell(stat.mean, *theirs))
-            matches[col.label] = PaperMatch(found, tuple(cells), _paper_cell(col.miou.mean, found.miou,
-                                                                               found.miou_std))
+                cells.append(None if theirs is None else PaperCell.beside(stat.mean, *theirs))
+            matches[col.label] = PaperMatch(found, tuple(cells), PaperCell.beside(col.miou.mean, found.miou,
+                                                                                 found.miou_std))
         if not any(matches.values()):
             ours = "; ".join(f"{c.shared('mode')} / {c.shared('model')} / {c.shared('train')}->{c.shared('eval')}"
                              for c in columns)
             theirs = "; ".join(c.label for c in published)
             raise UserError(f"--paper {paper}: no published column matches a column of this report "
                             f"(ours: {ours}; published: {theirs}); pick runs or --member to match")
-    return Table(classes, columns, comparison, matches, _shares(classes, class_share), std, test)
+    return Table(classes, columns, comparison, matches, class_shares(classes, class_share), std, test)
 
 
-def _shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:
+def class_shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:
+    """Training-set shares in the order of `classes`, from one share per class or {class name: share}."""
     if share is None:
         return None
     if isinstance(share, Mapping):
-        by_key = {_class_key(k): float(v) for k, v in share.items()}
-        missing = [c for c in classes if _class_key(c) not in by_key]
+        by_key = {class_key(k): float(v) for k, v in share.items()}
+        missing = [c for c in classes if class_key(c) not in by_key]
         if missing:
             raise UserError(f"class shares: none given for {', '.join(missing)}")
-        return tuple(by_key[_class_key(c)] for c in classes)
+        return tuple(by_key[class_key(c)] for c in classes)
     share = tuple(float(s) for s in share)
     if len(share) != len(classes):
         raise UserError(f"class shares: {len(share)} given for {len(classes)} classes")
@@ -182,7 +188,7 @@ def load_class_share(path, classes: Sequence[str]) -> tuple[float, ...]:
         path = class_counts_file(str(path))
     if path.is_dir():
         path = path / "class_counts.json"
-    data = _load_json(path)
+    data = read_json(path)
     names, counts = data.get("classes"), data.get("counts")
     if (not isinstance(names, list) or not isinstance(counts, list) or len(names) != len(counts)
             or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts)):
@@ -190,11 +196,11 @@ def load_class_share(path, classes: Sequence[str]) -> tuple[float, ...]:
     total = float(sum(counts))
     if total <= 0:
         raise UserError(f"{path}: the counts add up to 0")
-    by_key = {_class_key(str(n)): c / total for n, c in zip(names, counts)}
-    missing = [c for c in classes if _class_key(c) not in by_key]
+    by_key = {class_key(str(n)): c / total for n, c in zip(names, counts)}
+    missing = [c for c in classes if class_key(c) not in by_key]
     if missing:
         raise UserError(f"{path}: no count for {', '.join(missing)}")
-    return tuple(by_key[_class_key(c)] for c in classes)
+    return tuple(by_key[class_key(c)] for c in classes)
 
 
 def rarest_label(k: int) -> str:
