@@ -28,13 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from iwu.data.common import (
-    IGNORE_INDEX,
-    PairDataset,
-    make_item,
-    no_collate,
-    random_flip,
-)
+from iwu.data.augment import as_pipeline
+from iwu.data.common import IGNORE_INDEX, Items, PairDataset, no_collate
 from iwu.data.stats import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
 from iwu.files import atomic_write_json, locked
@@ -175,10 +170,10 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
     _remove_stale(directory, keep=set(names.values()))
 
 
-class CachedDataset(torch.utils.data.Dataset):
-    """Items of a prepared store, equal to the PNG path's items for the same dataset."""
+class CachedDataset(Items):
+    """Items of a prepared store, equal to the PNG path's items for the same dataset (augmented alike)."""
 
-    def __init__(self, directory, augment: bool = False):
+    def __init__(self, directory, augment=None):
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
         if manifest is None:
@@ -189,7 +184,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self.names = manifest["names"]
         self.classes = tuple(manifest["classes"])
         self.palette = tuple(tuple(c) for c in manifest["palette"])
-        self.augment = augment
+        self.augment = as_pipeline(augment)
         self._arrays = None  # opened lazily, once per worker process
 
     @property
@@ -213,9 +208,8 @@ class CachedDataset(torch.utils.data.Dataset):
         images, labels = self._open()
         return np.array(images[index]), np.array(labels[index])
 
-    def __getitem__(self, index: int) -> dict:
-        image, label = self.read(index)
-        return make_item(image, label, self.names[index], random_flip(self.augment))
+    def name_of(self, index: int) -> str:
+        return self.names[index]
 
 
 def open_cached(dataset: PairDataset, cache_root=None, workers: int = 0) -> CachedDataset:
