@@ -225,3 +225,16 @@ def test_the_data_config_checks_augment_and_maps_the_old_flip(scenes):
         resolve_config({**base, "hflip": True, "augment": ["vflip"]})
     cached = open_cached(Cityscapes(scenes[0], "train", size=32, augment=PUBLISHED), scenes[1])
     assert cached.augment == check_augment(PUBLISHED)  # the cache keeps the dataset's augmentation
+
+
+def test_ranks_under_ddp_share_the_epoch_and_split_its_items(monkeypatch):
+    import iwu.data.sampler as sampler
+
+    keys = []
+    for rank in range(2):
+        monkeypatch.setattr(sampler, "_rank_and_world", lambda rank=rank: (rank, 2))
+        order = sampler.EpochSampler(8, batch_size=2, seed=3)
+        order.start_at(4)  # 2 batches an epoch on each rank: epoch 2 from its start
+        keys += list(order)
+    assert {(k.epoch, k.seed) for k in keys} == {(2, 3)}
+    assert sorted(k.index for k in keys) == list(range(8))
