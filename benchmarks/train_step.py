@@ -93,7 +93,6 @@ def make_batches(size: int, batch: int, device: torch.device) -> list[dict]:
             "image": torch.stack([it["image"] for it in chunk]).to(device),
             "label": torch.stack([it["label"] for it in chunk]).to(device),
             "name": [it["name"] for it in chunk],
-            "flip": [it["flip"] for it in chunk],
         })
     return batches
 

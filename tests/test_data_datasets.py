@@ -78,12 +78,13 @@ def test_acdc_conditions(acdc_root):
 
 
 def test_augmentation_flips_image_and_label_together(cs_root):
+    from iwu.data.augment import ItemKey
+
     plain = Cityscapes(cs_root, "train", size=SIZE)[1]
-    torch.manual_seed(0)
     seen = set()
-    aug = Cityscapes(cs_root, "train", size=SIZE, augment=True)
-    for _ in range(12):
-        item = aug[1]
+    aug = Cityscapes(cs_root, "train", size=SIZE, augment=True)  # the old switch: hflip
+    for epoch in range(12):
+        item = aug[ItemKey(1, epoch)]
         flipped = torch.equal(item["image"], plain["image"].flip(-1))
         assert flipped or torch.equal(item["image"], plain["image"])
         assert torch.equal(item["label"], plain["label"].flip(-1) if flipped else plain["label"])

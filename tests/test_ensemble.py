@@ -25,8 +25,7 @@ def _batch(seed=0, size=32):
     g = torch.Generator().manual_seed(seed)
     label = torch.randint(0, len(CLASSES), (2, size, size), generator=g)
     label[:, :5] = 255
-    return {"image": torch.randn(2, 3, size, size, generator=g), "label": label, "name": ["a", "b"],
-            "flip": [False, True]}
+    return {"image": torch.randn(2, 3, size, size, generator=g), "label": label, "name": ["a", "b"]}
 
 
 def test_member_names_number_repeated_models():
@@ -101,23 +100,15 @@ def test_class_weighted_loss():
     assert module.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-class _Masks:
-    """A stand-in store: a mask per name, known here."""
-
-    def __init__(self):
-        self.u = {"a": torch.linspace(0, 1, 32).repeat(32, 1), "b": torch.linspace(1, 2, 32).repeat(32, 1)}
-
-    def load(self, names, size, device=None):
-        return torch.stack([self.u[n] for n in names]).to(device)
-
-
-def test_offline_masks_weight_by_the_stored_mask_and_follow_flips():
-    masks = _Masks()
-    module = _module("offline_masks", members=1, masks=masks)
+def test_offline_masks_weight_by_the_mask_each_item_carries():
+    module = _module("offline_masks", members=1, masks=object())  # the store is read by the data, not here
     batch = _batch()
-    stored = torch.stack([masks.u["a"], masks.u["b"].flip(-1)])  # item b was mirrored by the loader
-    expected = _by_hand(module, batch, lambda z, y, u: _weighted_ce(z, y, stored))
+    batch["mask"] = torch.stack([torch.linspace(0, 1, 32).repeat(32, 1), torch.linspace(1, 2, 32).repeat(32, 1).T])
+    expected = _by_hand(module, batch, lambda z, y, u: _weighted_ce(z, y, batch["mask"]))
     assert module.training_step(batch, 0).item() == pytest.approx(expected.item(), rel=1e-5)
+    del batch["mask"]
+    with pytest.raises(ValueError, match="carries no `mask`"):
+        module.training_step(batch, 0)
 
 
 def test_a_non_finite_step_leaves_batchnorm_statistics_as_they_were():

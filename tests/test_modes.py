@@ -104,8 +104,7 @@ def _batch(size=32):
     g = torch.Generator().manual_seed(0)
     label = torch.randint(0, len(CLASSES), (2, size, size), generator=g)
     label[:, :4] = 255
-    return {"image": torch.randn(2, 3, size, size, generator=g), "label": label, "name": ["a", "b"],
-            "flip": [False, False]}
+    return {"image": torch.randn(2, 3, size, size, generator=g), "label": label, "name": ["a", "b"]}
 
 
 def test_ce_dice_mixes_as_the_published_hybrid():

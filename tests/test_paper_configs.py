@@ -96,7 +96,7 @@ def test_data_section_is_accepted_by_the_datamodule(stem):
     assert (data["kind"], data["root"], data["size"], data["batch_size"], data["val_batch_size"]) == (
         dataset, None, 768, 2, 1
     )  # fmt: skip
-    assert data["hflip"] is False
+    assert data["hflip"] is False and data["augment"] is None  # the paper trains without augmentation
     assert data["val_extra"] is None  # its root is not given, so no cross-domain validation
 
 

@@ -213,6 +213,59 @@ def test_command_line(base, tmp_path, capsys):
     assert err.startswith("iwu train: error: trainer: Precision 'bogus' is invalid")
 
 
+AUGMENT = "data.augment=[hflip, {random_scale: {min: 0.5, max: 2.0}}, {random_crop: {size: 24}}, " \
+          "{color_jitter: {brightness: 0.3}}]"
+
+
+class _RecordBatches(L.Callback):
+    def __init__(self):
+        self.batches = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches[trainer.global_step] = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def test_resumed_run_with_augmentation_sees_the_images_of_an_uninterrupted_one(base, tmp_path):
+    args = ("mode=standard", "trainer.max_steps=5", "val_every=3", AUGMENT)
+    seen = _RecordBatches()
+    whole = train(_config(base, tmp_path / "whole", *args), callbacks=[seen], progress=False)
+    assert seen.batches[0]["image"].shape == (2, 3, 24, 24)  # cropped: augmentation is on
+    out = tmp_path / "resumed"
+    with pytest.raises(Crash):
+        train(_config(base, out, *args), callbacks=[CrashAt(4)], progress=False)  # mid-epoch
+    again = _RecordBatches()
+    resumed = train(_config(base, out, *args, "resume=true"), callbacks=[again], progress=False)
+    assert sorted(again.batches) == [3, 4]
+    for step, batch in again.batches.items():
+        assert all(torch.equal(batch[k], seen.batches[step][k]) for k in ("image", "label"))
+    assert resumed == {**whole, "experiment": resumed["experiment"]}
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_offline_masks_train_on_stored_masks_augmented_with_their_items(base, tmp_path):
+    """Masks that are 0.1 x each item's label: after flips, scales and crops they still are, in every batch."""
+    import numpy as np
+
+    dm = SegmentationDataModule(_config(base, "unused").data)
+    dm.prepare_data()
+    dm.setup("fit")
+    with MaskWriter(tmp_path / "masks", num_classes=19) as writer:
+        for i, name in enumerate(dm.train_set.names):
+            y = dm.train_set.read(i)[1].astype(np.float64)
+            writer.add(name, np.where(y == 255, 0, 0.1 * y))
+    seen = _RecordBatches()
+    train(_config(base, tmp_path / "run", "mode=offline_masks", f"loss.masks_dir={tmp_path / 'masks'}",
+                  "trainer.max_steps=3", AUGMENT), callbacks=[seen], progress=False)
+    assert len(seen.batches) == 3
+    for batch in seen.batches.values():
+        y, u = batch["label"], batch["mask"]
+        assert u.shape == y.shape == (2, 24, 24)
+        known = y != 255
+        assert known.any() and torch.allclose(u[known], 0.1 * y[known].float(), atol=1e-4)
+
+
 def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):
     import csv
 

@@ -112,12 +112,12 @@ def uncertainty_weights(instance: bool) -> Callable:
 
 
 def stored_masks(ctx, batch, logits):
-    """Masks a trained ensemble stored (`iwu masks`), read by item name; flipped as the item was."""
-    import torch
-
-    u = ctx.masks.load(list(batch["name"]), tuple(batch["label"].shape[-2:]), device=ctx.device)
-    flipped = torch.as_tensor(batch["flip"], device=ctx.device)
-    return torch.where(flipped.view(-1, 1, 1), u.flip(-1), u)
+    """Masks a trained ensemble stored (`iwu masks`): the training set loads each item's from `ctx.masks`
+    and augments it with the item, so it arrives in the batch aligned with the label."""
+    if "mask" not in batch:
+        raise ValueError("offline masks: the batch carries no `mask`; give the training set the mask store "
+                         "(SegmentationDataModule.use_masks)")
+    return batch["mask"]
 
 
 # --- the modes ------------------------------------------------------------------------

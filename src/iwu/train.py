@@ -103,6 +103,7 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
         if not config.loss.masks_dir:
             raise UserError(f"loss.masks_dir: {config.mode} mode needs the folder written by `iwu masks`")
         masks = MaskStore(config.loss.masks_dir)
+        dm.use_masks(masks)
     return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
 
 

@@ -5,7 +5,9 @@
 
 Items are dicts: `image` float32 3xSxS (normalised by the dataset's `mean`/`std`, ImageNet's
 unless it has its own), `label` int64
-SxS (255 = ignore), `name` (a stable id).
+SxS (255 = ignore), `name` (a stable id), and on a training set given a mask
+store, `mask` float32 SxS (its stored uncertainty). A training set's `augment`
+(`iwu.data.augment`) transforms the three together.
 """
 
 from iwu.data.acdc import ACDC, CONDITIONS

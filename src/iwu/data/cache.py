@@ -28,15 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from iwu.data.common import (
-    IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PairDataset,
-    make_item,
-    no_collate,
-    random_flip,
-)
+from iwu.data.augment import as_pipeline
+from iwu.data.common import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Items, PairDataset, no_collate
 from iwu.data.stats import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
 from iwu.files import atomic_write_json, locked
@@ -182,10 +175,10 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
     _remove_stale(directory, keep=set(names.values()))
 
 
-class CachedDataset(torch.utils.data.Dataset):
-    """Items of a prepared store, equal to the PNG path's items for the same dataset."""
+class CachedDataset(Items):
+    """Items of a prepared store, equal to the PNG path's items for the same dataset (augmented alike)."""
 
-    def __init__(self, directory, augment: bool = False):
+    def __init__(self, directory, augment=None):
         self.directory = Path(directory)
         manifest = read_manifest(self.directory)
         if manifest is None:
@@ -199,7 +192,7 @@ class CachedDataset(torch.utils.data.Dataset):
         # stores written before the statistics were recorded hold ImageNet-normalised datasets
         self.mean = tuple(manifest.get("mean", IMAGENET_MEAN))
         self.std = tuple(manifest.get("std", IMAGENET_STD))
-        self.augment = augment
+        self.augment = as_pipeline(augment)
         self._arrays = None  # opened lazily, once per worker process
 
     @property
@@ -223,9 +216,8 @@ class CachedDataset(torch.utils.data.Dataset):
         images, labels = self._open()
         return np.array(images[index]), np.array(labels[index])
 
-    def __getitem__(self, index: int) -> dict:
-        image, label = self.read(index)
-        return make_item(image, label, self.names[index], random_flip(self.augment), self.mean, self.std)
+    def name_of(self, index: int) -> str:
+        return self.names[index]
 
 
 def open_cached(dataset: PairDataset, cache_root=None, workers: int = 0) -> CachedDataset:

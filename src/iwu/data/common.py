@@ -9,21 +9,22 @@ byte for byte and report the same one-line problems.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from iwu.data.augment import Augment, as_pipeline, item_generator, item_index
 from iwu.errors import UserError
 from iwu.files import atomic_write_bytes
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # also in iwu.data.augment, which pads labels with it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -188,36 +189,81 @@ def read_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
     return resize_pair(image, values, sample.labels, size)
 
 
-@lru_cache(maxsize=8)
-def _scale_shift(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return 1 / (255 * std_t), torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_t
+@functools.lru_cache(maxsize=8)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    std_t = torch.tensor(std).view(-1, 1, 1)
+    return 1 / (255 * std_t), torch.tensor(mean).view(-1, 1, 1) / std_t
+
+
+def normalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 3xHxW -> float (x/255 - mean)/std, done after augmentation."""
+    scale, shift = _affine(tuple(mean), tuple(std))
+    # a multiply and a subtract in place on one float copy: several times faster than the
+    # textbook form, which matters on the cache path
+    return image.float().mul_(scale).sub_(shift)
+
+
+def chw(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> a contiguous 3xHxW uint8 tensor (converting a permuted view later is slower)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def image_tensor(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """HxWx3 uint8 -> float 3xHxW normalised by the dataset's per-channel mean and std (of values in 0..1)."""
-    # one contiguous CHW copy, then (x/255 - mean)/std as a multiply and a subtract: several
-    # times faster than converting a permuted view, which matters on the cache path
-    scale, shift = _scale_shift(tuple(mean), tuple(std))
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
-    return x.mul_(scale).sub_(shift)
+    """HxWx3 uint8 -> normalised float 3xHxW."""
+    return normalize(chw(image), mean, std)
 
 
-def make_item(image: np.ndarray, label: np.ndarray, name: str, flip: bool = False,
-              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
-    """The dataset item: normalised float image 3xSxS, int64 label SxS, name, flip.
+def make_item(image: np.ndarray, label: np.ndarray, name: str, *, augment: Augment | None = None, key=0,
+              mask: torch.Tensor | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """The dataset item: normalised float image 3xHxW, int64 label HxW, name, and `mask` (HxW float32) when
+    the item carries its stored uncertainty mask.
 
-    `flip` says the item was mirrored, so per-item data stored elsewhere (offline masks) can follow.
+    `augment` transforms image, label and mask together with the draws of `key` (see `iwu.data.augment`),
+    before normalisation.
     """
-    if flip:
-        image, label = image[:, ::-1], label[:, ::-1]
-    y = torch.from_numpy(np.ascontiguousarray(label)).long()
-    return {"image": image_tensor(image, mean, std), "label": y, "name": name, "flip": flip}
+    x, y = chw(image), torch.from_numpy(np.ascontiguousarray(label))
+    if augment is not None:
+        x, y, mask = augment(x, y, mask, item_generator(key))
+    item = {"image": normalize(x, mean, std), "label": y.long(), "name": name}
+    if mask is not None:
+        item["mask"] = mask
+    return item
 
 
-def random_flip(augment: bool) -> bool:
-    # torch's generator is seeded per worker by the DataLoader, so flips are reproducible
-    return bool(augment) and bool(torch.rand(()) < 0.5)
+def stored_mask(masks, name: str, shape: tuple[int, int]) -> torch.Tensor:
+    """An item's uncertainty mask from a `MaskStore` at the label's shape; read in loader workers, so a
+    missing or bad mask is a `DataFileError` (one line in the main process too)."""
+    try:
+        return masks.load([name], shape)[0]
+    except UserError as err:
+        raise DataFileError(str(err)) from None
+
+
+class Items(torch.utils.data.Dataset):
+    """The items of a dataset that can `read(index)` its resized uint8 pairs and name them (`name_of`).
+
+    A key is an index or the training sampler's `ItemKey` (whose epoch and seed drive augmentation).
+    `augment` (a pipeline) and `masks` (a `MaskStore`, for the modes that train on stored masks) are
+    set on the training set only.
+    """
+
+    augment: Augment | None = None
+    masks = None
+    # per-channel statistics the images are normalised with; a dataset with its own overrides them
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def name_of(self, index: int) -> str:
+        raise NotImplementedError
+
+    def __getitem__(self, key) -> dict:
+        index = item_index(key)
+        name = self.name_of(index)
+        image, label = self.read(index)
+        mask = None if self.masks is None else stored_mask(self.masks, name, label.shape)
+        return make_item(image, label, name, augment=self.augment, key=key, mask=mask, mean=self.mean, std=self.std)
 
 
 def atomic_save_png(array: np.ndarray, path: Path) -> None:
@@ -226,7 +272,7 @@ def atomic_save_png(array: np.ndarray, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-class PairDataset(torch.utils.data.Dataset):
+class PairDataset(Items):
     """Image/label pairs from files, resized to size x size on every read.
 
     Subclasses list the samples; this class reads them. `identity` is what the
@@ -234,8 +280,6 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     kind = "pairs"
-    # per-channel statistics the images are normalised with; a dataset with its own overrides them
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, root, split: str, samples: list[Sample], size: int, classes, palette, augment=False,
                  extra_sources: tuple[Path, ...] = ()):
@@ -247,7 +291,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.size = int(size)
         self.classes = tuple(classes)
         self.palette = tuple(tuple(c) for c in palette)
-        self.augment = augment
+        self.augment = as_pipeline(augment)
         self.extra_sources = tuple(extra_sources)  # files besides the pairs that change the data (a YAML)
 
     @property
@@ -267,9 +311,8 @@ class PairDataset(torch.utils.data.Dataset):
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return read_sample(self.samples[index], self.size)
 
-    def __getitem__(self, index: int) -> dict:
-        image, label = self.read(index)
-        return make_item(image, label, self.samples[index].name, random_flip(self.augment), self.mean, self.std)
+    def name_of(self, index: int) -> str:
+        return self.samples[index].name
 
 
 def missing_dirs(*dirs: Path, expected: str) -> list[str]:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from iwu.bounded import MAX_SIDE
+from iwu.data.augment import check_augment
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
 from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data.sources import build_dataset
@@ -53,7 +54,8 @@ DEFAULTS = {
     # every float batch through shared memory, which costs more than reading it.
     "cache_workers": 0,
     "cache_dir": None,  # default $IWU_CACHE or ~/.cache/iwu
-    "hflip": False,  # the paper trains without augmentation
+    "hflip": False,  # the old switch for `augment: [hflip]`
+    "augment": None,  # the paper trains without augmentation; a list of steps, see iwu.data.augment
     "pin_memory": None,  # default: when CUDA is available
     "val_extra": None,
     "synthetic": None,  # {n_train, n_val, width}: write synthetic scenes to root when it has none
@@ -76,6 +78,11 @@ def resolve_config(config: Mapping) -> dict:
     for key in ("num_workers", "cache_workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise UserError(f"data config: `{key}` must be 0 or more, not {cfg[key]!r}")
+    if cfg["hflip"]:
+        if cfg["augment"] is not None:
+            raise UserError("data.hflip: give the flip in data.augment instead (hflip: true is augment: [hflip])")
+        cfg["augment"], cfg["hflip"] = ["hflip"], False
+    check_augment(cfg["augment"], key="data.augment", size=cfg["size"])
     synthetic = cfg["synthetic"]
     if synthetic is not None and (not isinstance(synthetic, Mapping) or set(synthetic) != set(SYNTHETIC_KEYS)
                                   or not all(isinstance(v, int) and v >= 1 for v in synthetic.values())):
@@ -109,13 +116,14 @@ class SegmentationDataModule(L.LightningDataModule):
         self._set_up: dict | None = None  # the specs of the datasets built last
         self._train_counts: np.ndarray | None = None
         self._prepared = False
+        self.masks = None  # a MaskStore: training items carry their stored mask (`use_masks`)
 
     # the (source, split, size, augment) of every dataset this module serves
     def _specs(self, stage: str | None) -> dict[str, tuple]:
         cfg = self.config
         specs = {}
         if stage in (None, "fit"):
-            specs["train"] = (_source(cfg), cfg["train_split"], cfg["size"], cfg["hflip"])
+            specs["train"] = (_source(cfg), cfg["train_split"], cfg["size"], cfg["augment"])
         if stage in (None, "fit", "validate"):
             specs["val"] = (_source(cfg), cfg["val_split"], cfg["size"], False)
             if cfg["val_extra"]:
@@ -158,6 +166,7 @@ class SegmentationDataModule(L.LightningDataModule):
         datasets = {name: self._dataset(spec) for name, spec in specs.items()}
         if "train" in datasets:
             self.train_set = datasets["train"]
+            self.train_set.masks = self.masks
             if len(self.train_set) < self.config["batch_size"]:
                 raise UserError(
                     f"data config: the {self.config['train_split']} split has {len(self.train_set)} images, "
@@ -168,6 +177,13 @@ class SegmentationDataModule(L.LightningDataModule):
         if len(self.val_sets) == 2 and self.val_sets[0].classes != self.val_sets[1].classes:
             raise UserError("data config: `val_extra` has other classes than the main dataset; "
                             "cross-domain evaluation needs the same classes")
+
+    def use_masks(self, store) -> None:
+        """Training items carry their mask from `store` (an `iwu.mask_store.MaskStore`), loaded in the
+        loader's workers and augmented with the item."""
+        self.masks = store
+        if self.train_set is not None:
+            self.train_set.masks = store
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -9,6 +9,9 @@ engine starts at (`start_at(step)`), which also skips the batches of the
 current epoch already done. A resumed run sees exactly the batches of the
 uninterrupted one.
 
+It yields `ItemKey`s (index, epoch, seed), so the dataset draws an item's
+augmentation from them alone, in whichever worker process reads it.
+
 Under DDP each rank takes every `world`-th item of the same permutation (the
 tail that does not divide evenly is dropped, as `drop_last` does), so the
 sampler replaces Lightning's DistributedSampler and keeps the same property.
@@ -20,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from iwu.data.augment import ItemKey
+
 
 def _rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -27,7 +32,7 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[ItemKey]):
     def __init__(self, size: int, batch_size: int, seed: int = 0):
         self.size = size
         self.batch_size = batch_size
@@ -53,9 +58,10 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self):
         order = self.order()[self._skip :]
+        keys = [ItemKey(i, self.epoch, self.seed) for i in order]
         self._skip = 0
         self.epoch += 1
-        return iter(order)
+        return iter(keys)
 
     def __len__(self) -> int:
         # the whole epoch, also right after a resume: Lightning counts the epoch's batches from this
