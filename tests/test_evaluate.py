@@ -182,7 +182,7 @@ def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, m
 
 
 def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run, tmp_path):
-    from iwu.inference import load_models
+    from iwu.trained_run import load_models
     from iwu.uncertainty import ensemble_uncertainty
 
     out, root = run

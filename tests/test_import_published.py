@@ -10,7 +10,7 @@ import yaml
 from iwu.cli import main
 from iwu.data.synthetic import write_synthetic
 from iwu.errors import UserError
-from iwu.inference import load_models
+from iwu.trained_run import load_models
 from iwu.models import build_model
 from iwu.published import import_published
 from published_layout import FIXTURES, fill_with_the_fixture_weights, save_published_checkpoint

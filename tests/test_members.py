@@ -13,7 +13,7 @@ from iwu.cli import main
 from iwu.config import load_config
 from iwu.ensemble import AUX_WEIGHT, EnsembleModule
 from iwu.errors import UserError
-from iwu.inference import init_members, load_models
+from iwu.trained_run import init_members, load_models
 from iwu.models import registry
 from iwu.train import train
 from crashing import Crash, CrashAt

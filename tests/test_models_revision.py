@@ -6,7 +6,7 @@ import yaml
 
 from iwu.config import load_config, save_config
 from iwu.errors import UserError
-from iwu.inference import load_models
+from iwu.trained_run import load_models
 from iwu.models.mobilenet import InputPaddedBlock
 from iwu.models import MODELS_REVISION, build_model, names_at_revision
 from iwu.train import train

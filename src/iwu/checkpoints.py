@@ -22,13 +22,9 @@ from iwu.ensemble import ENSEMBLE, NonFiniteLoss
 from iwu.checkpoint_files import DIGEST, read_checkpoint, verify_weights, weights_digest
 from iwu.files import atomic_write
 from iwu.models import MODELS_REVISION
-from iwu.rundir import BEST_ENSEMBLE, LAST
+from iwu.rundir import BEST_ENSEMBLE, LAST, best_member_file
 
 BEFORE_NONFINITE = "before_nonfinite.ckpt"
-
-
-def best_member_file(name: str) -> str:
-    return f"best_{name}.pt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -57,7 +57,7 @@ def per_class_table(classes, results: dict[str, list[dict]], share) -> str:
 def _uncertainty_rows(run: Path, config, count: int = 2) -> tuple[list[dict], str]:
     """`iwu.plots.predictions.panel_figure`'s rows for the first validation images, and the title naming the run."""
     from iwu.data import SegmentationDataModule
-    from iwu.inference import load_models
+    from iwu.trained_run import load_models
     from iwu.plots import run_title
     from iwu.uncertainty import ensemble_uncertainty
     from iwu.viz import denormalize

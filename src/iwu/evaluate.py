@@ -21,11 +21,12 @@ from iwu.calibration import UncertaintyMeter
 from iwu.data.common import atomic_save_png, load_pair, make_item, raise_if_problems, resize_pair
 from iwu.ensemble import ENSEMBLE
 from iwu.files import atomic_write_json
-from iwu.inference import BEST, Loaded, check_classes, load_models, member_probabilities
 from iwu.metrics import confusion_matrices, iou_from_confusion
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.reliability import save_reliability_diagram
+from iwu.rundir import BEST, eval_file
+from iwu.trained_run import Loaded, check_classes, load_models, member_probabilities
 
 
 def dataset_label(source: dict, split: str, native: bool = False) -> str:
@@ -150,7 +151,7 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
               "checkpoint": loaded.checkpoint.name, "evaluated": evaluated, **out}
     if evaluated != ENSEMBLE:  # one member's own best: an "ensemble" of it would pose as the run's ensemble
         record["results"] = {evaluated: out["results"][evaluated]}
-    path = atomic_write_json(loaded.run_dir / f"eval_{name}.json", record)
+    path = atomic_write_json(loaded.run_dir / eval_file(name), record)
     shown = f"{evaluated} on {dataset_label(source, 'val', native)}/{split}"
     figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{name}.png",
                                       title=run_title(loaded.config, shown), classes=list(dataset.classes))

@@ -91,7 +91,7 @@ def _write(model: nn.Module, path: Path, fmt: str, example: torch.Tensor) -> flo
 
 def export_run(target, fmt: str = "onnx", out=None, size: int | None = None) -> list[Path]:
     """Export every member of a run and its ensemble; returns the files written."""
-    from iwu.inference import load_models
+    from iwu.trained_run import load_models
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose from {', '.join(FORMATS)}")

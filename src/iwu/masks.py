@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from iwu.inference import check_classes, load_models
+from iwu.trained_run import check_classes, load_models
 from iwu.mask_store import INDEX, MaskWriter
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.uncertainty import ensemble_uncertainty

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from iwu.data.common import image_tensor
 from iwu.data.sources import image_statistics
 from iwu.errors import UserError
-from iwu.inference import load_models, member_probabilities
+from iwu.trained_run import load_models, member_probabilities
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.predictions import UNCERTAINTIES, save_panel, save_segmentation, save_uncertainty

@@ -26,7 +26,7 @@ from iwu.config import MemberConfig, RunConfig, save_config
 from iwu.errors import UserError
 from iwu.files import atomic_write, atomic_write_json
 from iwu.models import MODELS_REVISION
-from iwu.rundir import BEST_ENSEMBLE, CHECKPOINTS, CONFIG, FINAL
+from iwu.rundir import BEST, CONFIG, FINAL
 
 FILE_NAME = re.compile(r"(?:best|latest)_(?P<model>[a-z0-9]+_[a-z0-9_]+?)_(?P<dataset>voc|cityscapes|acdc|kvasir)"
                        r"_os(?P<os>8|16)_seed(?P<seed>\d+)(?:_(?P<tag>[^.]+))?\.pth$")
@@ -35,7 +35,6 @@ METHOD_TAGS = ("uncertainty_instance_ensembling", "uncertainty_instance_new")
 PAPER_LR = {"deeplabv3plus_mobilenet": 1e-3, "deeplabv3plus_resnet50": 1e-4, "deeplabv3plus_resnet101": 1e-4}
 RENAMED = {"backbone.low_level_features.": "backbone.low_level.", "backbone.high_level_features.": "backbone.out."}
 IWU_KINDS = ("cityscapes", "acdc")  # datasets whose 19 classes iwu knows
-BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE
 
 
 @dataclass

@@ -19,6 +19,20 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST_ENSEMBLE = "best_ensemble.ckpt"  # every member's weights at the ensemble's best validation
 LOCK = ".lock"  # held by the process training the run
+BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE  # what a run directory means to evaluate, predict, masks and export
+METRICS = Path("logs") / "csv" / "metrics.csv"  # every logged value, one row per step (iwu.logs)
+CURVES = "curves.png"
+EVAL_GLOB = "eval_*.json"  # `iwu evaluate`'s results, one file per model and dataset (eval_file)
+
+
+def best_member_file(name: str) -> str:
+    """A member's own best weights, beside the ensemble's in CHECKPOINTS."""
+    return f"best_{name}.pt"
+
+
+def eval_file(name: str) -> str:
+    """`iwu evaluate`'s result of `name`: `<dataset>` for a run's best ensemble, `<dataset>@<checkpoint>` otherwise."""
+    return f"eval_{name}.json"
 
 
 def _flat(tree, prefix: str = "") -> dict:

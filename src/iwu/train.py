@@ -30,7 +30,7 @@ from iwu.config import RunConfig, run_dir, save_config
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
 from iwu.files import atomic_write_json, owned, remove_stale_temporaries
-from iwu.inference import init_members
+from iwu.trained_run import init_members
 from iwu.logs import run_loggers
 from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from iwu.bounded import check_bounded
 from iwu.errors import UserError
-from iwu.rundir import BEST_ENSEMBLE, FINAL
+from iwu.rundir import BEST_ENSEMBLE, EVAL_GLOB, FINAL
 
-EVAL_GLOB = "eval_*.json"
 ENSEMBLE = "ensemble"
 ALL = "all"
 

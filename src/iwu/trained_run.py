@@ -19,9 +19,7 @@ from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
 from iwu.models import import_user_modules, names_at_revision
-from iwu.rundir import BEST_ENSEMBLE, CHECKPOINTS
-
-BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE
+from iwu.rundir import BEST, CHECKPOINTS
 
 
 class Loaded(NamedTuple):
@@ -121,7 +119,7 @@ def load_models(target, device=None) -> Loaded:
     import_user_modules(imports if isinstance(imports, list) else [])  # the modules registering its members
     config = config_from_dict(about["config"], str(path))
     config.model.pretrained = False  # the weights come from the checkpoint
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
     if "member" in about:  # best_<member>.pt: one member's weights
         config.members = [type(config.members[0])(**about["member"])]
     names = _build_as_trained(config, about, path)
