@@ -78,6 +78,7 @@ class TrainerConfig:
     compile: bool = False
     deterministic: bool = False
     log_every_n_steps: int = 10
+    verbose: bool = False  # Lightning's own messages too: devices found, tips, the model summary
     sync_batchnorm: bool = False  # under DDP: batch statistics over all ranks (for 1-2 images per GPU)
 
 
