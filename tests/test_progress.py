@@ -9,13 +9,15 @@ import pytest
 import yaml
 
 import iwu.progress
+import iwu.train
 from iwu.config import load_config
+from iwu.demo import demo_config_path
 from iwu.progress import line_every, members_summary
 from iwu.train import train
 from crashing import Crash, CrashAt
 
 LIGHTNING_CHATTER = ["GPU available", "TPU available", "Tip:", "Trainable params", "Restoring states", "LeafSpec",
-                     "`Trainer.fit` stopped", "not resumable"]
+                     "`Trainer.fit` stopped", "not resumable", "logging interval"]
 TIME = r"\d\d:\d\d elapsed, (\d\d:\d\d|\?) left"
 
 
@@ -67,6 +69,17 @@ def test_lines_come_every_few_steps_and_at_each_validation(tiny, tmp_path, capsy
         assert re.fullmatch(re.escape(pattern).replace(re.escape(TIME), TIME), line), (line, pattern)
 
 
+def test_a_terminal_gets_one_live_bar_and_the_validations_above_it(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(iwu.train, "live_bar", lambda progress: progress)  # as if stderr were a terminal
+    train(load_config(tiny, [f"out={tmp_path}", "trainer.max_steps=4", "val_every=2"]))
+    printed = capsys.readouterr()
+    steps = re.findall(r"train: +\d+%\|[^|]*\| (\d)/4", printed.err)
+    assert steps[0] == "0" and steps[-1] == "4" and printed.err.count("train:   0%") == 1  # one bar, from 0 to 4
+    assert "Validation" not in printed.err and "loss=" in printed.err
+    assert [line[:22] for line in printed.out.splitlines()] == [
+        "iwu train: tiny / stan", "  step 2/4: validation", "  step 4/4: validation"]
+
+
 def test_about_twenty_lines_a_run_whatever_its_length():
     assert [line_every(n) for n in (1, 8, 20, 21, 400, 48000)] == [1, 1, 1, 2, 20, 2400]
 
@@ -96,11 +109,14 @@ def test_a_resumed_run_says_it_resumes_exactly_and_lightning_does_not_warn_other
     assert text.startswith("iwu train: tiny / standard / seed 0") and "\r" not in text
 
 
-def test_a_demo_logged_to_a_file_stays_small(tmp_path):
-    tiny_demo = ["trainer.max_steps=4", "val_every=2", "data.size=32", "data.synthetic.n_train=4",
-                 "data.synthetic.n_val=2", "data.synthetic.width=64"]
-    text = _iwu("demo", "--out", str(tmp_path / "demo"), "--seeds", "1", *tiny_demo, log=tmp_path / "demo.log")
-    assert text.count("iwu train: demo / ") == 2  # one start line a run
+def test_a_demo_run_logged_to_a_file_stays_small(tmp_path):
+    tiny_demo = ["trainer.max_steps=10", "val_every=5", "data.size=32", "data.synthetic.n_train=4",
+                 "data.synthetic.n_val=2", "data.synthetic.width=64", f"data.root={tmp_path / 'data'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'run'}"]
+    text = _iwu("train", str(demo_config_path()), *tiny_demo, log=tmp_path / "train.log")
     assert not [words for words in LIGHTNING_CHATTER if words in text], text
-    runs = text[:text.index("ensemble IoU")]
-    assert len(runs.encode()) < 2 * 1500, runs  # each run: start line, 4 step lines, 2 validations, data prep
+    lines = text.splitlines()
+    assert sum(line.startswith("iwu train: demo / instance_uncertainty / seed 0") for line in lines) == 1
+    assert sum(bool(re.fullmatch(rf"  step \d+/10: loss .*, {TIME}", line)) for line in lines) == 10
+    assert sum(bool(re.fullmatch(r"  step (5|10)/10: validation mIoU 0\.\d{4}", line)) for line in lines) == 2
+    assert len(text.encode()) < 3000, text  # the lines above, the data's preparation, the result

@@ -253,4 +253,3 @@ def _stopped(err: SystemExit, out: Path, step: int, last: Path) -> Stopped:
     kept = f"from its checkpoint ({last})" if last.exists() else "from the start (no checkpoint yet)"
     return Stopped(f"{out}: stopped by {name} at step {step}, unfinished; the same command with resume=true "
                    f"continues it {kept}", status)
-
