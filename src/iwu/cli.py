@@ -161,12 +161,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from iwu.config import add_imports, load_config, run_dir
     from iwu.models import import_user_modules
-    from iwu.train import config_summary, train
+    from iwu.train import train
 
     import_user_modules(args.imports)  # before the config: its members may be theirs
     config = load_config(args.config, args.overrides)
     add_imports(config, args.imports)
-    print(f"iwu train: {config_summary(config)} -> {run_dir(config)}")
     final = train(config, progress=args.progress)
     best = final["results"].get("ensemble", {})
     print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "

@@ -79,6 +79,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile each member
     deterministic: bool = False  # deterministic algorithms only (same numbers, slower)
     log_every_n_steps: int = 10  # training metrics logged every N steps
+    verbose: bool = False  # Lightning's own messages too: devices found, tips, the model summary
     sync_batchnorm: bool = False  # under DDP: batch statistics over all ranks (for 1-2 images per GPU)
 
 

@@ -89,7 +89,6 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
         for seed in range(seeds):
             run = out / mode / f"seed{seed}"
             config = load_config(config_path, [*where, f"mode={mode}", f"seed={seed}", f"out={run}", "resume=true"])
-            print(f"iwu demo: {mode}, seed {seed} -> {run}")
             final = train(config)
             results[mode].append(final["results"]["ensemble"])
     counts = SegmentationDataModule(config.data).train_class_counts().astype(float)

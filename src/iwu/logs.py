@@ -1,4 +1,5 @@
-"""The run's loggers: CSV always (what `curves.png` and users read), TensorBoard beside it.
+"""The run's loggers: CSV always (what `curves.png` and users read), TensorBoard beside it;
+and Lightning's own messages, kept out of the run's output.
 
 Lightning's CSV logger deletes `metrics.csv` when it opens a folder that has one,
 so a resumed run would lose the curves of its first part. Here a resumed run
@@ -8,8 +9,10 @@ were lost with the process and are logged again) and appends after them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -63,3 +66,35 @@ def run_loggers(out: Path, resume_step: int = 0, hparams: dict | None = None) ->
         for logger in loggers:
             logger.log_hyperparams(hparams)
     return loggers
+
+
+# Warnings that are no news for an iwu run, as (message regex, category).
+_NEEDLESS_WARNINGS = [
+    # Lightning's own use of a deprecated torch class: nothing a user can act on.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # A checkpoint saved mid-epoch: iwu's sampler and checkpoints resume it exactly (iwu.progress says so).
+    (r"You're resuming from a checkpoint that ended before the epoch ended", Warning),
+    # An epoch shorter than log_every_n_steps: iwu's steps run on across epochs, and are logged all the same.
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
+]
+_CPU_CHOSEN = (r"GPU available but not used", Warning)
+
+
+@contextlib.contextmanager
+def quiet_lightning(verbose: bool = False, cpu_chosen: bool = False):
+    """Lightning's chatter off inside: its info messages (devices found, tips, checkpoint restored, fit
+    stopped) unless `verbose`; always the warnings above, and the unused GPU's where the config chose the
+    CPU (`cpu_chosen`). Lightning's warnings about the user's own settings still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    try:
+        with warnings.catch_warnings():
+            for message, category in [*_NEEDLESS_WARNINGS, *([_CPU_CHOSEN] if cpu_chosen else [])]:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            if not verbose:
+                for logger in loggers:
+                    logger.setLevel(logging.WARNING)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

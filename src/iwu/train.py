@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import signal
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -31,13 +29,14 @@ from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
 from iwu.files import atomic_write_json, owned, remove_stale_temporaries
 from iwu.trained_run import init_members
-from iwu.logs import run_loggers
+from iwu.logs import quiet_lightning, run_loggers
 from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
 from iwu.plots import run_title
 from iwu.plots.curves import save_curves
+from iwu.progress import RunProgress, live_bar
 from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
@@ -107,15 +106,6 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
     return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
 
 
-class ProgressBar(TQDMProgressBar):
-    """Lightning's bar without the logger version number, which says nothing here."""
-
-    def get_metrics(self, trainer, module):
-        metrics = super().get_metrics(trainer, module)
-        metrics.pop("v_num", None)
-        return metrics
-
-
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     """Training iterations: `max_steps`, or `max_epochs` x full batches per epoch, whichever is fewer."""
     t = config.trainer
@@ -143,11 +133,11 @@ def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resu
         val_check_interval=config.val_every, check_val_every_n_epoch=None,  # every N steps, across epochs
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         logger=run_loggers(out, resume_step, config.to_dict()),
-        callbacks=[*callbacks, *([ProgressBar()] if progress else [])],
+        callbacks=[*callbacks, RunProgress(config, out, live=live_bar(progress))],
         enable_checkpointing=False,  # RunCheckpoints keeps the files
         plugins=[AtomicCheckpointIO(), *_cluster_plugins()],
         use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes
-        enable_progress_bar=progress, default_root_dir=out,
+        enable_progress_bar=False, enable_model_summary=t.verbose, default_root_dir=out,
     )
 
 
@@ -185,9 +175,10 @@ def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoint
 
 
 def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
-    """Train as `config` says; returns what was written to `final.json`."""
+    """Train as `config` says; returns what was written to `final.json`. `progress`: a live bar where
+    stderr is a terminal; without it, or elsewhere, a plain line every few steps (see iwu.progress)."""
     out = run_dir(config)
-    with _run_lock(out):
+    with _run_lock(out), quiet_lightning(config.trainer.verbose, cpu_chosen=config.trainer.accelerator == "cpu"):
         return _train(config, out, callbacks, progress)
 
 
@@ -265,10 +256,3 @@ def _stopped(err: SystemExit, out: Path, step: int, last: Path) -> Stopped:
     kept = f"from its checkpoint ({last})" if last.exists() else "from the start (no checkpoint yet)"
     return Stopped(f"{out}: stopped by {name} at step {step}, unfinished; the same command with resume=true "
                    f"continues it {kept}", status)
-
-
-def config_summary(config: RunConfig) -> str:
-    members = ", ".join(f"{m.name} (lr {m.lr:g})" for m in config.members)
-    fields = dataclasses.asdict(config.trainer)
-    return (f"{config.experiment} / {config.mode} / seed {config.seed}: {members}; "
-            f"max_steps {fields['max_steps']}, max_epochs {fields['max_epochs']}, precision {fields['precision']}")

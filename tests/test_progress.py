@@ -1,0 +1,122 @@
+"""What a run prints: a start line, a few plain lines and one per validation; Lightning's chatter only on request."""
+
+import csv
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import iwu.progress
+import iwu.train
+from iwu.config import load_config
+from iwu.demo import demo_config_path
+from iwu.progress import line_every, members_summary
+from iwu.train import train
+from crashing import Crash, CrashAt
+
+LIGHTNING_CHATTER = ["GPU available", "TPU available", "Tip:", "Trainable params", "Restoring states", "LeafSpec",
+                     "`Trainer.fit` stopped", "not resumable", "logging interval"]
+TIME = r"\d\d:\d\d elapsed, (\d\d:\d\d|\?) left"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A config file for tiny runs (6 training scenes at 32x32: 3 batches an epoch), its data already written."""
+    folder = tmp_path_factory.mktemp("progress")
+    config = {
+        "experiment": "tiny", "mode": "standard", "val_every": 3,
+        "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}],
+        "model": {"pretrained": False, "bn_momentum": 0.1},
+        "data": {"kind": "cityscapes", "root": str(folder / "scenes"), "size": 32, "cache_dir": str(folder / "cache"),
+                 "synthetic": {"n_train": 6, "n_val": 2, "width": 64}},
+        "trainer": {"max_steps": 8, "accelerator": "cpu", "log_every_n_steps": 1},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _iwu(*args, log):
+    """`iwu ...` as a user runs it with its output in a file (no terminal); the file's text."""
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "iwu", *args], stdout=f, stderr=subprocess.STDOUT)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    return text
+
+
+def test_lines_come_every_few_steps_and_at_each_validation(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(iwu.progress, "line_every", lambda total: 3)
+    out = tmp_path / "run"
+    train(load_config(tiny, [f"out={out}"]), progress=False)
+    lines = capsys.readouterr().out.splitlines()
+    with (out / "logs" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    loss = {int(r["step"]): float(r["train/loss"]) for r in rows if r["train/loss"]}
+    miou = {int(r["step"]): float(r["val/ensemble/miou"]) for r in rows if r["val/ensemble/miou"]}
+    assert list(miou) == [3, 6, 8]  # every 3 steps, and after the last
+    assert lines[0] == (f"iwu train: tiny / standard / seed 0 -> {out}: 8 steps, validating every 3; members "
+                        "deeplabv3plus_mobilenet (lr 0.001), deeplabv3plus_mobilenet (lr 0.0005)")
+    expected = [
+        rf"  step 3/8: loss {loss[3]:.4g}, last mIoU --, {TIME}", f"  step 3/8: validation mIoU {miou[3]:.4f}",
+        rf"  step 6/8: loss {loss[6]:.4g}, last mIoU {miou[3]:.4f}, {TIME}", f"  step 6/8: validation mIoU {miou[6]:.4f}",
+        rf"  step 8/8: loss {loss[8]:.4g}, last mIoU {miou[6]:.4f}, {TIME}", f"  step 8/8: validation mIoU {miou[8]:.4f}",
+    ]
+    assert len(lines) == 1 + len(expected)
+    for line, pattern in zip(lines[1:], expected):
+        assert re.fullmatch(re.escape(pattern).replace(re.escape(TIME), TIME), line), (line, pattern)
+
+
+def test_a_terminal_gets_one_live_bar_and_the_validations_above_it(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(iwu.train, "live_bar", lambda progress: progress)  # as if stderr were a terminal
+    train(load_config(tiny, [f"out={tmp_path}", "trainer.max_steps=4", "val_every=2"]))
+    printed = capsys.readouterr()
+    steps = re.findall(r"train: +\d+%\|[^|]*\| (\d)/4", printed.err)
+    assert steps[0] == "0" and steps[-1] == "4" and printed.err.count("train:   0%") == 1  # one bar, from 0 to 4
+    assert "Validation" not in printed.err and "loss=" in printed.err
+    assert [line[:22] for line in printed.out.splitlines()] == [
+        "iwu train: tiny / stan", "  step 2/4: validation", "  step 4/4: validation"]
+
+
+def test_about_twenty_lines_a_run_whatever_its_length():
+    assert [line_every(n) for n in (1, 8, 20, 21, 400, 48000)] == [1, 1, 1, 2, 20, 2400]
+
+
+def test_alike_members_are_counted_once(tiny):
+    config = load_config(tiny)
+    config.members = [config.members[0]] * 3 + [config.members[1]]
+    assert members_summary(config) == "3 x deeplabv3plus_mobilenet (lr 0.001), deeplabv3plus_mobilenet (lr 0.0005)"
+
+
+def test_lightning_speaks_when_asked(tiny, tmp_path):
+    # silent by default: the resumed run and the demo below
+    text = _iwu("train", str(tiny), f"out={tmp_path}", "trainer.max_steps=1", "trainer.verbose=true",
+                log=tmp_path / "verbose.log")
+    assert all(words in text for words in ("GPU available", "Tip:", "Trainable params")), text
+
+
+def test_a_resumed_run_says_it_resumes_exactly_and_lightning_does_not_warn_otherwise(tiny, tmp_path):
+    out = tmp_path / "resumed"
+    args = [f"out={out}", "val_every=2", "trainer.max_steps=6"]
+    with pytest.raises(Crash):
+        train(load_config(tiny, args), callbacks=[CrashAt(5)], progress=False)
+    # last.ckpt holds step 4, in the middle of the second epoch: the case Lightning calls unreliable
+    text = _iwu("train", str(tiny), *args, "resume=true", log=tmp_path / "resume.log")
+    assert f"iwu train: resuming at step 4 from {out / 'checkpoints' / 'last.ckpt'}; iwu resumes exactly" in text
+    assert not [words for words in LIGHTNING_CHATTER if words in text], text
+    assert text.startswith("iwu train: tiny / standard / seed 0") and "\r" not in text
+
+
+def test_a_demo_run_logged_to_a_file_stays_small(tmp_path):
+    tiny_demo = ["trainer.max_steps=10", "val_every=5", "data.size=32", "data.synthetic.n_train=4",
+                 "data.synthetic.n_val=2", "data.synthetic.width=64", f"data.root={tmp_path / 'data'}",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'run'}"]
+    text = _iwu("train", str(demo_config_path()), *tiny_demo, log=tmp_path / "train.log")
+    assert not [words for words in LIGHTNING_CHATTER if words in text], text
+    lines = text.splitlines()
+    assert sum(line.startswith("iwu train: demo / instance_uncertainty / seed 0") for line in lines) == 1
+    assert sum(bool(re.fullmatch(rf"  step \d+/10: loss .*, {TIME}", line)) for line in lines) == 10
+    assert sum(bool(re.fullmatch(r"  step (5|10)/10: validation mIoU 0\.\d{4}", line)) for line in lines) == 2
+    assert len(text.encode()) < 3000, text  # the lines above, the data's preparation, the result
