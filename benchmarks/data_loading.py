@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from iwu.data import Cityscapes, open_cached, write_synthetic
-from iwu.data.datamodule import DEFAULTS
+from iwu.data.config import DataConfig
 
 TARGET = 10.0
 
@@ -74,7 +74,7 @@ def main() -> int:
             print(f"  {n:>7}  {rates[n][0]:8.1f}  {rates[n][1]:8.1f}  {rates[n][0] / rates[n][1]:5.1f}x")
         # What a training run gets: the DataModule reads the cache with `cache_workers` and
         # decodes PNGs with `num_workers`, each at its default.
-        cache_n, png_n = DEFAULTS["cache_workers"], DEFAULTS["num_workers"]
+        cache_n, png_n = DataConfig.cache_workers, DataConfig.num_workers
         if cache_n in rates and png_n in rates:
             ratio = rates[cache_n][0] / rates[png_n][1]
             verdict = "PASS" if ratio >= TARGET else "FAIL"

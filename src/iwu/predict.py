@@ -105,7 +105,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in OUTPUTS), "--out",
                     overwrite)
     loaded = load_models(target, device)
-    size = size or int(loaded.config.data.get("size", 768))
+    size = size or loaded.config.data.size
     palette = palette_for(loaded.module.classes)
     top = float(np.log(len(loaded.module.classes)))
     out = Path(out)

@@ -74,7 +74,7 @@ def build_datamodule(config: RunConfig):
     dm = SegmentationDataModule(config.data, seed=config.seed)
     dm.prepare_data()
     dm.setup("fit")
-    if dm.config["cache"]:  # the store was just built or found: its class counts cost nothing
+    if dm.config.cache:  # the store was just built or found: its class counts cost nothing
         labeled_counts(dm)
     return dm
 
@@ -84,7 +84,7 @@ def labeled_counts(dm):
     would otherwise surface as a non-finite loss and a suggestion to lower the learning rate."""
     counts = dm.train_class_counts()
     if not counts.any():
-        raise UserError(f"{dm.config['root']}: the {dm.config['train_split']} split has no labeled pixel (every "
+        raise UserError(f"{dm.config.root}: the {dm.config.train_split} split has no labeled pixel (every "
                         "label is ignore): nothing to learn from; `iwu prepare --check` lists such splits")
     return counts
 

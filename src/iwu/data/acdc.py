@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iwu.data.cityscapes import CLASSES, PALETTE, TRAIN_IDS
+from iwu.data.config import CONDITIONS, parse_condition_names
 from iwu.data.common import (
     PairDataset,
     Sample,
@@ -18,7 +19,6 @@ from iwu.data.common import (
 )
 from iwu.errors import UserError
 
-CONDITIONS = ("fog", "night", "rain", "snow")
 _LAYOUT = (
     "ACDC layout rgb_anon/{condition}/{split}/{sequence}/*_rgb_anon.png, "
     "gt/{condition}/{split}/{sequence}/*_gt_labelTrainIds.png"
@@ -27,15 +27,7 @@ _LAYOUT = (
 
 def parse_conditions(conditions) -> tuple[str, ...]:
     """A tuple of known conditions in canonical order, from a list or a comma-separated string."""
-    if conditions is None:
-        return CONDITIONS
-    if isinstance(conditions, str):
-        conditions = conditions.split(",")
-    chosen = {c.strip() for c in conditions if c.strip()}
-    unknown = sorted(chosen - set(CONDITIONS))
-    if unknown or not chosen:
-        raise UserError(f"ACDC conditions {','.join(unknown) or '(none)'}: unknown; choose from {','.join(CONDITIONS)}")
-    return tuple(c for c in CONDITIONS if c in chosen)
+    return CONDITIONS if conditions is None else tuple(parse_condition_names(conditions, "ACDC conditions"))
 
 
 def list_acdc(root, split: str, conditions=None) -> tuple[list[Sample], list[str]]:

@@ -7,10 +7,10 @@ from pathlib import Path
 from iwu.data.acdc import ACDC, CONDITIONS, list_acdc, parse_conditions
 from iwu.data.cityscapes import Cityscapes, list_cityscapes
 from iwu.data.common import PairDataset
+from iwu.data.config import KINDS
 from iwu.data.folder import SegmentationFolder, folder_classes, list_folder
 from iwu.errors import UserError
 
-KINDS = ("cityscapes", "acdc", "folder")
 _SPEC_HELP = "use cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow] or folder:ROOT"
 
 
