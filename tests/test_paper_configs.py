@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from iwu.config import load_config
-from iwu.data.datamodule import resolve_config
+from iwu.data.config import DataConfig, ValExtraConfig
 
 ROOT = Path(__file__).parents[1]
 PAPER = ROOT / "configs" / "paper"
@@ -78,37 +78,23 @@ def test_values_are_the_papers(stem):
     assert c.trainer.max_steps == -1  # the epochs, not a step cap, set the poly schedule's length
     assert c.trainer.precision in ("32-true", "32", 32)
 
-    assert c.data == {
-        "kind": dataset,
-        "root": None,
-        "size": 768,
-        "batch_size": 2,
-        "val_batch_size": 1,
-        "hflip": False,
-        "val_extra": {"kind": other, "root": None},
-    }
-
-
-@pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
-def test_data_section_is_accepted_by_the_datamodule(stem):
-    dataset, _, _, _ = EXPERIMENTS[stem]
-    data = resolve_config(load_config(path_of(stem)).data)
-    assert (data["kind"], data["root"], data["size"], data["batch_size"], data["val_batch_size"]) == (
-        dataset, None, 768, 2, 1
-    )  # fmt: skip
-    assert data["hflip"] is False
-    assert data["val_extra"] is None  # its root is not given, so no cross-domain validation
+    assert c.data == DataConfig(
+        kind=dataset,
+        root=None,
+        size=768,
+        batch_size=2,
+        val_batch_size=1,
+        augment=None,  # the paper trains without augmentation
+        val_extra=ValExtraConfig(kind=other, root=None),  # no root: no cross-domain validation until given
+    )
 
 
 @pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
 def test_roots_from_the_command_line(stem):
     dataset, other, _, _ = EXPERIMENTS[stem]
     c = load_config(path_of(stem), ["data.root=/x", "data.val_extra.root=/y"])
-    assert c.data["root"] == "/x"
-    assert c.data["val_extra"] == {"kind": other, "root": "/y"}  # merged, not replaced
-    data = resolve_config(c.data)
-    assert (data["kind"], data["root"]) == (dataset, "/x")
-    assert data["val_extra"] == {"kind": other, "root": "/y", "split": "val", "size": 768}
+    assert (c.data.kind, c.data.root) == (dataset, "/x")
+    assert c.data.val_extra == ValExtraConfig(kind=other, root="/y")  # merged, not replaced
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -123,7 +109,7 @@ def test_every_mode_loads(stem, mode):
 @pytest.mark.parametrize("stem", [s for s in EXPERIMENTS if s.startswith("acdc_")])
 def test_acdc_runs_48000_iterations(stem):
     c = load_config(path_of(stem))
-    batches_per_epoch = ACDC_TRAIN_IMAGES // c.data["batch_size"]  # the loader drops a last partial batch
+    batches_per_epoch = ACDC_TRAIN_IMAGES // c.data.batch_size  # the loader drops a last partial batch
     assert batches_per_epoch * c.trainer.max_epochs == 48_000
 
 
@@ -150,8 +136,7 @@ def test_shown_commands_load():
     assert len(shown) >= len(EXPERIMENTS)
     for path, *overrides in shown:
         c = load_config(ROOT / path, overrides)
-        assert c.data["root"] is not None, f"{path} {overrides}: the command gives no data.root"
-        resolve_config(c.data)
+        assert c.data.root is not None, f"{path} {overrides}: the command gives no data.root"
 
 
 def test_readme_names_every_file():
