@@ -37,7 +37,7 @@ from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
-from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
+from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, as_loaded_today, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -58,7 +58,7 @@ def _resume_step(path: Path, config: RunConfig, classes) -> int:
 
 def _same_run(path: Path, about: dict, config: RunConfig, classes) -> None:
     """A last.ckpt of another run (copied in, or a folder reused) would fail deep in Lightning, or train on."""
-    theirs = [m.get("name") for m in about["config"].get("members", [])]
+    theirs = [m.get("name") for m in as_loaded_today(about["config"]).get("members", [])]
     ours = [m.name for m in config.members]
     if theirs != ours:
         raise UserError(f"{path}: a checkpoint of members {', '.join(theirs) or 'none'}, not this run's "
