@@ -17,7 +17,6 @@ from iwu.data.common import (
     pair_files,
     raise_if_problems,
 )
-from iwu.errors import UserError
 
 _LAYOUT = (
     "ACDC layout rgb_anon/{condition}/{split}/{sequence}/*_rgb_anon.png, "
