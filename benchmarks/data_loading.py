@@ -30,7 +30,7 @@ import torch
 from iwu.data import Cityscapes, open_cached, write_synthetic
 from iwu.data.augment import ItemKey, check_augment
 from iwu.data.common import make_item
-from iwu.data.datamodule import DEFAULTS
+from iwu.data.config import DataConfig
 
 TARGET = 10.0
 
@@ -70,8 +70,8 @@ def report_augmentation(cached, args) -> None:
     print(f"augmentation {spec}, per {args.size}x{args.size} image (items from memory, one process):")
     print(f"  without {plain:.1f} ms, with {augmented:.1f} ms: +{augmented - plain:.1f} ms ({augmented / plain:.1f}x)")
     cached.augment = augment
-    rate = images_per_second(cached, args.batch_size, DEFAULTS["cache_workers"], args.epochs)
-    print(f"  the cache loader with it ({DEFAULTS['cache_workers']} workers): {rate:.1f} images/s")
+    rate = images_per_second(cached, args.batch_size, DataConfig.cache_workers, args.epochs)
+    print(f"  the cache loader with it ({DataConfig.cache_workers} workers): {rate:.1f} images/s")
 
 
 def main() -> int:
@@ -105,7 +105,7 @@ def main() -> int:
             print(f"  {n:>7}  {rates[n][0]:8.1f}  {rates[n][1]:8.1f}  {rates[n][0] / rates[n][1]:5.1f}x")
         # What a training run gets: the DataModule reads the cache with `cache_workers` and
         # decodes PNGs with `num_workers`, each at its default.
-        cache_n, png_n = DEFAULTS["cache_workers"], DEFAULTS["num_workers"]
+        cache_n, png_n = DataConfig.cache_workers, DataConfig.num_workers
         if cache_n in rates and png_n in rates:
             ratio = rates[cache_n][0] / rates[png_n][1]
             verdict = "PASS" if ratio >= TARGET else "FAIL"

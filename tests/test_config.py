@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from iwu.config import MemberConfig, RunConfig, load_config, run_dir, save_config
+from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.errors import UserError
 
 
@@ -29,21 +30,21 @@ def test_defaults_are_the_papers(empty):
     )  # fmt: skip
     assert (c.loss.normalize, c.loss.connectivity, c.loss.backend, c.loss.focal_gamma) == ("all", 8, "auto", 2.0)
     assert (c.trainer.max_epochs, c.trainer.max_steps, c.trainer.precision) == (60, -1, "32-true")
-    assert c.data == {}
+    assert c.data == DataConfig() and (c.data.size, c.data.batch_size, c.data.augment) == (768, 2, None)
 
 
 def test_file_values_and_yaml_1_1_floats(tmp_path):
     path = write(
         tmp_path / "c.yaml",
         "experiment: acdc\nmembers:\n  - {name: deeplabv3plus_mobilenet, lr: 1e-3}\n"
-        "optim: {weight_decay: 0}\ndata: {source: acdc, root: /data/acdc, batch_size: 2}\n",
+        "optim: {weight_decay: 0}\ndata: {kind: acdc, root: /data/acdc, batch_size: 2}\n",
     )
     c = load_config(path)
     assert c.experiment == "acdc"
     assert c.members == [MemberConfig("deeplabv3plus_mobilenet", 1e-3)]
     assert isinstance(c.members[0].lr, float)  # YAML 1.1 reads 1e-3 as a string
     assert c.optim.weight_decay == 0.0 and isinstance(c.optim.weight_decay, float)
-    assert c.data == {"source": "acdc", "root": "/data/acdc", "batch_size": 2}
+    assert c.data == DataConfig(kind="acdc", root="/data/acdc", batch_size=2)
 
 
 def test_overrides_of_each_kind(empty):
@@ -58,6 +59,7 @@ def test_overrides_of_each_kind(empty):
             "trainer.devices=[0, 1]",
             "optim.min_lr=1e-7",
             "data.root=/data/acdc",
+            "data.val_extra.kind=cityscapes",  # an optional section, null by default, set key by key
             "data.val_extra.root=/data/cityscapes",
             "members=[{name: x, lr: 1e-3}, {name: y, lr: 0.01}]",
             "out=runs/x",
@@ -67,7 +69,7 @@ def test_overrides_of_each_kind(empty):
     assert (c.seed, c.resume, c.mode, c.val_every) == (3, True, "standard", 50)
     assert c.trainer.max_steps == 20 and c.trainer.devices == [0, 1]
     assert c.optim.min_lr == 1e-7
-    assert c.data == {"root": "/data/acdc", "val_extra": {"root": "/data/cityscapes"}}
+    assert c.data == DataConfig(root="/data/acdc", val_extra=ValExtraConfig("cityscapes", "/data/cityscapes"))
     assert c.members == [MemberConfig("x", 1e-3), MemberConfig("y", 0.01)]
     assert c.out == "runs/x" and c.loss.masks_dir is None
 
@@ -79,18 +81,19 @@ def test_base_inheritance_merges_mappings_and_replaces_lists(tmp_path):
         "experiment: paper\nval_every: 100\n"
         "members: [{name: a, lr: 1e-4}, {name: b, lr: 1e-4}]\n"
         "trainer: {max_epochs: 60, precision: 32-true}\n"
-        "data: {source: acdc, size: [768, 768], batch_size: 2}\n",
+        "data: {kind: acdc, conditions: [fog, night], batch_size: 2}\n",
     )
     write(tmp_path / "shared" / "ensemble.yaml", "base: paper.yaml\nexperiment: ensemble\n")
     child = write(
         tmp_path / "child.yaml",
-        "base: shared/ensemble.yaml\nmembers: [{name: c, lr: 1e-3}]\ntrainer: {max_epochs: 5}\ndata: {root: /d}\n",
+        "base: shared/ensemble.yaml\nmembers: [{name: c, lr: 1e-3}]\ntrainer: {max_epochs: 5}\n"
+        "data: {root: /d, conditions: [rain]}\n",
     )
     c = load_config(child, ["trainer.precision=bf16-mixed"])
     assert c.experiment == "ensemble" and c.val_every == 100
     assert c.members == [MemberConfig("c", 1e-3)]  # a list is replaced whole
     assert (c.trainer.max_epochs, c.trainer.precision) == (5, "bf16-mixed")
-    assert c.data == {"source": "acdc", "size": [768, 768], "batch_size": 2, "root": "/d"}
+    assert c.data == DataConfig(kind="acdc", conditions=["rain"], batch_size=2, root="/d")
 
 
 def test_round_trip_and_run_dir(tmp_path, empty):

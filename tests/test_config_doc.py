@@ -83,7 +83,8 @@ def test_show_prints_every_key_with_its_value_and_meaning(capsys):
     assert seed.endswith("# seeds the weights, the data order and the augmentation (default: 0)")
     mode = next(line for line in lines if line.startswith("mode:"))
     assert "(default:" not in mode  # the same as the default: not repeated
-    assert "  size: 96" in out.splitlines()  # the data section's keys as they are
+    size = next(line for line in lines if line.startswith("  size:"))  # the data section, typed like the rest
+    assert size.startswith("  size: 96 ") and size.endswith("(default: 768)") and "resized" in size
 
 
 @pytest.mark.parametrize("plain", [False, True])

@@ -7,7 +7,7 @@ import torch
 from iwu.data import Cityscapes, SegmentationDataModule, open_cached, write_synthetic
 from iwu.data.augment import ItemKey, check_augment
 from iwu.data.common import DataFileError, IMAGENET_MEAN, IMAGENET_STD, make_item
-from iwu.data.datamodule import resolve_config
+from iwu.config import data_config
 from iwu.errors import UserError
 from iwu.mask_store import MaskWriter
 
@@ -216,13 +216,15 @@ def test_bad_specs_are_one_line_errors(spec, message):
 
 def test_the_data_config_checks_augment_and_maps_the_old_flip(scenes):
     base = {"kind": "cityscapes", "root": "/x", "size": 32}
-    assert resolve_config(base)["augment"] is None  # the paper's: none
-    assert resolve_config({**base, "hflip": True})["augment"] == ["hflip"]
-    assert resolve_config(resolve_config({**base, "hflip": True}))["augment"] == ["hflip"]
+    assert data_config(base).augment is None  # the paper's: none
+    assert data_config({**base, "hflip": True}).augment == ["hflip"]
+    assert data_config(data_config({**base, "hflip": True}).__dict__ | {"val_extra": None}).augment == ["hflip"]
     with pytest.raises(UserError, match=r"data.augment\[0\]: unknown transform 'flip'"):
-        resolve_config({**base, "augment": ["flip"]})
-    with pytest.raises(UserError, match="data.hflip: give the flip in data.augment"):
-        resolve_config({**base, "hflip": True, "augment": ["vflip"]})
+        data_config({**base, "augment": ["flip"]})
+    with pytest.raises(UserError, match=r"data.augment\[0\].random_crop: a 64x64 crop is larger"):
+        data_config({**base, "augment": [{"random_crop": {"size": 64, "pad_if_needed": False}}]})
+    with pytest.raises(UserError, match="data.hflip: replaced by data.augment"):
+        data_config({**base, "hflip": True, "augment": ["vflip"]})
     cached = open_cached(Cityscapes(scenes[0], "train", size=32, augment=PUBLISHED), scenes[1])
     assert cached.augment == check_augment(PUBLISHED)  # the cache keeps the dataset's augmentation
 

@@ -91,7 +91,7 @@ def test_synthetic_data_is_written_on_first_use(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_sets[0])) == (3, 2)
-    with pytest.raises(UserError, match="data.synthetic"):
+    with pytest.raises(UserError, match=r"^data\.synthetic\.n_val: missing"):
         SegmentationDataModule({**cfg, "synthetic": {"n_train": 3}})
 
 
@@ -108,14 +108,32 @@ def test_class_counts(roots):
 
 
 def test_config_errors(roots):
-    with pytest.raises(UserError, match="unknown key batchsize"):
+    """A mapping goes through the config's own builder: the messages `iwu train` gives for the same keys."""
+    with pytest.raises(UserError, match=r"^data\.batchsize: unknown key; did you mean data\.batch_size\?$"):
         SegmentationDataModule(_config(roots, batchsize=4))
-    with pytest.raises(UserError, match="batch_size"):
+    with pytest.raises(UserError, match=r"^data\.batch_size: expected an integer >= 1, got 0$"):
         SegmentationDataModule(_config(roots, batch_size=0))
+    with pytest.raises(UserError, match=r"^data\.hflip: expected true or false, got 'yes'"):
+        SegmentationDataModule(_config(roots, hflip="yes"))
     with pytest.raises(UserError, match="fewer than batch_size 8"):
         SegmentationDataModule(_config(roots, batch_size=8, cache=False)).setup("fit")
-    with pytest.raises(UserError, match="val_extra"):
+    with pytest.raises(UserError, match=r"^data\.val_extra\.path: unknown key; known keys: kind, root, conditions"):
         SegmentationDataModule(_config(roots, val_extra={"kind": "acdc", "path": "x"}))
+    with pytest.raises(UserError, match=r"^data\.kind: not set; choose one of cityscapes, acdc, folder"):
+        SegmentationDataModule(_config(roots, kind=None))
+
+
+def test_the_run_configs_data_section_and_a_mapping_serve_the_same(roots, tmp_path):
+    from iwu.config import load_config
+
+    cs, _, cache = roots
+    (tmp_path / "c.yaml").write_text(f"data: {{kind: cityscapes, root: {cs}, size: {SIZE}, cache_dir: {cache}, "
+                                     "num_workers: 1}\n")
+    typed = load_config(tmp_path / "c.yaml").data
+    a, b = SegmentationDataModule(typed), SegmentationDataModule(_config(roots))
+    assert a.config == b.config
+    a.setup("validate"), b.setup("validate")
+    assert a.val_sets[0].names == b.val_sets[0].names
 
 
 class _Tiny(L.LightningModule):
@@ -195,7 +213,7 @@ def test_preparing_waits_for_another_process_writing_the_same_data(tmp_path):
         time.sleep(1.0)
         assert worker.is_alive() and not (tmp_path / "scenes").exists()
     worker.join(timeout=60)
-    store = cache_dir(build_dataset(dm.config, "train", SIZE), tmp_path / "c")
+    store = cache_dir(build_dataset(config, "train", SIZE), tmp_path / "c")
     assert (store / MANIFEST).is_file()
 
     (store / MANIFEST).unlink()  # a stale store: the next preparation rebuilds it, once the lock is free

@@ -280,8 +280,8 @@ def test_acdc_conditions_are_named_when_unknown(tmp_path):
     root.mkdir()
     with pytest.raises(UserError) as err:
         parse_data_spec(f"acdc:{root}:fog,dusk")
-    assert str(err.value) == "ACDC condition dusk: unknown; choose from fog, night, rain, snow"
-    with pytest.raises(UserError, match=r"ACDC condition Fog: unknown; .* \(did you mean fog\?\)"):
+    assert str(err.value) == "ACDC conditions: unknown condition 'dusk' (conditions: fog, night, rain, snow)"
+    with pytest.raises(UserError, match=r"^ACDC conditions: unknown condition 'Fog'; did you mean fog\? \(conditions: fog, night"):
         parse_data_spec(f"acdc:{root}:Fog")
     assert parse_data_spec(f"acdc:{root}:snow,fog") == {"kind": "acdc", "root": str(root), "conditions": ["fog", "snow"]}
     odd = tmp_path / "a:b"  # a colon in an existing folder's name is part of the path

@@ -95,7 +95,7 @@ def test_validation_counts_every_image_once_and_every_rank_keeps_the_global_scor
 def test_scores_in_final_json_are_those_of_the_whole_validation_set(config_path, ddp_run, tmp_path):
     run = ddp_run / "run"
     final = json.loads((run / "final.json").read_text())["results"]["ensemble"]
-    root = load_config(config_path).data["root"]
+    root = load_config(config_path).data.root
     assert run_evaluate(run, f"cityscapes:{root}") == 0  # one process, every image
     ours = json.loads((run / "eval_cityscapes.json").read_text())["results"]["ensemble"]
     assert ours["miou"] == pytest.approx(final["miou"], abs=1e-12)

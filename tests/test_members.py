@@ -90,7 +90,7 @@ def test_evaluate_predict_and_masks_import_the_runs_own_modules(mixed_run, monke
     # as in a fresh process: the user's module not imported, its model not registered
     monkeypatch.setattr(registry, "MODELS", {k: v for k, v in registry.MODELS.items() if k != "tiny_user_net"})
     monkeypatch.delitem(sys.modules, "user_models")
-    scenes = load_config(run / "config.yaml").data["root"]
+    scenes = load_config(run / "config.yaml").data.root
     assert main(["evaluate", str(run), "--data", f"cityscapes:{scenes}"]) == 0
     record = json.loads((run / "eval_cityscapes.json").read_text())
     assert list(record["results"]) == [*NAMES, "ensemble"]
@@ -277,7 +277,7 @@ def test_iwu_weights_fetch_fills_both_caches(base, tmp_path, monkeypatch, capsys
 
 def test_offline_masks_of_a_mixed_ensemble_train_a_mixed_ensemble(mixed_run, base, tmp_path):
     folder, _, _ = mixed_run
-    scenes = load_config(folder / "whole" / "config.yaml").data["root"]
+    scenes = load_config(folder / "whole" / "config.yaml").data.root
     masks = tmp_path / "masks"
     assert main(["masks", str(folder / "whole"), "--data", f"cityscapes:{scenes}", "--out", str(masks)]) == 0
     final = train(_config(base, tmp_path / "offline", "mode=offline_masks", f"loss.masks_dir={masks}"),

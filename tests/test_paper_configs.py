@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from iwu.config import load_config
-from iwu.data.datamodule import resolve_config
+from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.packaged_configs import packaged_configs_dir
 
 PAPER = packaged_configs_dir() / "paper"  # what an installed iwu carries
@@ -78,37 +78,23 @@ def test_values_are_the_papers(stem):
     assert c.trainer.max_steps == -1  # the epochs, not a step cap, set the poly schedule's length
     assert c.trainer.precision in ("32-true", "32", 32)
 
-    assert c.data == {
-        "kind": dataset,
-        "root": None,
-        "size": 768,
-        "batch_size": 2,
-        "val_batch_size": 1,
-        "hflip": False,
-        "val_extra": {"kind": other, "root": None},
-    }
-
-
-@pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
-def test_data_section_is_accepted_by_the_datamodule(stem):
-    dataset, _, _, _ = EXPERIMENTS[stem]
-    data = resolve_config(load_config(path_of(stem)).data)
-    assert (data["kind"], data["root"], data["size"], data["batch_size"], data["val_batch_size"]) == (
-        dataset, None, 768, 2, 1
-    )  # fmt: skip
-    assert data["hflip"] is False and data["augment"] is None  # the paper trains without augmentation
-    assert data["val_extra"] is None  # its root is not given, so no cross-domain validation
+    assert c.data == DataConfig(
+        kind=dataset,
+        root=None,
+        size=768,
+        batch_size=2,
+        val_batch_size=1,
+        augment=None,  # the paper trains without augmentation
+        val_extra=ValExtraConfig(kind=other, root=None),  # no root: no cross-domain validation until given
+    )
 
 
 @pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
 def test_roots_from_the_command_line(stem):
     dataset, other, _, _ = EXPERIMENTS[stem]
     c = load_config(path_of(stem), ["data.root=/x", "data.val_extra.root=/y"])
-    assert c.data["root"] == "/x"
-    assert c.data["val_extra"] == {"kind": other, "root": "/y"}  # merged, not replaced
-    data = resolve_config(c.data)
-    assert (data["kind"], data["root"]) == (dataset, "/x")
-    assert data["val_extra"] == {"kind": other, "root": "/y", "split": "val", "size": 768}
+    assert (c.data.kind, c.data.root) == (dataset, "/x")
+    assert c.data.val_extra == ValExtraConfig(kind=other, root="/y")  # merged, not replaced
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -123,7 +109,7 @@ def test_every_mode_loads(stem, mode):
 @pytest.mark.parametrize("stem", [s for s in EXPERIMENTS if s.startswith("acdc_")])
 def test_acdc_runs_48000_iterations(stem):
     c = load_config(path_of(stem))
-    batches_per_epoch = ACDC_TRAIN_IMAGES // c.data["batch_size"]  # the loader drops a last partial batch
+    batches_per_epoch = ACDC_TRAIN_IMAGES // c.data.batch_size  # the loader drops a last partial batch
     assert batches_per_epoch * c.trainer.max_epochs == 48_000
 
 
@@ -150,9 +136,8 @@ def test_shown_commands_load(tmp_path, monkeypatch):
     shown = [args for text in texts for args in commands(text)]
     assert len(shown) >= len(EXPERIMENTS)
     for path, *overrides in shown:
-        c = load_config(path, overrides)
-        assert c.data["root"] is not None, f"{path} {overrides}: the command gives no data.root"
-        resolve_config(c.data)
+        c = load_config(path, overrides)  # a configs/... path found among the packaged configs
+        assert c.data.root is not None, f"{path} {overrides}: the command gives no data.root"
 
 
 def test_readme_names_every_file():
@@ -179,10 +164,10 @@ def test_other_datasets_take_the_published_settings(stem):
     assert [(m.name, m.lr) for m in c.members] == [RESNET101, RESNET50, MOBILENET]
     assert (c.model.output_stride, c.model.bn_momentum, c.optim.weight_decay, c.optim.poly_power) == (16, 0.01, 1e-4, 0.9)
     assert (c.trainer.max_steps, c.trainer.max_epochs, c.val_every) == (30_000, -1, 100)
-    assert c.data == {"kind": stem, "root": None, "size": 513, "batch_size": 16, "val_batch_size": val_batch,
-                      "hflip": False, "augment": PUBLISHED_AUGMENT, **extra}
+    assert c.data == DataConfig(kind=stem, root=None, size=513, batch_size=16, val_batch_size=val_batch,
+                                augment=PUBLISHED_AUGMENT, **extra)
     shown = commands(path.read_text())
     assert shown and all(args[0] == f"configs/{stem}.yaml" for args in shown)
     for _, *overrides in shown:
-        assert load_config(path, overrides).data["root"] is not None
+        assert load_config(path, overrides).data.root is not None
     assert f"`configs/{stem}.yaml`" in (PAPER / "README.md").read_text()

@@ -22,10 +22,10 @@ from typing import Literal
 import yaml
 
 from .bounded import check_bounded
+from .data.config import DataConfig, check_data
 from .errors import UserError
 from .files import atomic_write_bytes
 from .packaged_configs import find_config
-
 
 
 @dataclass
@@ -109,7 +109,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # options shared by every member
     optim: OptimConfig = field(default_factory=OptimConfig)  # Adam with a poly schedule
     loss: LossConfig = field(default_factory=LossConfig)  # options of the modes' losses and weights
-    data: dict = field(default_factory=dict)  # checked by iwu.data.SegmentationDataModule
+    data: DataConfig = field(default_factory=DataConfig)  # the datasets and their loaders (iwu.data.config)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Lightning Trainer settings
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # where a run is, not what it is: resume ignores it
     imports: list[str] = field(default_factory=list)  # modules registering its members (iwu train --import)
@@ -139,6 +139,13 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     config = _build(RunConfig, _merge(RunConfig().to_dict(), raw), "")
     _check_values(config)
     return config
+
+
+def data_config(raw, where: str = "data") -> DataConfig:
+    """The data section alone from a plain mapping (a DataModule built from a dict), checked as at load."""
+    data = _build(DataConfig, raw, where)
+    check_data(data, where)
+    return data
 
 
 def add_imports(config: RunConfig, modules) -> None:
@@ -219,7 +226,9 @@ def _apply_override(raw: dict, text: str) -> None:
     check_bounded(value, f"override {key}")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        node = node[_index(node, part, key)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, dict) and node.get(part) is None:  # an optional section, null by default
+            node[part] = {}
+        node = node[_index(node, part, key)] if isinstance(node, list) else node[part]
         if not isinstance(node, (dict, list)):
             raise UserError(f"{key}: {'.'.join(parts[: i + 1])} is not a section of keys; set it whole")
     node[_index(node, parts[-1], key) if isinstance(node, list) else parts[-1]] = value
@@ -258,6 +267,9 @@ def _convert(value, tp, key: str):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if isinstance(tp, types.UnionType):
+        section = [arm for arm in typing.get_args(tp) if dataclasses.is_dataclass(arm)]
+        if section and isinstance(value, dict):  # a mapping for an optional section: its own key's message
+            return _build(section[0], value, key)
         for arm in typing.get_args(tp):
             try:
                 return _convert(value, arm, key)
@@ -299,6 +311,8 @@ def _convert(value, tp, key: str):
 def _build(cls, raw, prefix: str):
     if not isinstance(raw, dict):
         raise _wrong(prefix, cls, raw)
+    if hasattr(cls, "upgrade"):  # keys an earlier version wrote, as today's
+        raw = cls.upgrade(raw, prefix)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
@@ -353,4 +367,5 @@ def _check_values(c: RunConfig) -> None:
     require("trainer.log_every_n_steps", c.trainer.log_every_n_steps, c.trainer.log_every_n_steps >= 1,
             "an integer >= 1")
     require("trainer.num_nodes", c.trainer.num_nodes, c.trainer.num_nodes >= 1, "an integer >= 1")
+    check_data(c.data)
     require("slurm.gpus_per_job", c.slurm.gpus_per_job, c.slurm.gpus_per_job >= 0, "an integer >= 0")

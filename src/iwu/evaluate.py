@@ -137,7 +137,7 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
     if save_predictions is not None:  # before the models load: a mistake here costs nothing
         refuse_overlap(save_predictions, [source["root"]], "--save-predictions")
     loaded = load_models(target, device)
-    dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
+    dataset = build_dataset(source, split, size or loaded.config.data.size)
     label = dataset_label(source, split, native)
     if save_predictions is not None:
         refuse_existing((Path(save_predictions) / f"{name}.png" for name in dataset.names), "--save-predictions",

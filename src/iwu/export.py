@@ -96,7 +96,7 @@ def export_run(target, fmt: str = "onnx", out=None, size: int | None = None) -> 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     loaded = load_models(target, "cpu")
-    size = size or int(loaded.config.data.get("size", 768))
+    size = size or loaded.config.data.size
     folder = Path(out) if out is not None else loaded.run_dir / "export"
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     models = {name: MemberLogits(m) for name, m in zip(loaded.module.names, loaded.module.members)}

@@ -36,7 +36,7 @@ def run_masks(target, data: str, out, split: str = "train", size=None, batch_siz
     refuse_overlap(out, [source["root"]], "--out")
     refuse_foreign_files(out, overwrite)
     loaded = load_models(target, device)
-    dataset = build_dataset(source, split, size or int(loaded.config.data.get("size", 768)))
+    dataset = build_dataset(source, split, size or loaded.config.data.size)
     check_classes(loaded, dataset)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     loss = loaded.config.loss

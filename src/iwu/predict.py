@@ -123,7 +123,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in outputs), "--out",
                     overwrite)
     loaded = load_models(target, device)
-    size = size or int(loaded.config.data.get("size", 768))
+    size = size or loaded.config.data.size
     classes = loaded.module.classes
     palette = palette_for(classes)
     out = Path(out)

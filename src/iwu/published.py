@@ -23,6 +23,7 @@ import torch
 
 from iwu.checkpoint_files import DIGEST, weights_digest
 from iwu.config import MemberConfig, RunConfig, save_config
+from iwu.data.config import DataConfig
 from iwu.errors import UserError
 from iwu.files import atomic_write, atomic_write_json
 from iwu.models import MODELS_REVISION
@@ -151,7 +152,7 @@ def _run_config(group: list[Published], mode: str, experiment: str, size: int, o
                        members=[MemberConfig(p.model, PAPER_LR[p.model]) for p in group])
     config.model.output_stride = first.output_stride
     config.model.pretrained = False
-    config.data = {"kind": first.dataset, "size": size} if first.dataset in IWU_KINDS else {"size": size}
+    config.data = DataConfig(kind=first.dataset if first.dataset in IWU_KINDS else None, size=size)
     return config
 
 

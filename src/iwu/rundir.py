@@ -41,8 +41,9 @@ def _flat(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("."): tree}
 
 
-def _with_defaults(raw):
-    """The saved config with today's defaults for keys added since it was written (a member's `args`),
+def as_loaded_today(raw):
+    """A saved config (config.yaml, a checkpoint's) as today's iwu reads it: typed, with today's defaults
+    for keys added since it was written (a member's `args`) and earlier keys in today's form (`data.hflip`),
     so that a run started by an earlier iwu still resumes; as written if it no longer loads."""
     from iwu.config import config_from_dict
 
@@ -67,7 +68,7 @@ def check_run_dir(config, out: Path) -> None:
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{saved}: cannot read the run's config ({err})") from None
     check_bounded(raw, str(saved))
-    before = _flat(_with_defaults(raw))
+    before = _flat(as_loaded_today(raw))
     now = _flat(config.to_dict())
     ignored = ("resume", "imports")
     changed = sorted(k for k in set(before) | set(now)

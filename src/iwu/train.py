@@ -37,7 +37,7 @@ from iwu.models.prefetch import check_weights
 from iwu.plots import run_title
 from iwu.plots.curves import save_curves
 from iwu.progress import RunProgress, live_bar
-from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, check_run_dir
+from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, as_loaded_today, check_run_dir
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -58,7 +58,7 @@ def _resume_step(path: Path, config: RunConfig, classes) -> int:
 
 def _same_run(path: Path, about: dict, config: RunConfig, classes) -> None:
     """A last.ckpt of another run (copied in, or a folder reused) would fail deep in Lightning, or train on."""
-    theirs = [m.get("name") for m in about["config"].get("members", [])]
+    theirs = [m.get("name") for m in as_loaded_today(about["config"]).get("members", [])]
     ours = [m.name for m in config.members]
     if theirs != ours:
         raise UserError(f"{path}: a checkpoint of members {', '.join(theirs) or 'none'}, not this run's "
@@ -74,7 +74,7 @@ def build_datamodule(config: RunConfig):
     dm = SegmentationDataModule(config.data, seed=config.seed)
     dm.prepare_data()
     dm.setup("fit")
-    if dm.config["cache"]:  # the store was just built or found: its class counts cost nothing
+    if dm.config.cache:  # the store was just built or found: its class counts cost nothing
         labeled_counts(dm)
     return dm
 
@@ -84,7 +84,7 @@ def labeled_counts(dm):
     would otherwise surface as a non-finite loss and a suggestion to lower the learning rate."""
     counts = dm.train_class_counts()
     if not counts.any():
-        raise UserError(f"{dm.config['root']}: the {dm.config['train_split']} split has no labeled pixel (every "
+        raise UserError(f"{dm.config.root}: the {dm.config.train_split} split has no labeled pixel (every "
                         "label is ignore): nothing to learn from; `iwu prepare --check` lists such splits")
     return counts
 

@@ -8,38 +8,33 @@ unless it has its own), `label` int64
 SxS (255 = ignore), `name` (a stable id), and on a training set given a mask
 store, `mask` float32 SxS (its stored uncertainty). A training set's `augment`
 (`iwu.data.augment`) transforms the three together.
+
+Names are imported on first use: the config (`iwu.data.config`) is read without torch, and the
+DataModule's lightning takes a second or two to import.
 """
 
-from iwu.data.acdc import ACDC, CONDITIONS
-from iwu.data.cache import (
-    CachedDataset,
-    cache_dir,
-    default_cache_root,
-    open_cached,
-    prepare_cache,
-)
-from iwu.data.checks import check_dataset, check_split
-from iwu.data.cityscapes import CLASSES, PALETTE, Cityscapes
-from iwu.data.common import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataFileError
-from iwu.data.folder import SegmentationFolder
-from iwu.data.kvasir import Kvasir
-from iwu.data.sources import KINDS, build_dataset, parse_data_spec
-from iwu.data.stats import format_proportions, load_class_counts, read_class_counts
-from iwu.data.synthetic import write_synthetic
-from iwu.data.voc import VOC
+import importlib
 
-__all__ = [
-    "ACDC", "CONDITIONS", "CLASSES", "PALETTE", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "KINDS",
-    "CachedDataset", "Cityscapes", "DataFileError", "Kvasir", "SegmentationDataModule", "SegmentationFolder", "VOC",
-    "build_dataset", "cache_dir", "check_dataset", "check_split", "default_cache_root", "format_proportions",
-    "load_class_counts", "open_cached", "parse_data_spec", "prepare_cache", "read_class_counts", "write_synthetic",
-]
+_HOMES = {
+    "iwu.data.acdc": ["ACDC"],
+    "iwu.data.cache": ["CachedDataset", "cache_dir", "default_cache_root", "open_cached", "prepare_cache"],
+    "iwu.data.checks": ["check_dataset", "check_split"],
+    "iwu.data.cityscapes": ["CLASSES", "PALETTE", "Cityscapes"],
+    "iwu.data.common": ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "DataFileError"],
+    "iwu.data.config": ["CONDITIONS", "KINDS", "DataConfig"],
+    "iwu.data.datamodule": ["SegmentationDataModule"],
+    "iwu.data.folder": ["SegmentationFolder"],
+    "iwu.data.kvasir": ["Kvasir"],
+    "iwu.data.sources": ["build_dataset", "parse_data_spec"],
+    "iwu.data.stats": ["format_proportions", "load_class_counts", "read_class_counts"],
+    "iwu.data.synthetic": ["write_synthetic"],
+    "iwu.data.voc": ["VOC"],
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name):
-    # lightning takes a second or two to import; only pay for it when the DataModule is used
-    if name == "SegmentationDataModule":
-        from iwu.data.datamodule import SegmentationDataModule
-
-        return SegmentationDataModule
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

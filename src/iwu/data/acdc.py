@@ -5,10 +5,10 @@ train ids; any subset of the four conditions.
 
 from __future__ import annotations
 
-from difflib import get_close_matches
 from pathlib import Path
 
 from iwu.data.cityscapes import CLASSES, PALETTE, TRAIN_IDS
+from iwu.data.config import CONDITIONS, parse_condition_names
 from iwu.data.common import (
     PairDataset,
     Sample,
@@ -17,9 +17,7 @@ from iwu.data.common import (
     pair_files,
     raise_if_problems,
 )
-from iwu.errors import UserError
 
-CONDITIONS = ("fog", "night", "rain", "snow")
 _LAYOUT = (
     "ACDC layout rgb_anon/{condition}/{split}/{sequence}/*_rgb_anon.png, "
     "gt/{condition}/{split}/{sequence}/*_gt_labelTrainIds.png"
@@ -28,21 +26,7 @@ _LAYOUT = (
 
 def parse_conditions(conditions) -> tuple[str, ...]:
     """A tuple of known conditions in canonical order, from a list or a comma-separated string."""
-    if conditions is None:
-        return CONDITIONS
-    if isinstance(conditions, str):
-        conditions = conditions.split(",")
-    chosen = {str(c).strip() for c in conditions if str(c).strip()}
-    unknown = sorted(chosen - set(CONDITIONS))
-    if unknown or not chosen:
-        raise UserError(f"ACDC condition {','.join(unknown) or '(none)'}: unknown; choose from "
-                        f"{', '.join(CONDITIONS)}{_suggestion(unknown)}")
-    return tuple(c for c in CONDITIONS if c in chosen)
-
-
-def _suggestion(unknown: list[str]) -> str:
-    near = [m for u in unknown for m in get_close_matches(u.lower(), CONDITIONS, n=1, cutoff=0.6)]
-    return f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else ""
+    return CONDITIONS if conditions is None else tuple(parse_condition_names(conditions, "ACDC conditions"))
 
 
 def list_acdc(root, split: str, conditions=None) -> tuple[list[Sample], list[str]]:

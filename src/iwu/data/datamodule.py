@@ -1,4 +1,5 @@
-"""The LightningDataModule: training and validation loaders from a plain config dict.
+"""The LightningDataModule: training and validation loaders from the run config's data section
+(`iwu.data.config.DataConfig`, or a plain mapping of its keys):
 
     {"kind": "cityscapes", "root": "/data/cityscapes", "size": 768,
      "batch_size": 2, "val_batch_size": 1, "num_workers": 2, "cache": True,
@@ -28,86 +29,32 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from iwu.bounded import MAX_SIDE
-from iwu.data.augment import check_augment
+from iwu.config import data_config
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
+from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.data.sampler import EpochSampler, ShardSampler
-from iwu.data.sources import build_dataset
+from iwu.data.sources import KINDS, build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
 from iwu.files import locked
 
-DEFAULTS = {
-    "kind": None,
-    "root": None,
-    "conditions": None,  # acdc: list or "fog,night"; default all four
-    "classes": None,  # folder: list of names; default from classes.yaml
-    "size": 768,
-    "train_split": "train",
-    "val_split": "val",
-    "batch_size": 2,
-    "val_batch_size": 1,
-    "num_workers": 2,  # processes decoding PNGs (and building the cache)
-    "cache": True,
-    # Loader workers over the cache. Reading the memmap in the main process beat two workers
-    # 917 to 163 images/s at 768x768 (benchmarks/data_loading.py, 2 CPUs): a worker must ship
-    # every float batch through shared memory, which costs more than reading it.
-    "cache_workers": 0,
-    "cache_dir": None,  # default $IWU_CACHE or ~/.cache/iwu
-    "hflip": False,  # the old switch for `augment: [hflip]`
-    "augment": None,  # the paper trains without augmentation; a list of steps, see iwu.data.augment
-    "pin_memory": None,  # default: when CUDA is available
-    "val_extra": None,
-    "synthetic": None,  # {n_train, n_val, width}: write synthetic scenes to root when it has none
-}
-SYNTHETIC_KEYS = ("n_train", "n_val", "width")
-EXTRA_KEYS = ("kind", "root", "conditions", "classes", "split", "size")
 
-
-def resolve_config(config: Mapping) -> dict:
-    """Defaults filled in; unknown keys are user errors (a typo would silently do nothing)."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"data config: unknown key {', '.join(unknown)}; known keys: {', '.join(DEFAULTS)}")
-    cfg = {**DEFAULTS, **config}
-    for key in ("size", "batch_size", "val_batch_size"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise UserError(f"data config: `{key}` must be a positive whole number, not {cfg[key]!r}")
-    if cfg["size"] > MAX_SIDE:
-        raise UserError(f"data config: `size` {cfg['size']} is above {MAX_SIDE}, the largest image side iwu takes")
-    for key in ("num_workers", "cache_workers"):
-        if not isinstance(cfg[key], int) or cfg[key] < 0:
-            raise UserError(f"data config: `{key}` must be 0 or more, not {cfg[key]!r}")
-    if cfg["hflip"]:
-        if cfg["augment"] is not None:
-            raise UserError("data.hflip: give the flip in data.augment instead (hflip: true is augment: [hflip])")
-        cfg["augment"], cfg["hflip"] = ["hflip"], False
-    check_augment(cfg["augment"], key="data.augment", size=cfg["size"])
-    synthetic = cfg["synthetic"]
-    if synthetic is not None and (not isinstance(synthetic, Mapping) or set(synthetic) != set(SYNTHETIC_KEYS)
-                                  or not all(isinstance(v, int) and v >= 1 for v in synthetic.values())):
-        raise UserError(f"data.synthetic: expected a mapping of {', '.join(SYNTHETIC_KEYS)} (whole numbers >= 1)")
-    extra = cfg["val_extra"]
-    if extra is not None:
-        if not isinstance(extra, Mapping) or sorted(set(extra) - set(EXTRA_KEYS)):
-            raise UserError(f"data config: `val_extra` must be a mapping with keys from {', '.join(EXTRA_KEYS)}")
-        # named but its root not given: no cross-domain validation this run
-        cfg["val_extra"] = {"split": "val", "size": cfg["size"], **extra} if extra.get("root") else None
-    return cfg
-
-
-def _source(cfg: Mapping) -> dict:
-    return {k: cfg.get(k) for k in ("kind", "root", "conditions", "classes")}
+def _source(cfg: DataConfig | ValExtraConfig, val_fraction: float) -> dict:
+    # val_fraction: the main set's, also for an extra set released without a split of its own
+    return {"kind": cfg.kind, "root": cfg.root, "conditions": cfg.conditions, "classes": cfg.classes,
+            "val_fraction": val_fraction}
 
 
 class SegmentationDataModule(L.LightningDataModule):
     """Train/val loaders for Cityscapes, ACDC or a folder; see the module docstring for the config."""
 
-    def __init__(self, config: Mapping, seed: int = 0):
+    def __init__(self, config: DataConfig | Mapping, seed: int = 0):
         super().__init__()
-        self.config = resolve_config(config)
-        if not self.config["root"]:
-            kind = self.config["kind"] or "dataset"
+        self.config = data_config(dict(config)) if isinstance(config, Mapping) else config
+        if self.config.kind is None:
+            raise UserError(f"data.kind: not set; choose one of {', '.join(KINDS)}")
+        if not self.config.root:
+            kind = self.config.kind
             raise UserError(f"data.root: not set; give the {kind} folder, e.g. data.root=/data/{kind}")
         self.seed = seed
         self.train_set = None
@@ -123,18 +70,18 @@ class SegmentationDataModule(L.LightningDataModule):
         cfg = self.config
         specs = {}
         if stage in (None, "fit"):
-            specs["train"] = (_source(cfg), cfg["train_split"], cfg["size"], cfg["augment"])
+            specs["train"] = (_source(cfg, cfg.val_fraction), cfg.train_split, cfg.size, cfg.augment)
         if stage in (None, "fit", "validate"):
-            specs["val"] = (_source(cfg), cfg["val_split"], cfg["size"], False)
-            if cfg["val_extra"]:
-                extra = cfg["val_extra"]
-                specs["val_extra"] = (_source(extra), extra["split"], extra["size"], False)
+            specs["val"] = (_source(cfg, cfg.val_fraction), cfg.val_split, cfg.size, None)
+            extra = cfg.val_extra
+            if extra is not None and extra.root:  # named but its root not given: no cross-domain validation
+                specs["val_extra"] = (_source(extra, cfg.val_fraction), extra.split, extra.size or cfg.size, None)
         return specs
 
     def _dataset(self, spec: tuple):
         dataset = build_dataset(spec[0], spec[1], spec[2], augment=spec[3])
-        if self.config["cache"]:
-            return open_cached(dataset, self.config["cache_dir"], workers=self.config["num_workers"])
+        if self.config.cache:
+            return open_cached(dataset, self.config.cache_dir, workers=self.config.num_workers)
         return dataset
 
     def prepare_data(self) -> None:
@@ -142,21 +89,20 @@ class SegmentationDataModule(L.LightningDataModule):
         if self._prepared:  # done already by the caller; checking the stores again would list every file
             return
         self._write_synthetic()
-        if self.config["cache"]:
+        if self.config.cache:
             for spec in self._specs(None).values():
-                prepare_cache(build_dataset(*spec[:3]), self.config["cache_dir"], self.config["num_workers"])
+                prepare_cache(build_dataset(*spec[:3]), self.config.cache_dir, self.config.num_workers)
         self._prepared = True
 
     def _write_synthetic(self) -> None:
         from iwu.data.synthetic import MARKER, write_synthetic
 
-        spec, root = self.config["synthetic"], Path(self.config["root"])
+        spec, root = self.config.synthetic, Path(self.config.root)
         if spec is None or (root / MARKER).is_file():
             return
         with locked(root.parent / f".{root.name}.lock"):  # other processes may be writing it too
             if not (root / MARKER).is_file():
-                write_synthetic(root, "cityscapes", n_train=spec["n_train"], n_val=spec["n_val"],
-                                size=spec["width"], seed=0)
+                write_synthetic(root, "cityscapes", n_train=spec.n_train, n_val=spec.n_val, size=spec.width, seed=0)
 
     def setup(self, stage: str | None = None) -> None:
         specs = self._specs(stage)
@@ -167,15 +113,13 @@ class SegmentationDataModule(L.LightningDataModule):
         if "train" in datasets:
             self.train_set = datasets["train"]
             self.train_set.masks = self.masks
-            if len(self.train_set) < self.config["batch_size"]:
-                raise UserError(
-                    f"data config: the {self.config['train_split']} split has {len(self.train_set)} images, "
-                    f"fewer than batch_size {self.config['batch_size']}"
-                )
+            if len(self.train_set) < self.config.batch_size:
+                raise UserError(f"data.batch_size: the {self.config.train_split} split has {len(self.train_set)} "
+                                f"images, fewer than batch_size {self.config.batch_size}")
         self.val_sets = [datasets[k] for k in ("val", "val_extra") if k in datasets]
         self._set_up = specs
         if len(self.val_sets) == 2 and self.val_sets[0].classes != self.val_sets[1].classes:
-            raise UserError("data config: `val_extra` has other classes than the main dataset; "
+            raise UserError("data.val_extra: it has other classes than the main dataset; "
                             "cross-domain evaluation needs the same classes")
 
     def use_masks(self, store) -> None:
@@ -199,8 +143,8 @@ class SegmentationDataModule(L.LightningDataModule):
         return [f"{d.kind}/{d.split}" for d in self.val_sets]
 
     def _loader(self, dataset, batch_size: int, sampler=None) -> DataLoader:
-        workers = self.config["cache_workers" if isinstance(dataset, CachedDataset) else "num_workers"]
-        pin = self.config["pin_memory"]
+        workers = self.config.cache_workers if isinstance(dataset, CachedDataset) else self.config.num_workers
+        pin = self.config.pin_memory
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -218,14 +162,14 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         if self._sampler is None:  # one for the module's life: Lightning may ask for the loader twice
-            self._sampler = EpochSampler(len(self.train_set), self.config["batch_size"], self.seed)
-        return self._loader(self.train_set, self.config["batch_size"], self._sampler)
+            self._sampler = EpochSampler(len(self.train_set), self.config.batch_size, self.seed)
+        return self._loader(self.train_set, self.config.batch_size, self._sampler)
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Full training batches per epoch on each of `world_size` processes (as EpochSampler serves them)."""
         if self.train_set is None:
             self.setup("fit")
-        return len(self.train_set) // world_size // self.config["batch_size"]
+        return len(self.train_set) // world_size // self.config.batch_size
 
     def start_at(self, step: int) -> None:
         """Serve batches from training step `step` on: from its epoch, after the batches already done."""
@@ -236,7 +180,7 @@ class SegmentationDataModule(L.LightningDataModule):
         """One loader, or [main, extra] when `val_extra` is set."""
         if not self.val_sets:
             self.setup("validate")
-        loaders = [self._loader(d, self.config["val_batch_size"], ShardSampler(len(d))) for d in self.val_sets]
+        loaders = [self._loader(d, self.config.val_batch_size, ShardSampler(len(d))) for d in self.val_sets]
         return loaders[0] if len(loaders) == 1 else loaders
 
     def train_class_counts(self) -> np.ndarray:
@@ -246,7 +190,7 @@ class SegmentationDataModule(L.LightningDataModule):
         again (the empty-split check, then class weights), it answers from memory.
         """
         if self._train_counts is None:
-            dataset = build_dataset(_source(self.config), self.config["train_split"], self.config["size"])
-            store = prepare_cache(dataset, self.config["cache_dir"], self.config["num_workers"])
+            dataset = build_dataset(_source(self.config, self.config.val_fraction), self.config.train_split, self.config.size)
+            store = prepare_cache(dataset, self.config.cache_dir, self.config.num_workers)
             self._train_counts = load_class_counts(store)
         return self._train_counts

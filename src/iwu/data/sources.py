@@ -7,12 +7,12 @@ from pathlib import Path
 from iwu.data.acdc import ACDC, list_acdc, parse_conditions
 from iwu.data.cityscapes import Cityscapes, list_cityscapes
 from iwu.data.common import PairDataset
+from iwu.data.config import KINDS
 from iwu.data.folder import SegmentationFolder, folder_classes, list_folder
 from iwu.data.kvasir import DEFAULT_VAL_FRACTION, Kvasir, list_kvasir
 from iwu.data.voc import VOC, list_voc
 from iwu.errors import UserError
 
-KINDS = ("cityscapes", "acdc", "kvasir", "voc", "folder")
 _SPEC_HELP = "use cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow], kvasir:ROOT, voc:ROOT or folder:ROOT"
 
 
