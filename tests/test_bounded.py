@@ -73,7 +73,7 @@ def test_a_deeply_nested_final_json_is_one_line_in_the_report(tmp_path, capsys):
 @pytest.mark.parametrize("args, words", [
     (["train", "configs/demo.yaml", "seed=-1"], "seed: expected an integer from 0 to 4294967295"),
     (["train", "configs/demo.yaml", "seed=4294967296"], "seed: expected an integer from 0 to 4294967295"),
-    (["train", "configs/demo.yaml", "data.size=100000"], "`size` 100000 is above 4096"),
+    (["train", "configs/demo.yaml", "data.size=100000"], "data.size: expected an integer from 1 to 4096"),
     (["sweep", "configs/demo.yaml", "--seeds", "99999999999", "--dry-run"], "a sweep takes at most 10,000"),
     (["sweep", "configs/demo.yaml", "--seeds", "3000000", "--dry-run"], "3,000,000 seeds"),
     (["sweep", "configs/demo.yaml", "--seeds", "4294967290-4294967299", "--dry-run"], "seeds go up to 4294967295"),

@@ -119,7 +119,7 @@ def test_config_errors(roots):
         SegmentationDataModule(_config(roots, batch_size=8, cache=False)).setup("fit")
     with pytest.raises(UserError, match=r"^data\.val_extra\.path: unknown key; known keys: kind, root, conditions"):
         SegmentationDataModule(_config(roots, val_extra={"kind": "acdc", "path": "x"}))
-    with pytest.raises(UserError, match=r"^data\.kind: not set; choose one of cityscapes, acdc, folder"):
+    with pytest.raises(UserError, match=r"^data\.kind: not set; choose one of cityscapes, acdc, kvasir, voc, folder"):
         SegmentationDataModule(_config(roots, kind=None))
 
 

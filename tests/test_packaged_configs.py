@@ -51,10 +51,10 @@ def test_names_load_from_anywhere_with_their_bases(tmp_path, monkeypatch):
         assert load_config(name) == load_config(PACKAGE / "configs" / f"{name}.yaml"), name
     # three levels of base: (acdc_ensemble -> acdc -> base) and one across folders (examples -> paper)
     ensemble = load_config("paper/acdc_ensemble.yaml", ["data.root=/data/acdc"])
-    assert (ensemble.experiment, ensemble.data["kind"]) == ("acdc_ensemble", "acdc")
-    assert ensemble.data["root"] == "/data/acdc"
+    assert (ensemble.experiment, ensemble.data.kind) == ("acdc_ensemble", "acdc")
+    assert ensemble.data.root == "/data/acdc"
     assert ensemble.model.bn_momentum == 0.01 and len(ensemble.members) == 3
-    assert load_config("examples/smp_ensemble").data["kind"] == "acdc"
+    assert load_config("examples/smp_ensemble").data.kind == "acdc"
 
 
 def test_a_file_that_exists_wins_over_the_name(tmp_path, monkeypatch):

@@ -88,7 +88,7 @@ def _back_to(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndar
 def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) -> dict:
     """Prediction, pixel entropy and instance uncertainty at the image's own size."""
     resized = np.asarray(image.resize((size, size), Image.BILINEAR))
-    x = image_tensor(resized, *image_statistics(loaded.config.data.get("kind")))  # as the model was trained
+    x = image_tensor(resized, *image_statistics(loaded.config.data.kind))  # as the model was trained
     mean = member_probabilities(loaded.module, x[None].to(loaded.device)).mean(dim=0)
     pred = mean.argmax(dim=1)
     entropy = pixel_entropy(mean)
