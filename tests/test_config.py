@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from iwu.config import MemberConfig, RunConfig, load_config, run_dir, save_config
+from iwu.config import MemberConfig, RunConfig, load_config, save_config
+from iwu.rundir import run_dir
 from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.errors import UserError
 

@@ -60,9 +60,9 @@ def test_lines_come_every_few_steps_and_at_each_validation(tiny, tmp_path, capsy
     assert lines[0] == (f"iwu train: tiny / standard / seed 0 -> {out}: 8 steps, validating every 3; members "
                         "deeplabv3plus_mobilenet (lr 0.001), deeplabv3plus_mobilenet (lr 0.0005)")
     expected = [
-        rf"  step 3/8: loss {loss[3]:.4g}, last mIoU --, {TIME}", f"  step 3/8: validation mIoU {miou[3]:.4f}",
-        rf"  step 6/8: loss {loss[6]:.4g}, last mIoU {miou[3]:.4f}, {TIME}", f"  step 6/8: validation mIoU {miou[6]:.4f}",
-        rf"  step 8/8: loss {loss[8]:.4g}, last mIoU {miou[6]:.4f}, {TIME}", f"  step 8/8: validation mIoU {miou[8]:.4f}",
+        rf"  step 3/8: loss {loss[3]:.4f}, last mIoU --, {TIME}", f"  step 3/8: validation mIoU {miou[3]:.4f}",
+        rf"  step 6/8: loss {loss[6]:.4f}, last mIoU {miou[3]:.4f}, {TIME}", f"  step 6/8: validation mIoU {miou[6]:.4f}",
+        rf"  step 8/8: loss {loss[8]:.4f}, last mIoU {miou[6]:.4f}, {TIME}", f"  step 8/8: validation mIoU {miou[8]:.4f}",
     ]
     assert len(lines) == 1 + len(expected)
     for line, pattern in zip(lines[1:], expected):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from iwu.constants import IGNORE_INDEX
 from iwu.uncertainty import mutual_information, pixel_entropy
 
 KINDS = ("entropy", "mutual_information")
@@ -67,7 +68,7 @@ class UncertaintyMeter(Metric):
     full_state_update = False
 
     def __init__(self, num_classes: int, *, bins: int = 15, unc_bins: int = 1000, patch: int = 4,
-                 accuracy_threshold: float = 0.5, uncertainty_threshold=None, ignore_index: int = 255,
+                 accuracy_threshold: float = 0.5, uncertainty_threshold=None, ignore_index: int = IGNORE_INDEX,
                  max_uncertainty: float | None = None, device=None, **metric_kwargs):
         super().__init__(**metric_kwargs)
         if num_classes < 2:

@@ -92,13 +92,3 @@ class RunCheckpoints(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.extra = state["best"], state["extra"]
-
-
-class StartData(L.Callback):
-    """Points the training data at the step training starts from (0, or where a resumed run was)."""
-
-    def __init__(self, datamodule):
-        self.datamodule = datamodule
-
-    def on_train_start(self, trainer: L.Trainer, module) -> None:
-        self.datamodule.start_at(trainer.global_step)

@@ -159,8 +159,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from iwu.config import add_imports, load_config, run_dir
+    from iwu.config import add_imports, load_config
     from iwu.models import import_user_modules
+    from iwu.rundir import FINAL, run_dir
     from iwu.train import train
 
     import_user_modules(args.imports)  # before the config: its members may be theirs
@@ -169,7 +170,7 @@ def _run_train(args: argparse.Namespace) -> int:
     final = train(config, progress=args.progress)
     best = final["results"].get("ensemble", {})
     print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "
-          f"{run_dir(config) / 'final.json'}")
+          f"{run_dir(config) / FINAL}")
     return 0
 
 

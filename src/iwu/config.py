@@ -164,11 +164,6 @@ def save_config(config: RunConfig, path) -> Path:
     return atomic_write_bytes(path, config_yaml(config).encode())
 
 
-def run_dir(config: RunConfig) -> Path:
-    if config.out:
-        return Path(config.out)
-    return Path("runs") / config.experiment / config.mode / f"seed{config.seed}"
-
 
 def _read_yaml(path: Path) -> dict:
     try:

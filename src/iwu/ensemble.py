@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from iwu.config import RunConfig
+from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
 from iwu.metrics import confusion_matrices, iou_from_confusion
 from iwu.modes import MODES
@@ -24,7 +25,6 @@ from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
 from iwu.models.parts import backbone_of, check_logits, logits_and_aux
 from iwu.optim import build_optimizer
 
-ENSEMBLE = "ensemble"
 AUX_WEIGHT = 0.4
 
 

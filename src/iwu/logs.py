@@ -19,6 +19,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from iwu.files import atomic_write_bytes
+from iwu.rundir import LOGS, METRICS
 
 
 def _rows_before(path: Path, step: int) -> tuple[list[str], list[dict]]:
@@ -42,7 +43,7 @@ class ResumedCSVLogger(CSVLogger):
     def experiment(self):
         if self._experiment is not None:
             return self._experiment
-        path = Path(self.log_dir) / "metrics.csv"
+        path = Path(self.log_dir) / METRICS.name
         keys, rows = _rows_before(path, self.resume_step) if self.resume_step else ([], [])
         with warnings.catch_warnings():  # it warns that it deletes the file; the rows are kept above
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
@@ -60,8 +61,8 @@ class ResumedCSVLogger(CSVLogger):
 def run_loggers(out: Path, resume_step: int = 0, hparams: dict | None = None) -> list:
     """`out/logs/csv/metrics.csv` and `out/logs/tensorboard/` (`tensorboard --logdir out/logs`), each given
     `hparams` (the resolved config: TensorBoard's HPARAMS tab, and hparams.yaml beside the logs)."""
-    loggers = [ResumedCSVLogger(out, name="logs", version="csv", resume_step=resume_step),
-               TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False)]
+    loggers = [ResumedCSVLogger(out, name=LOGS, version=METRICS.parent.name, resume_step=resume_step),
+               TensorBoardLogger(out, name=LOGS, version="tensorboard", default_hp_metric=False)]
     if hparams:
         for logger in loggers:
             logger.log_hyperparams(hparams)

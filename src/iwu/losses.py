@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from iwu.constants import IGNORE_INDEX
+
 NORMALIZE = ("all", "valid")
 
 
@@ -33,7 +35,7 @@ def uncertainty_weighted_cross_entropy(
     target: torch.Tensor,
     uncertainty: torch.Tensor,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     normalize: str = "all",
     exponent: float = 2.0,
 ) -> torch.Tensor:
@@ -53,7 +55,7 @@ def uncertainty_weighted_cross_entropy(
     return _mean(ce * weight, target, ignore_index, normalize)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = 255,
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = IGNORE_INDEX,
               smooth: float = 1e-6) -> torch.Tensor:
     """Soft multi-class Dice loss, ``1 - mean_c (2 sum p_c y_c + s) / (sum p_c + sum y_c + s)``, over
     the classes present in the batch's labels; ignored pixels count for neither side."""
@@ -90,7 +92,7 @@ def class_weights_from_counts(counts) -> torch.Tensor:
 
 
 def class_weighted_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, *, ignore_index: int = 255
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
     """Cross-entropy with per-class weights: ``sum w_y CE / sum w_y`` over valid pixels.
 
@@ -108,7 +110,7 @@ def focal_loss(
     target: torch.Tensor,
     *,
     gamma: float = 2.0,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     normalize: str = "all",
 ) -> torch.Tensor:
     """Focal loss ``(1 - p_t)^gamma * CE``; gamma 0 is plain cross-entropy."""

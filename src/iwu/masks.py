@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from iwu.terminal import bar
 from iwu.trained_run import check_classes, load_models
 from iwu.mask_store import INDEX, MaskWriter
 from iwu.outputs import refuse_existing, refuse_overlap
@@ -41,7 +41,7 @@ def run_masks(target, data: str, out, split: str = "train", size=None, batch_siz
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     loss = loaded.config.loss
     with torch.no_grad(), MaskWriter(out, num_classes=len(dataset.classes)) as writer:
-        for batch in tqdm(loader, desc=f"masks {dataset.kind} {split}", unit="batch"):
+        for batch in bar(loader, desc=f"masks {dataset.kind} {split}", unit="batch"):
             logits = loaded.module(batch["image"].to(loaded.device))
             unc = ensemble_uncertainty(logits, connectivity=loss.connectivity, backend=loss.backend)
             for name, u in zip(batch["name"], unc.instance):

@@ -9,15 +9,18 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from iwu.constants import IGNORE_INDEX
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """(C, C) int64 counts of (true, predicted) pairs over the non-ignored pixels."""
     return multiclass_confusion_matrix(
         pred.reshape(-1), target.reshape(-1), num_classes, ignore_index=ignore_index, validate_args=False
     ).long()
 
 
-def confusion_matrices(preds, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrices(preds, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """(K, C, C) int64 confusion matrices of K predictions of the same target, in one `bincount`.
 
     Validation scores every member and the ensemble on every batch; one pass over

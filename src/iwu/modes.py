@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from iwu.constants import IGNORE_INDEX
+
 if TYPE_CHECKING:
     import torch
 
-IGNORE_INDEX = 255
 NEEDS = ("class_weights", "masks", "dropout", "two_classes")
 
 

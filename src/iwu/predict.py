@@ -21,16 +21,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from iwu.constants import IMAGE_SUFFIXES
 from iwu.data.common import image_tensor
 from iwu.data.sources import image_statistics
 from iwu.errors import UserError
+from iwu.terminal import bar
 from iwu.trained_run import load_models, member_probabilities
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.predictions import UNCERTAINTIES, save_panel, save_segmentation, save_uncertainty
 from iwu.uncertainty import instance_uncertainty, pixel_entropy
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 OUTPUTS = ("seg", "entropy", "instance", "overlay")  # <stem>_<output>.png per image
 PANEL = ("panel",)  # <stem>_panel.png per image, with --panel
 
@@ -44,7 +45,7 @@ def expand(paths) -> list[tuple[Path, str]]:
     found: dict[Path, tuple[Path, str]] = {}
     for given in map(Path, paths):
         if given.is_dir():
-            for f in sorted(p for p in given.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
+            for f in sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
                 found.setdefault(f.resolve(), (f, str(f.relative_to(given).with_suffix(""))))
         else:
             found.setdefault(given.resolve(), (given, given.stem))
@@ -118,7 +119,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     refuse_overlap(out, images, "--out")
     files = expand(images)
     if not files:
-        raise UserError(f"no images in {', '.join(map(str, images))} (looked for {', '.join(sorted(SUFFIXES))})")
+        raise UserError(f"no images in {', '.join(map(str, images))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     outputs = PANEL if panel else OUTPUTS
     refuse_existing((Path(out) / f"{stem}_{suffix}.png" for _, stem in files for suffix in outputs), "--out",
                     overwrite)
@@ -128,7 +129,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     palette = palette_for(classes)
     out = Path(out)
     skipped = []
-    for path, stem in tqdm(files, desc="predict", unit="img"):
+    for path, stem in bar(files, desc="predict", unit="img"):
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")

@@ -9,7 +9,6 @@ lines a run, however long it is, so a log stays a few kilobytes.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from itertools import groupby
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from iwu.config import RunConfig
 from iwu.ensemble import ENSEMBLE
+from iwu.terminal import watched
 
 LINES_PER_RUN = 20
 LOSS, MIOU = "train/loss", f"val/{ENSEMBLE}/miou"
@@ -84,7 +84,7 @@ class RunProgress(L.Callback):
             self.bar.update(step - self.bar.n)
         elif step % self.every == 0 or step == self.total:
             miou = f"{metrics[MIOU]:.4f}" if MIOU in metrics else "--"
-            print(f"  step {step}/{self.total}: loss {metrics.get(LOSS, math.nan):.4g}, last mIoU {miou}, "
+            print(f"  step {step}/{self.total}: loss {metrics.get(LOSS, math.nan):.4f}, last mIoU {miou}, "
                   f"{self._times(step)}", flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, module) -> None:
@@ -108,4 +108,4 @@ class RunProgress(L.Callback):
 
 def live_bar(progress: bool) -> bool:
     """A live bar only where someone watches it: asked for, and stderr a terminal (not a file or a pipe)."""
-    return progress and sys.stderr.isatty()
+    return progress and watched()

@@ -20,9 +20,17 @@ LAST = "last.ckpt"
 BEST_ENSEMBLE = "best_ensemble.ckpt"  # every member's weights at the ensemble's best validation
 LOCK = ".lock"  # held by the process training the run
 BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE  # what a run directory means to evaluate, predict, masks and export
-METRICS = Path("logs") / "csv" / "metrics.csv"  # every logged value, one row per step (iwu.logs)
+LOGS = "logs"  # the loggers' folders: csv/ and tensorboard/ (iwu.logs)
+METRICS = Path(LOGS) / "csv" / "metrics.csv"  # every logged value, one row per step
 CURVES = "curves.png"
 EVAL_GLOB = "eval_*.json"  # `iwu evaluate`'s results, one file per model and dataset (eval_file)
+
+
+def run_dir(config) -> Path:
+    """Where a run of `config` lives: its `out`, or runs/<experiment>/<mode>/seed<seed>."""
+    if config.out:
+        return Path(config.out)
+    return Path("runs") / config.experiment / config.mode / f"seed{config.seed}"
 
 
 def best_member_file(name: str) -> str:

@@ -23,12 +23,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from iwu.checkpoint_files import read_checkpoint
-from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, StartData, RunCheckpoints
-from iwu.config import RunConfig, run_dir, save_config
+from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, RunCheckpoints
+from iwu.config import RunConfig, save_config
+from iwu.data.sampler import StartData
 from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
 from iwu.files import atomic_write_json, owned, remove_stale_temporaries
-from iwu.trained_run import init_members
 from iwu.logs import quiet_lightning, run_loggers
 from iwu.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
@@ -37,7 +37,8 @@ from iwu.models.prefetch import check_weights
 from iwu.plots import run_title
 from iwu.plots.curves import save_curves
 from iwu.progress import RunProgress, live_bar
-from iwu.rundir import CHECKPOINTS, CONFIG, FINAL, LAST, LOCK, as_loaded_today, check_run_dir
+from iwu.rundir import CHECKPOINTS, CONFIG, CURVES, FINAL, LAST, LOCK, METRICS, as_loaded_today, check_run_dir, run_dir
+from iwu.trained_run import init_members
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -234,7 +235,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         trainer.save_checkpoint(last, weights_only=False)  # and the state they reached, as at any validation
     final = _final(config, dm, module, tracker, trainer.global_step)
     if trainer.is_global_zero:
-        save_curves(out / "logs" / "csv" / "metrics.csv", out / "curves.png",
+        save_curves(out / METRICS, out / CURVES,
                     title=run_title(config, f"training, validated on {final['dataset']}/val"))
         atomic_write_json(out / FINAL, final)
     return final

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from iwu.constants import IGNORE_INDEX
 from iwu.data.common import IMAGENET_MEAN, IMAGENET_STD
 
 
-def colorize(label: np.ndarray, palette, ignore_index: int = 255) -> np.ndarray:
+def colorize(label: np.ndarray, palette, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H,W) class ids -> (H,W,3) uint8 colours; ignored and unknown ids are black."""
     table = np.zeros((256, 3), np.uint8)
     table[: len(palette)] = np.asarray(palette, np.uint8)

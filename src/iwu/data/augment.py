@@ -30,9 +30,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from iwu.constants import IGNORE_INDEX
 from iwu.errors import UserError
 
-IGNORE_INDEX = 255
 FILL = {"image": 0, "label": IGNORE_INDEX, "mask": 0}  # what padding puts under each part of an item
 
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from iwu.data.augment import as_pipeline
 from iwu.data.common import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Items, PairDataset, no_collate
 from iwu.data.stats import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
 from iwu.files import atomic_write_json, locked
+from iwu.terminal import bar
 
 CACHE_VERSION = 1  # bump when resizing or the store format changes
 MANIFEST = "manifest.json"
@@ -155,7 +155,7 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
         counts = np.zeros(256, dtype=np.int64)
         loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=no_collate)
         desc = f"caching {dataset.kind} {dataset.split} at {s}"
-        for i, (image, label) in enumerate(tqdm(loader, total=n, desc=desc, unit="img")):
+        for i, (image, label) in enumerate(bar(loader, total=n, desc=desc, unit="img")):
             images[i], labels[i] = image, label
             counts += np.bincount(label.ravel(), minlength=256)
         images.flush(), labels.flush()

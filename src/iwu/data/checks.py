@@ -8,10 +8,10 @@ The lines are the very messages the loaders raise (both go through
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from iwu.data.common import IGNORE_INDEX, Sample, load_pair, no_collate
 from iwu.data.sources import list_samples
+from iwu.terminal import bar
 
 
 class _PairProblems(torch.utils.data.Dataset):
@@ -36,7 +36,7 @@ def check_split(source: dict, split: str, workers: int = 0) -> tuple[int, list[s
     loader = torch.utils.data.DataLoader(_PairProblems(samples), batch_size=None, num_workers=workers, collate_fn=no_collate)
     desc = f"checking {source['kind']} {split}"
     labeled = False
-    for found, has_labels in tqdm(loader, total=len(samples), desc=desc, unit="pair"):
+    for found, has_labels in bar(loader, total=len(samples), desc=desc, unit="pair"):
         problems += found
         labeled |= has_labels
     if samples and not labeled and not problems:

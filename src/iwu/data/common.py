@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iwu.constants import IGNORE_INDEX
 from iwu.data.augment import Augment, as_pipeline, item_generator, item_index
 from iwu.errors import UserError
 from iwu.files import atomic_write_bytes
 
-IGNORE_INDEX = 255  # also in iwu.data.augment, which pads labels with it
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from iwu.bounded import check_bounded
+from iwu.constants import IMAGE_SUFFIXES
 from iwu.data.common import (
     IGNORE_INDEX,
     LabelMap,
@@ -26,7 +27,6 @@ from iwu.data.common import (
 from iwu.errors import UserError
 
 CLASSES_FILE = "classes.yaml"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless only: ids must survive
 _LAYOUT = "images/{split}/* and labels/{split}/* with the same names"
 

@@ -19,6 +19,7 @@ sampler replaces Lightning's DistributedSampler and keeps the same property.
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -86,3 +87,13 @@ class ShardSampler(Sampler[int]):
     def __len__(self) -> int:
         rank, world = _rank_and_world()
         return len(range(rank, self.size, world))
+
+
+class StartData(L.Callback):
+    """Points the training data at the step training starts from (0, or where a resumed run was)."""
+
+    def __init__(self, datamodule):
+        self.datamodule = datamodule
+
+    def on_train_start(self, trainer: L.Trainer, module) -> None:
+        self.datamodule.start_at(trainer.global_step)

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from iwu.constants import IGNORE_INDEX
 from iwu.plots import save_png
 from iwu.viz import colorize
 
@@ -28,7 +29,7 @@ def _side(width: int, height: int) -> tuple[float, float]:
     return inches, inches * height / width
 
 
-def class_patches(preds, classes, palette, ignore_index: int = 255) -> list[Patch]:
+def class_patches(preds, classes, palette, ignore_index: int = IGNORE_INDEX) -> list[Patch]:
     """Legend entries of the classes present in `preds` (arrays of class ids), the most frequent first."""
     ids = np.concatenate([np.asarray(p).ravel() for p in preds])
     counts = np.bincount(ids[ids != ignore_index].astype(np.int64), minlength=len(classes))[: len(classes)]

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iwu.bounded import check_bounded
+from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
 from iwu.rundir import BEST_ENSEMBLE, EVAL_GLOB, FINAL
 
-ENSEMBLE = "ensemble"
 ALL = "all"
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
-from iwu.config import SlurmConfig, load_config, run_dir
+from iwu.config import SlurmConfig, load_config
 from iwu.errors import UserError
 from iwu.files import atomic_write_json
 from iwu.sweep.grid import Point
 from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
-from iwu.rundir import FINAL
+from iwu.rundir import FINAL, run_dir
 
 # SLURM states in which a job may still produce its run
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",

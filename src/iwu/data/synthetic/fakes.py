@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from tqdm import tqdm
 
 from iwu.data.common import IGNORE_INDEX
 from iwu.data.voc import CLASSES as VOC_CLASSES
 from iwu.data.voc import PALETTE as VOC_PALETTE
 from iwu.files import atomic_write_bytes
+from iwu.terminal import bar
 
 LAYOUTS = ("kvasir", "voc")
 FOLDERS = {"kvasir": ("images", "masks", "train.txt", "val.txt"), "voc": ("VOCdevkit",)}
@@ -94,7 +94,7 @@ def write_fake(root: Path, layout: str, n_train: int, n_val: int, width: int, he
     arrays, write = (kvasir_arrays, _write_kvasir) if layout == "kvasir" else (voc_arrays, _write_voc)
     lists = {"train": [], "val": []}
     jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
-    for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
+    for split, i in bar(jobs, desc=f"synth {layout}", unit="img"):
         name = f"synth{len(lists['train']) + len(lists['val']):05d}" if layout == "kvasir" else f"2012_{split}{i:05d}"
         image, label = arrays(np.random.default_rng([seed, _SPLIT_CODE[split], i]), height, width)
         write(root, name, image, label)

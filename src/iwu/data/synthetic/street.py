@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from iwu.data.acdc import CONDITIONS
 from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
 from iwu.data.common import atomic_save_png
 from iwu.data.synthetic.scenes import HOOD, make_scene, render, train_ids
 from iwu.data.synthetic.weather import CONDITIONS as WEATHER
+from iwu.terminal import bar
 
 LAYOUTS = ("cityscapes", "acdc")
 FOLDERS = ("leftImg8bit", "gtFine", "rgb_anon", "gt")  # what the two layouts write at the root
@@ -64,7 +64,7 @@ def _acdc_frame(root: Path, split: str, index: int, condition: str, image, scene
 def write_street(root: Path, layout: str, n_train: int, n_val: int, width: int, height: int, seed: int,
                   write_train_ids: bool) -> None:
     jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
-    for split, i in tqdm(jobs, desc=f"synth {layout}", unit="img"):
+    for split, i in bar(jobs, desc=f"synth {layout}", unit="img"):
         condition = CONDITIONS[i % len(CONDITIONS)] if layout == "acdc" else None
         image, scene = scene_arrays(seed, split, i, height, width, condition)
         if layout == "acdc":
