@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-gpu clean
+.PHONY: install demo test test-fast bench bench-gpu clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The quick loop while editing: the suite without its slow end-to-end tests (CI runs them all).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/instance_masks.py

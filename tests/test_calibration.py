@@ -368,6 +368,7 @@ def _ddp_half(rank, world, store, batches, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_states_are_summed_over_ddp_processes(batches, result, tmp_path):
     import torch.distributed as dist
     import torch.multiprocessing as mp

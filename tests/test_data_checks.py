@@ -165,6 +165,7 @@ def test_worker_errors_stay_one_line(root):
     assert message.startswith(f"{path}: label values 40") and "Traceback" not in message
 
 
+@pytest.mark.slow
 def test_clean_data_passes(clean, capsys):
     assert main(["prepare", "--data", f"cityscapes:{clean}", "--check", "--workers", "0"]) == 0
     assert capsys.readouterr().out.startswith("ok: ")

@@ -16,6 +16,8 @@ from iwu.config import load_config
 from iwu.data import SegmentationDataModule
 from iwu.evaluate import run_evaluate
 
+pytestmark = pytest.mark.slow  # processes and whole runs: `make test-fast` leaves them out
+
 WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
 
 

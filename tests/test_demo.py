@@ -16,6 +16,7 @@ TINY = ["trainer.max_steps=2", "val_every=2", "data.size=32", "data.synthetic.n_
         "data.synthetic.n_val=2", "data.synthetic.width=64"]
 
 
+@pytest.mark.slow
 def test_demo_trains_both_modes_and_prints_the_table(tmp_path, capsys, monkeypatch):
     import iwu.plots.predictions
 
@@ -59,6 +60,7 @@ def test_demo_config_is_the_packaged_one_by_name():
     assert (packaged.mode, len(packaged.members), packaged.model.pretrained) == ("instance_uncertainty", 3, False)
 
 
+@pytest.mark.slow
 def test_user_mistake_is_one_line_without_traceback(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "iwu", "demo", "--seeds", "0", "--out", str(tmp_path)],

@@ -38,6 +38,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert remove_stale_temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_importing_iwu_changes_neither_umask_nor_warning_filters():
     # torch and Lightning add their own filters when imported; iwu adds none
     probe = ("import os, warnings, torch, lightning; os.umask(0o027); filters = list(warnings.filters); "

@@ -42,6 +42,7 @@ def positive(x) -> bool:
 # --------------------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_without_cuda_it_prints_one_line_and_exits_0():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, cwd=ROOT)
@@ -74,6 +75,7 @@ def test_masks_times_both_paths_in_every_regime():
     assert result["regimes"]["noisy"]["instances_per_image"] > result["regimes"]["mid"]["instances_per_image"]
 
 
+@pytest.mark.slow
 def test_train_step_times_both_modes_in_every_setting():
     result = suite.train_steps(CPU, TINY)
     assert list(result["settings"]) == list(TINY.settings)
@@ -153,6 +155,7 @@ def test_short_training_writes_final_json():
     assert positive(result["wall_s"]) and 0 <= result["miou"] <= 1
 
 
+@pytest.mark.slow
 def test_cuda_tests_run_hidden_from_cuda_on_the_cpu():
     result = suite.cuda_tests(CPU, TINY)
     assert result["ok"] and result["returncode"] == 0

@@ -59,6 +59,7 @@ def scenes(tmp_path_factory):
                            height=32)
 
 
+@pytest.mark.slow
 def test_an_ensembles_files_become_one_run_that_every_command_reads(tmp_path, scenes, capsys):
     ckpts = tmp_path / "ckpt"
     files = [published_file(ckpts, MOBILENET, seed=1, tag=METHOD), published_file(ckpts, RESNET50, seed=1, tag=METHOD),

@@ -75,6 +75,7 @@ def mixed_run(base, tmp_path_factory):
     return folder, whole, resumed
 
 
+@pytest.mark.slow
 def test_a_mixed_ensemble_resumes_exactly(mixed_run):
     folder, whole, resumed = mixed_run
     assert resumed == whole
@@ -214,6 +215,7 @@ def test_a_run_can_start_from_another(base, mixed_run, tmp_path):
     assert list(final["results"]) == ["ensemble", *NAMES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_writes_members_and_ensemble_that_match_pytorch(mixed_run, tmp_path, fmt, capsys):
     folder, _, _ = mixed_run

@@ -8,6 +8,8 @@ import pytest
 from benchmark_script import load_benchmark
 from iwu.report import rarest_label
 
+pytestmark = pytest.mark.slow  # processes and whole runs: `make test-fast` leaves them out
+
 
 @pytest.fixture(scope="module")
 def method_quality():

@@ -207,6 +207,7 @@ def test_the_ablation_sweeps_plan_every_combination(capsys):
     assert [m.args for m in config.members] == [{"dropout": 0.1}, {"dropout": 0.1}, {}]
 
 
+@pytest.mark.slow
 def test_mc_dropout_and_dice_runs_resume_exactly(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({

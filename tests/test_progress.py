@@ -90,6 +90,7 @@ def test_alike_members_are_counted_once(tiny):
     assert members_summary(config) == "3 x deeplabv3plus_mobilenet (lr 0.001), deeplabv3plus_mobilenet (lr 0.0005)"
 
 
+@pytest.mark.slow
 def test_lightning_speaks_when_asked(tiny, tmp_path):
     # silent by default: the resumed run and the demo below
     text = _iwu("train", str(tiny), f"out={tmp_path}", "trainer.max_steps=1", "trainer.verbose=true",
@@ -97,6 +98,7 @@ def test_lightning_speaks_when_asked(tiny, tmp_path):
     assert all(words in text for words in ("GPU available", "Tip:", "Trainable params")), text
 
 
+@pytest.mark.slow
 def test_a_resumed_run_says_it_resumes_exactly_and_lightning_does_not_warn_otherwise(tiny, tmp_path):
     out = tmp_path / "resumed"
     args = [f"out={out}", "val_every=2", "trainer.max_steps=6"]
@@ -109,6 +111,7 @@ def test_a_resumed_run_says_it_resumes_exactly_and_lightning_does_not_warn_other
     assert text.startswith("iwu train: tiny / standard / seed 0") and "\r" not in text
 
 
+@pytest.mark.slow
 def test_a_demo_run_logged_to_a_file_stays_small(tmp_path):
     tiny_demo = ["trainer.max_steps=10", "val_every=5", "data.size=32", "data.synthetic.n_train=4",
                  "data.synthetic.n_val=2", "data.synthetic.width=64", f"data.root={tmp_path / 'data'}",

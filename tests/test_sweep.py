@@ -138,6 +138,7 @@ def _finals(root):
 RUNS = ["instance_uncertainty/seed0", "instance_uncertainty/seed1", "standard/seed0", "standard/seed1"]
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_every_point_in_the_run_layout(swept):
     root, _, status = swept
     assert status == 0
@@ -166,6 +167,7 @@ def test_the_same_command_again_skips_all_four(swept, capsys):
     assert all(r["state"] == "skipped" and Path(r["log"]).is_file() for r in summary)  # their logs still named
 
 
+@pytest.mark.slow
 def test_a_dry_run_read_in_part_ends_quietly(tmp_path):
     reader = subprocess.Popen([sys.executable, "-m", "iwu", "sweep", str(demo_config_path()), "--seeds", "2000",
                                "--dry-run", f"out={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -185,6 +187,7 @@ def test_report_over_the_sweep_prints_the_table(swept, capsys):
     assert miou.count("(2)") == 2  # two seeds in each column
 
 
+@pytest.mark.slow
 def test_a_run_without_final_json_is_resumed_and_the_others_skipped(swept, tmp_path, capsys):
     import shutil
 
@@ -221,6 +224,7 @@ def test_one_sweep_at_a_time_in_a_folder(swept):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_named_with_its_log_and_error(tmp_path, capsys):
     overrides = [*_tiny(tmp_path), f"out={tmp_path / 'sw'}", "data.batch_size=64"]  # more than 4 scenes
     assert main(["sweep", str(demo_config_path()), "--seeds", "1", "--modes", "standard", *overrides]) == 1
@@ -258,6 +262,7 @@ def test_ctrl_c_stops_the_running_processes(tmp_path, monkeypatch):
 # --- the SLURM path, on submitit's local executor ---------------------------------
 
 
+@pytest.mark.slow
 def test_the_submitit_path_runs_each_point_as_a_job(tmp_path, capsys):
     overrides = [*_tiny(tmp_path), f"out={tmp_path / 'sw'}", "slurm.gpus_per_job=0"]
     status = run_sweep(demo_config_path(), seeds="1", modes=MODES, overrides=overrides, launcher="slurm",
@@ -272,6 +277,7 @@ def test_the_submitit_path_runs_each_point_as_a_job(tmp_path, capsys):
     assert all(r["log"].startswith(str(root / "sweep" / "slurm")) for r in summary)
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_named_with_its_log(tmp_path, capsys):
     overrides = [*_tiny(tmp_path), f"out={tmp_path / 'sw'}", "slurm.gpus_per_job=0", "data.batch_size=64"]
     status = run_sweep(demo_config_path(), seeds="1", modes="standard", overrides=overrides, launcher="slurm",
@@ -282,6 +288,7 @@ def test_a_failed_job_is_named_with_its_log(tmp_path, capsys):
     assert str(tmp_path / "sw" / "sweep" / "slurm") in out and "fewer than batch_size 64" in out
 
 
+@pytest.mark.slow
 def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, monkeypatch, capsys):
     root, points = expand(demo_config_path(), [0, 1], ["standard"], [*_tiny(tmp_path), f"out={tmp_path / 'sw'}"])
     folder = root / "sweep"

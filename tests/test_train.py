@@ -131,6 +131,7 @@ def test_learning_rate_of_every_group_follows_the_poly_formula(base, tmp_path):
             assert lr == pytest.approx(poly_lr(base_lr, step, 6, 0.9, 1e-6), rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", [5, 7])  # mid-epoch, and just after an epoch's last batch was saved
 def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(base, tmp_path, crash_at):
     args = ("mode=instance_uncertainty", "trainer.max_steps=8", "val_every=3")
@@ -225,6 +226,7 @@ class _RecordBatches(L.Callback):
         self.batches[trainer.global_step] = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
+@pytest.mark.slow
 def test_resumed_run_with_augmentation_sees_the_images_of_an_uninterrupted_one(base, tmp_path):
     args = ("mode=standard", "trainer.max_steps=5", "val_every=3", AUGMENT)
     seen = _RecordBatches()
@@ -266,6 +268,7 @@ def test_offline_masks_train_on_stored_masks_augmented_with_their_items(base, tm
         assert known.any() and torch.allclose(u[known], 0.1 * y[known].float(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_the_metrics_of_its_first_part(base, tmp_path):
     import csv
 
@@ -366,6 +369,7 @@ def test_resume_ignores_where_a_run_is_submitted(base, tmp_path):
         check_run_dir(_config(base, tmp_path / "run", "trainer.max_steps=2", "resume=true"), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_run_that_builds_the_cache_ends_like_one_that_finds_it_built(base, tmp_path):
     args = ("mode=standard", "trainer.max_steps=2", f"data.cache_dir={tmp_path / 'fresh_cache'}")
     first = train(_config(base, tmp_path / "first", *args), progress=False)  # builds the cache
@@ -387,6 +391,7 @@ class _SignalAt(L.Callback):
                 raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, status, name", [("sigterm", 143, "SIGTERM"), ("ctrl-c", 130, "Ctrl-C")])
 def test_a_signal_stops_the_run_unfinished_with_the_shells_status(base, tmp_path, how, status, name):
     out = tmp_path / "run"
@@ -436,6 +441,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_ones(bas
     assert not list((out / "checkpoints").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_damaged_crafted_or_foreign_last_checkpoint(base, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Crash):
