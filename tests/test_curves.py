@@ -69,7 +69,7 @@ def test_missing_metrics_file_is_a_user_error(tmp_path):
 # an instance_uncertainty run as iwu.ensemble logs it: the rates of two members' parts, the uncertainty statistics
 IU = """\
 epoch,step,train/loss,train/m0/loss,train/m1/loss,lr/member0/backbone,lr/member0/head,lr/member1/backbone,\
-lr/member1/head,train/instance_uncertainty,train/pixel_entropy,train/instances_per_image,val/ensemble/miou
+lr/member1/head,train/most_uncertain_instance,train/pixel_entropy,train/instances_per_image,val/ensemble/miou
 0,1,2.0,2.2,1.8,1e-5,1e-4,1e-5,1e-4,0.9,0.7,41.0,
 0,2,1.5,1.6,1.4,5e-6,5e-5,5e-6,5e-5,0.8,0.6,38.5,
 0,2,,,,,,,,,,,0.125
@@ -83,7 +83,7 @@ def lines(ax):
 def test_panels_of_an_instance_uncertainty_run_have_readable_labels(tmp_path):
     panels = curve_panels(read_metrics(write(tmp_path, IU)))
     assert [p.title for p in panels] == ["training loss", "validation mIoU", "learning rate",
-                                         "instance uncertainty (training batches)", "pixel entropy (training batches)",
+                                         "most uncertain instance (training batches)", "pixel entropy (training batches)",
                                          "instances per image (training batches)"]
     loss, miou, rate, instance, entropy, count = panels
     assert [(s.label, s.steps, s.values) for s in loss.series] == [
@@ -104,10 +104,10 @@ def test_curves_figure_draws_the_series_under_their_labels(tmp_path):
     assert lines(axes[0]) == {"mean of the members": ([1, 2], [2.0, 1.5]), "m0": ([1, 2], [2.2, 1.6]),
                               "m1": ([1, 2], [1.8, 1.4])}
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["mean of the members", "m0", "m1"]
-    assert [lines(ax) for ax in axes[3:]] == [{"instance uncertainty": ([1, 2], [0.9, 0.8])},
+    assert [lines(ax) for ax in axes[3:]] == [{"most uncertain instance": ([1, 2], [0.9, 0.8])},
                                              {"pixel entropy": ([1, 2], [0.7, 0.6])},
                                              {"instances per image": ([1, 2], [41.0, 38.5])}]
-    assert [ax.get_ylabel() for ax in axes] == ["loss", "mIoU", "learning rate", "mean over pixels",
+    assert [ax.get_ylabel() for ax in axes] == ["loss", "mIoU", "learning rate", "per image, mean of a batch",
                                                 "mean over pixels", "predicted instances"]
     assert axes[0].get_yscale() == "linear" and axes[2].get_yscale() == "log"
     assert fig.get_suptitle() == "exp / instance_uncertainty / seed 3"

@@ -145,3 +145,20 @@ def test_validation_scores_members_and_the_mean_of_softmaxes_from_one_pass():
         got_iou, got_miou = module.latest["val"][name]
         assert got_iou == pytest.approx(iou.tolist()) and got_miou == pytest.approx(miou)
         assert trainer.callback_metrics[f"val/{name}/miou"].item() == pytest.approx(miou)
+
+
+def test_the_logged_uncertainty_is_the_pixels_mean_and_each_images_most_uncertain_instance(monkeypatch):
+    from iwu.uncertainty import uncertainty_of
+
+    module = _module()
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda key, value, **_: logged.__setitem__(key, float(value)))
+    probs = torch.softmax(torch.randn(2, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), dim=2)
+    found = uncertainty_of(probs)
+    module.log_uncertainty([found])
+    # spread over its pixels, each instance's mean adds up to the pixels' mean: the same number twice
+    assert found.instance.mean().item() == pytest.approx(found.pixel.mean().item(), rel=1e-5)
+    assert logged["train/pixel_entropy"] == pytest.approx(found.pixel.mean().item())
+    per_image = [found.instance[b].max().item() for b in range(2)]
+    assert logged["train/most_uncertain_instance"] == pytest.approx(sum(per_image) / 2)
+    assert logged["train/instances_per_image"] == pytest.approx(found.num_instances.float().mean().item())

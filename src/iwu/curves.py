@@ -85,7 +85,7 @@ class Panel:
 
 
 # what training logs per step for modes weighted by uncertainty (iwu.ensemble.log_uncertainty)
-UNCERTAINTY_PANELS = (("train/instance_uncertainty", "instance uncertainty", "mean over pixels"),
+UNCERTAINTY_PANELS = (("train/most_uncertain_instance", "most uncertain instance", "per image, mean of a batch"),
                       ("train/pixel_entropy", "pixel entropy", "mean over pixels"),
                       ("train/instances_per_image", "instances per image", "predicted instances"))
 

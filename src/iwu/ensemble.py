@@ -150,8 +150,11 @@ class EnsembleModule(L.LightningModule):
         return [logits for logits, _ in self.outputs(images)]
 
     def log_uncertainty(self, found: list) -> None:
-        """Mean instance uncertainty, pixel uncertainty and instances per image of a weight source."""
-        stats = {"instance_uncertainty": [u.instance.mean() for u in found],
+        """Pixel uncertainty, the most uncertain instance and instances per image of a weight source.
+
+        The instance uncertainty's mean over pixels is the pixel uncertainty's (each instance spreads its
+        own mean over its pixels), so its signal is logged as each image's most uncertain instance."""
+        stats = {"most_uncertain_instance": [u.instance.flatten(1).amax(1).mean() for u in found],
                  "pixel_entropy": [u.pixel.mean() for u in found],
                  "instances_per_image": [u.num_instances.float().mean() for u in found]}
         for key, values in stats.items():
