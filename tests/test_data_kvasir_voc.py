@@ -316,7 +316,7 @@ def test_predict_normalises_as_the_run_was_trained(monkeypatch, kind, mean, std)
         return torch.full((1, 1, 2, *x.shape[-2:]), 0.5)
 
     monkeypatch.setattr(predict, "member_probabilities", probabilities)
-    loaded = SimpleNamespace(module=None, device=torch.device("cpu"), config=SimpleNamespace(data={"kind": kind}))
+    loaded = SimpleNamespace(module=None, device=torch.device("cpu"), config=SimpleNamespace(data=SimpleNamespace(kind=kind)))
     image = Image.fromarray(_photo(1))
     predict.predict_image(loaded, image, SIZE)
     assert torch.allclose(seen[0][0], _normalised(image, mean, std), atol=1e-5)

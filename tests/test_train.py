@@ -83,14 +83,14 @@ def test_every_mode_writes_a_run_directory(base, masks, tmp_path, mode, monkeypa
     assert list(drawn) == [out / "curves.png"] and (out / "curves.png").is_file()
     assert curves.get_suptitle() == f"tiny / {mode} / seed 0: training, validated on cityscapes/val"
     panels = [ax.get_title() for ax in curves.axes if ax.get_visible()]
-    uncertainty = ["instance uncertainty (training batches)", "pixel entropy (training batches)",
+    uncertainty = ["most uncertain instance (training batches)", "pixel entropy (training batches)",
                    "instances per image (training batches)"]
     assert panels == ["training loss", "validation mIoU", "learning rate",
                       *(uncertainty if mode == "instance_uncertainty" else [])]
     header = (out / "logs" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/ensemble/miou", *(f"val/{n}/miou" for n in NAMES)} <= set(header)
     if mode == "instance_uncertainty":
-        assert {"train/instance_uncertainty", "train/pixel_entropy", "train/instances_per_image"} <= set(header)
+        assert {"train/most_uncertain_instance", "train/pixel_entropy", "train/instances_per_image"} <= set(header)
     assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 
