@@ -58,3 +58,14 @@ def test_readme_slurm_script_matches_lightning_s_layout():
     assert config.trainer.num_nodes == int(options["nodes"])
     assert config.trainer.devices == int(options["ntasks-per-node"]) == int(options["gpus-per-node"])
     assert config.trainer.strategy == "ddp" and config.resume
+
+
+def test_inside_iwu_names_every_module_and_package():
+    """The architecture section is a map of src/iwu: a module added or renamed must appear in it."""
+    section = README.read_text().split("\n## Inside iwu\n", 1)[1].split("\n## ", 1)[0]
+    package = README.parent / "src" / "iwu"
+    names = {p.name for p in package.glob("*.py") if not p.name.startswith("__")}
+    names |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    names |= {f"{p.stem}.py" for p in (package / "data").glob("*.py") if not p.name.startswith("__")}
+    missing = sorted(n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", section))
+    assert not missing, f"not in README's 'Inside iwu': {missing}"
