@@ -16,6 +16,7 @@ import sys
 
 from iwu import __version__
 from iwu.bounded import MAX_SIDE
+from iwu.constants import ENSEMBLE
 from iwu.errors import Stopped, UserError
 
 
@@ -168,7 +169,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     add_imports(config, args.imports)
     final = train(config, progress=args.progress)
-    best = final["results"].get("ensemble", {})
+    best = final["results"].get(ENSEMBLE, {})
     print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "
           f"{run_dir(config) / FINAL}")
     return 0
@@ -486,7 +487,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them at any depth")
     p.add_argument("--by", default=None, help="group columns by fields of mode, model, experiment, train, eval "
                                               "(default: mode, plus what differs)")
-    p.add_argument("--member", default="ensemble", help="ensemble (default), a member name, or all")
+    p.add_argument("--member", default=ENSEMBLE, help="ensemble (default), a member name, or all")
     p.add_argument("--format", default="md", help="md, tex, csv, a comma-separated list, or all")
     p.add_argument("--out", default=None, help="folder for report.* and difference.png")
     p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from iwu.config import load_config
+from iwu.constants import ENSEMBLE
 from iwu.files import atomic_write_json
 from iwu.packaged_configs import packaged_configs_dir
 
@@ -90,7 +91,7 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
             run = out / mode / f"seed{seed}"
             config = load_config(config_path, [*where, f"mode={mode}", f"seed={seed}", f"out={run}", "resume=true"])
             final = train(config)
-            results[mode].append(final["results"]["ensemble"])
+            results[mode].append(final["results"][ENSEMBLE])
     counts = SegmentationDataModule(config.data).train_class_counts().astype(float)
     share = counts / counts.sum()
     table = per_class_table(final["classes"], results, share)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
 from iwu.files import atomic_write, atomic_write_bytes
 from iwu.models.parts import logits_and_aux
@@ -100,7 +101,7 @@ def export_run(target, fmt: str = "onnx", out=None, size: int | None = None) -> 
     folder = Path(out) if out is not None else loaded.run_dir / "export"
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     models = {name: MemberLogits(m) for name, m in zip(loaded.module.names, loaded.module.members)}
-    models["ensemble"] = EnsembleProbabilities(loaded.module.members)
+    models[ENSEMBLE] = EnsembleProbabilities(loaded.module.members)
     written = []
     for name, model in models.items():
         path = folder / f"{name.replace(':', '-')}{FORMATS[fmt]}"

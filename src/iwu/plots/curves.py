@@ -7,6 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from iwu.constants import ENSEMBLE
 from iwu.curves import Panel, curve_panels, read_metrics
 from iwu.plots import save_png
 
@@ -45,7 +46,7 @@ def _draw(ax, panel: Panel) -> None:
     for s in panel.series:
         few = len(s.steps) <= FEW
         if s.model:
-            ensemble = s.model == "ensemble"
+            ensemble = s.model == ENSEMBLE
             ax.plot(s.steps, s.values, label=s.label, color=colors[s.model], linestyle="--" if s.other_set else "-",
                     linewidth=2.6 if ensemble else 1.2, marker="o", markersize=5 if ensemble else 3,
                     zorder=3 if ensemble else 2)
