@@ -320,3 +320,13 @@ def test_predict_normalises_as_the_run_was_trained(monkeypatch, kind, mean, std)
     image = Image.fromarray(_photo(1))
     predict.predict_image(loaded, image, SIZE)
     assert torch.allclose(seen[0][0], _normalised(image, mean, std), atol=1e-5)
+
+
+def test_images_are_drawn_back_with_their_datasets_statistics():
+    from iwu.data.common import image_tensor
+    from iwu.viz import denormalize
+
+    image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4
+    shown = denormalize(image_tensor(image, KVASIR_MEAN, KVASIR_STD), KVASIR_MEAN, KVASIR_STD)
+    assert np.allclose(shown, image / 255, atol=1e-5)
+    assert not np.allclose(denormalize(image_tensor(image, KVASIR_MEAN, KVASIR_STD)), image / 255, atol=1e-2)

@@ -69,8 +69,9 @@ def _uncertainty_rows(run: Path, config, count: int = 2) -> tuple[list[dict], st
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     unc = ensemble_uncertainty(module(batch["image"][:count]))
-    rows = [{"image": denormalize(batch["image"][i]), "label": batch["label"][i].numpy(), "pred": unc.pred[i].numpy(),
-             "entropy": unc.pixel[i].numpy(), "instance": unc.instance[i].numpy()}
+    stats = (dm.val_sets[0].mean, dm.val_sets[0].std)
+    rows = [{"image": denormalize(batch["image"][i], *stats), "label": batch["label"][i].numpy(),
+             "pred": unc.pred[i].numpy(), "entropy": unc.pixel[i].numpy(), "instance": unc.instance[i].numpy()}
             for i in range(min(count, len(batch["image"])))]
     return rows, run_title(loaded.config, "ensemble on validation images")
 

@@ -17,8 +17,8 @@ def colorize(label: np.ndarray, palette, ignore_index: int = IGNORE_INDEX) -> np
     return table[np.asarray(label).astype(np.uint8)]
 
 
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised (3,H,W) -> (H,W,3) floats in [0, 1] for display."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+def denormalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """A normalised (3,H,W) image, by its dataset's `mean` and `std` -> (H,W,3) floats in [0, 1] for display."""
+    mean = torch.tensor(mean).view(3, 1, 1)
+    std = torch.tensor(std).view(3, 1, 1)
     return (image.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
