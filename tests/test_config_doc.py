@@ -113,3 +113,17 @@ def test_show_imports_no_torch():
             "print('torch' in sys.modules, 'lightning' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "False False"
+
+
+def test_every_packaged_config_reads_back_from_its_shown_form(tmp_path):
+    """Long values (a torchvision member's name, a long experiment) must keep a space before the comment."""
+    from iwu.config_doc import show_config
+    from iwu.packaged_configs import packaged_config_names
+
+    overrides = ["experiment=an_experiment_with_a_name_long_enough_to_reach_the_comments_column"]
+    for name in packaged_config_names():
+        if name.endswith("base"):
+            continue  # partial configs that the others build on
+        written = tmp_path / f"{name.replace('/', '_')}.yaml"
+        written.write_text(show_config(load_config(name, overrides)))
+        assert load_config(written) == load_config(name, overrides), name

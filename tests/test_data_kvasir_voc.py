@@ -330,3 +330,36 @@ def test_images_are_drawn_back_with_their_datasets_statistics():
     shown = denormalize(image_tensor(image, KVASIR_MEAN, KVASIR_STD), KVASIR_MEAN, KVASIR_STD)
     assert np.allclose(shown, image / 255, atol=1e-5)
     assert not np.allclose(denormalize(image_tensor(image, KVASIR_MEAN, KVASIR_STD)), image / 255, atol=1e-2)
+
+
+def test_a_runs_commands_read_any_dataset_as_the_run_was_trained(tmp_path):
+    """evaluate and masks: the run's statistics whatever the dataset's, and its own kind split as it was."""
+    from types import SimpleNamespace
+
+    from iwu.data.config import DataConfig
+    from iwu.trained_run import dataset_for
+
+    kvasir = write_synthetic(tmp_path / "kv", "kvasir", n_train=6, n_val=2, size=32)
+    for listed in ("train.txt", "val.txt"):  # the split by name, then
+        (kvasir / listed).unlink()
+    voc = write_synthetic(tmp_path / "voc", "voc", n_train=2, n_val=2, size=32)
+    loaded = SimpleNamespace(config=SimpleNamespace(data=DataConfig(kind="kvasir", size=24, val_fraction=0.5)))
+    own = dataset_for(loaded, {"kind": "kvasir", "root": str(kvasir)}, "val")
+    assert len(own) == 4 and own.size == 24  # half of 8 by the run's fraction, not the default 0.2
+    assert (own.mean, own.std) == (KVASIR_MEAN, KVASIR_STD)
+    other = dataset_for(loaded, {"kind": "voc", "root": str(voc)}, "val", size=16)
+    assert (other.mean, other.std, other.size) == (KVASIR_MEAN, KVASIR_STD, 16)
+    assert type(other).mean != KVASIR_MEAN  # VOC's own would be ImageNet's
+
+
+def test_a_second_validation_set_is_normalised_as_the_main_one(tmp_path, monkeypatch):
+    from iwu.data import SegmentationDataModule
+
+    monkeypatch.setenv("IWU_CACHE", str(tmp_path / "cache"))
+    kvasir = write_synthetic(tmp_path / "kv", "kvasir", n_train=4, n_val=2, size=32)
+    voc = write_synthetic(tmp_path / "voc", "voc", n_train=2, n_val=2, size=32)
+    dm = SegmentationDataModule({"kind": "kvasir", "root": str(kvasir), "size": 24, "num_workers": 0,
+                                 "val_extra": {"kind": "voc", "root": str(voc)}})
+    with pytest.raises(UserError, match="other classes"):  # the classes differ; the statistics are set first
+        dm.setup("validate")
+    assert [(d.mean, d.std) for d in dm.val_sets] == [(KVASIR_MEAN, KVASIR_STD)] * 2

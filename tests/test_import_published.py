@@ -113,6 +113,21 @@ def test_other_class_counts_need_their_names(tmp_path):
     assert load_models(run, "cpu").module.classes == ("background", "cat", "dog")
 
 
+@pytest.mark.parametrize("dataset, classes", [("kvasir", ("background", "polyp")), ("voc", None)])
+def test_kvasir_and_voc_models_keep_their_dataset_and_its_classes(tmp_path, dataset, classes):
+    from iwu.data.kvasir import MEAN as KVASIR_MEAN
+    from iwu.data.sources import image_statistics
+    from iwu.data.voc import CLASSES as VOC_CLASSES
+
+    classes = classes or VOC_CLASSES
+    path, _ = published_file(tmp_path / "ckpt", MOBILENET, dataset=dataset, classes=len(classes))
+    run, = import_published([path], tmp_path / "runs")
+    loaded = load_models(run, "cpu")
+    assert loaded.module.classes == tuple(classes) and loaded.config.data.kind == dataset
+    # predict and evaluate normalise as the published code trained it: Kvasir-SEG with its own statistics
+    assert (image_statistics(loaded.config.data.kind)[0] == KVASIR_MEAN) == (dataset == "kvasir")
+
+
 class _Exploit:
     def __init__(self, marker):
         self.marker = marker

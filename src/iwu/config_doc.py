@@ -88,7 +88,8 @@ def show_config(config) -> str:
     its meaning and its default where the value differs."""
     rows = list(_fields(config, ""))
     column = min(max(len(text) for text, _ in rows), _COMMENT_COLUMN) + 2
-    return "".join(f"{text.ljust(column)}# {note}\n" if note else f"{text}\n" for text, note in rows)
+    # at least one space before `#`: YAML reads `value# note` as part of the value
+    return "".join(f"{text.ljust(column - 1)} # {note}\n" if note else f"{text}\n" for text, note in rows)
 
 
 def _fields(obj, indent: str) -> Iterator[tuple[str, str]]:

@@ -26,7 +26,7 @@ from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.reliability import save_reliability_diagram
 from iwu.rundir import BEST, eval_file
-from iwu.trained_run import Loaded, check_classes, load_models, member_probabilities
+from iwu.trained_run import Loaded, check_classes, dataset_for, load_models, member_probabilities
 
 
 def dataset_label(source: dict, split: str, native: bool = False) -> str:
@@ -131,13 +131,13 @@ def result_name(loaded: Loaded, label: str) -> tuple[str, str]:
 def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: int = 1, workers: int = 0,
                  uncertainty_threshold=None, save_predictions=None, device=None, overwrite: bool = False,
                  native: bool = False) -> int:
-    from iwu.data.sources import build_dataset, parse_data_spec
+    from iwu.data.sources import parse_data_spec
 
     source = parse_data_spec(data)
     if save_predictions is not None:  # before the models load: a mistake here costs nothing
         refuse_overlap(save_predictions, [source["root"]], "--save-predictions")
     loaded = load_models(target, device)
-    dataset = build_dataset(source, split, size or loaded.config.data.size)
+    dataset = dataset_for(loaded, source, split, size)
     label = dataset_label(source, split, native)
     if save_predictions is not None:
         refuse_existing((Path(save_predictions) / f"{name}.png" for name in dataset.names), "--save-predictions",

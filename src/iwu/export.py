@@ -2,8 +2,9 @@
 
     RUN/export/<member>.onnx (or .torchscript.pt), ensemble.onnx (or .torchscript.pt)
 
-A member's file maps a normalised image batch (B, 3, H, W) (ImageNet mean and
-std, as iwu's datasets give it) to logits (B, C, H, W); the ensemble's maps it
+A member's file maps a normalised image batch (B, 3, H, W) (x/255 - mean)/std
+with the statistics the run trained with (`iwu.data.sources.image_statistics`
+of its `data.kind`: ImageNet's, or Kvasir-SEG's own) to logits (B, C, H, W); the ensemble's maps it
 to the mean of the members' softmaxes, the probabilities every iwu command
 uses. Files are traced at `size` x `size` with any batch size; ONNX is checked
 against PyTorch with onnxruntime when it is installed, TorchScript always.

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from iwu.terminal import bar
-from iwu.trained_run import check_classes, load_models
+from iwu.trained_run import check_classes, dataset_for, load_models
 from iwu.mask_store import INDEX, MaskWriter
 from iwu.outputs import refuse_existing, refuse_overlap
 from iwu.uncertainty import ensemble_uncertainty
@@ -30,13 +30,13 @@ def refuse_foreign_files(out, overwrite: bool) -> None:
 
 def run_masks(target, data: str, out, split: str = "train", size=None, batch_size: int = 1, workers: int = 0,
               device=None, overwrite: bool = False) -> int:
-    from iwu.data.sources import build_dataset, parse_data_spec
+    from iwu.data.sources import parse_data_spec
 
     source = parse_data_spec(data)
     refuse_overlap(out, [source["root"]], "--out")
     refuse_foreign_files(out, overwrite)
     loaded = load_models(target, device)
-    dataset = build_dataset(source, split, size or loaded.config.data.size)
+    dataset = dataset_for(loaded, source, split, size)
     check_classes(loaded, dataset)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     loss = loaded.config.loss

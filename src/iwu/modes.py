@@ -9,8 +9,8 @@ module is imported (`iwu train ... --import mymodes`):
         ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
         return (ce * (1 + u).sqrt()).mean()
 
-`ctx` is the training module: `ctx.config.loss` holds the options, `ctx.class_weights`,
-`ctx.masks` and `ctx.members` what a mode needs. A weight source returns, for a batch and
+`ctx` is the training module: `ctx.config.loss` holds the options, `ctx.class_weights`
+and `ctx.members` what a mode needs (stored masks come in the batch, as `batch["mask"]`). A weight source returns, for a batch and
 the members' logits, None, one (B,H,W) tensor for every member, or a list with one per member.
 
 Light on purpose (torch is imported by the functions, not the module): configs and sweeps check
@@ -113,8 +113,9 @@ def uncertainty_weights(instance: bool) -> Callable:
 
 
 def stored_masks(ctx, batch, logits):
-    """Masks a trained ensemble stored (`iwu masks`): the training set loads each item's from `ctx.masks`
-    and augments it with the item, so it arrives in the batch aligned with the label."""
+    """Masks a trained ensemble stored (`iwu masks`): the training set loads each item's from the mask
+    store (`SegmentationDataModule.use_masks`) and augments it with the item, so it arrives in the batch
+    aligned with the label."""
     if "mask" not in batch:
         raise ValueError("offline masks: the batch carries no `mask`; give the training set the mask store "
                          "(SegmentationDataModule.use_masks)")

@@ -35,7 +35,13 @@ PATTERN = "best_<model>_<dataset>_os<16|8>_seed<k>[_<tag>].pth"
 METHOD_TAGS = ("uncertainty_instance_ensembling", "uncertainty_instance_new")
 PAPER_LR = {"deeplabv3plus_mobilenet": 1e-3, "deeplabv3plus_resnet50": 1e-4, "deeplabv3plus_resnet101": 1e-4}
 RENAMED = {"backbone.low_level_features.": "backbone.low_level.", "backbone.high_level_features.": "backbone.out."}
-IWU_KINDS = ("cityscapes", "acdc")  # datasets whose 19 classes iwu knows
+def _known_classes() -> dict[str, tuple[str, ...]]:
+    """The classes of the published code's datasets, which iwu reads too, by its dataset names."""
+    from iwu.data import CLASSES
+    from iwu.data.kvasir import CLASSES as KVASIR
+    from iwu.data.voc import CLASSES as VOC
+
+    return {"cityscapes": CLASSES, "acdc": CLASSES, "kvasir": KVASIR, "voc": VOC}
 
 
 @dataclass
@@ -134,10 +140,9 @@ def _classes(group: list[Published], classes) -> list[str]:
         if len(classes) != first.num_classes:
             raise UserError(f"--classes names {len(classes)} classes; {first.path} has {first.num_classes}")
         return list(classes)
-    if first.dataset in IWU_KINDS and first.num_classes == 19:
-        from iwu.data import CLASSES
-
-        return list(CLASSES)
+    known = _known_classes().get(first.dataset, ())
+    if first.num_classes == len(known):
+        return list(known)
     raise UserError(f"{first.path}: {first.num_classes} classes of {first.dataset}; name them with "
                     "--classes a,b,c in train-id order")
 
@@ -152,7 +157,8 @@ def _run_config(group: list[Published], mode: str, experiment: str, size: int, o
                        members=[MemberConfig(p.model, PAPER_LR[p.model]) for p in group])
     config.model.output_stride = first.output_stride
     config.model.pretrained = False
-    config.data = DataConfig(kind=first.dataset if first.dataset in IWU_KINDS else None, size=size)
+    # the kind, so that predict and evaluate normalise as it was trained (Kvasir-SEG with its own statistics)
+    config.data = DataConfig(kind=first.dataset if first.dataset in _known_classes() else None, size=size)
     return config
 
 

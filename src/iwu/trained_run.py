@@ -135,6 +135,20 @@ def load_models(target, device=None) -> Loaded:
     return Loaded(module.to(device).eval(), config, run_dir, device, path)
 
 
+def dataset_for(loaded: Loaded, source: dict, split: str, size: int | None = None):
+    """The dataset `source` as the run's models take it: at the run's size unless `size` says otherwise,
+    normalised with the statistics the run trained with (whatever the dataset's own), and, for the run's
+    own kind of dataset, split with the run's `val_fraction`."""
+    from iwu.data.sources import build_dataset, image_statistics
+
+    data = loaded.config.data
+    if source.get("kind") == data.kind:
+        source = {"val_fraction": data.val_fraction, **source}
+    dataset = build_dataset(source, split, size or data.size)
+    dataset.mean, dataset.std = image_statistics(data.kind)
+    return dataset
+
+
 def check_classes(loaded: Loaded, dataset) -> None:
     if tuple(dataset.classes) != tuple(loaded.module.classes):
         raise UserError(f"{dataset.kind}:{dataset.root}: its {len(dataset.classes)} classes are not the "

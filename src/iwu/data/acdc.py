@@ -62,7 +62,7 @@ class ACDC(PairDataset):
 
     kind = "acdc"
 
-    def __init__(self, root, split: str = "train", size: int = 768, conditions=CONDITIONS, augment: bool = False):
+    def __init__(self, root, split: str = "train", size: int = 768, conditions=CONDITIONS, augment: list | None = None):
         self.conditions = parse_conditions(conditions)
         samples, problems = list_acdc(root, split, self.conditions)
         raise_if_problems(problems)

@@ -116,7 +116,7 @@ class Cityscapes(PairDataset):
 
     kind = "cityscapes"
 
-    def __init__(self, root, split: str = "train", size: int = 768, augment: bool = False):
+    def __init__(self, root, split: str = "train", size: int = 768, augment: list | None = None):
         samples, problems = list_cityscapes(root, split)
         raise_if_problems(problems)
         super().__init__(root, split, samples, size, CLASSES, PALETTE, augment)

@@ -46,7 +46,7 @@ def _source(cfg: DataConfig | ValExtraConfig, val_fraction: float) -> dict:
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """Train/val loaders for Cityscapes, ACDC or a folder; see the module docstring for the config."""
+    """Train/val loaders for any dataset of `iwu.data.sources`; see the module docstring for the config."""
 
     def __init__(self, config: DataConfig | Mapping, seed: int = 0):
         super().__init__()
@@ -117,6 +117,8 @@ class SegmentationDataModule(L.LightningDataModule):
                 raise UserError(f"data.batch_size: the {self.config.train_split} split has {len(self.train_set)} "
                                 f"images, fewer than batch_size {self.config.batch_size}")
         self.val_sets = [datasets[k] for k in ("val", "val_extra") if k in datasets]
+        for extra in self.val_sets[1:]:  # the models take every image as they were trained on the main set's
+            extra.mean, extra.std = self.val_sets[0].mean, self.val_sets[0].std
         self._set_up = specs
         if len(self.val_sets) == 2 and self.val_sets[0].classes != self.val_sets[1].classes:
             raise UserError("data.val_extra: it has other classes than the main dataset; "

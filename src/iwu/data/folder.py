@@ -129,7 +129,7 @@ class SegmentationFolder(PairDataset):
 
     kind = "folder"
 
-    def __init__(self, root, split: str = "train", size: int = 768, classes=None, augment: bool = False):
+    def __init__(self, root, split: str = "train", size: int = 768, classes=None, augment: list | None = None):
         if not Path(root).is_dir():
             raise_if_problems(list_folder(root, split, None)[1])
         spec = folder_classes(root, classes)

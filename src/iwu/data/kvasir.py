@@ -116,7 +116,7 @@ class Kvasir(PairDataset):
     mean, std = MEAN, STD
 
     def __init__(self, root, split: str = "train", size: int = 513, val_fraction=DEFAULT_VAL_FRACTION,
-                 augment: bool = False):
+                 augment: list | None = None):
         samples, problems = list_kvasir(root, split, val_fraction)
         raise_if_problems(problems)
         present = split_files(Path(root))

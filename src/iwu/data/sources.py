@@ -36,7 +36,7 @@ def parse_data_spec(spec: str) -> dict:
     return {"kind": kind, "root": rest}
 
 
-def build_dataset(source: dict, split: str, size: int, augment: bool = False) -> PairDataset:
+def build_dataset(source: dict, split: str, size: int, augment: list | None = None) -> PairDataset:
     """A dataset from `{"kind", "root", ["conditions" (acdc)], ["val_fraction" (kvasir)], ["classes" (folder)]}`."""
     kind, root = source.get("kind"), source.get("root")
     if kind not in KINDS:

@@ -80,7 +80,7 @@ class VOC(PairDataset):
 
     kind = "voc"
 
-    def __init__(self, root, split: str = "train", size: int = 513, augment: bool = False):
+    def __init__(self, root, split: str = "train", size: int = 513, augment: list | None = None):
         samples, problems = list_voc(root, split)
         raise_if_problems(problems)
         super().__init__(root, split, samples, size, CLASSES, PALETTE, augment, (split_source(root, split)[0],))
