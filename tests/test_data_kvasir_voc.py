@@ -363,3 +363,15 @@ def test_a_second_validation_set_is_normalised_as_the_main_one(tmp_path, monkeyp
     with pytest.raises(UserError, match="other classes"):  # the classes differ; the statistics are set first
         dm.setup("validate")
     assert [(d.mean, d.std) for d in dm.val_sets] == [(KVASIR_MEAN, KVASIR_STD)] * 2
+
+
+def test_an_image_in_both_split_files_is_a_problem_listed_once(tmp_path):
+    from iwu.data.kvasir import list_kvasir
+
+    root = write_synthetic(tmp_path / "kv", "kvasir", n_train=3, n_val=1, size=32)
+    train = (root / "train.txt").read_text().split()
+    (root / "train.txt").write_text("\n".join([*train, train[0]]) + "\n")  # listed twice
+    (root / "val.txt").write_text(train[1] + "\n")  # and one of them in val too
+    samples, problems = list_kvasir(root, "train")
+    assert [s.name for s in samples] == train
+    assert problems == [f"{root / 'train.txt'}: names {train[1]}, which val.txt names too; an image belongs to one split"]

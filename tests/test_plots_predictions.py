@@ -54,7 +54,7 @@ def test_uncertainty_colour_bar_runs_from_0_to_log_c_whatever_the_values():
     (low, high), label = colour_bar(heat_ax)
     assert (low, high) == pytest.approx((0.0, math.log(4)))
     assert heat_ax.images[0].get_clim() == pytest.approx((0.0, math.log(4)))
-    assert label == "nats, 0 to log 4 = 1.39"
+    assert label == "instance uncertainty, nats, 0 to log 4 = 1.39"
 
 
 def test_panel_shows_each_images_maps_side_by_side_with_one_legend_and_scale():

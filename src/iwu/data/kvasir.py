@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from iwu.data.common import LabelMap, PairDataset, Sample, missing_dirs, pair_files, raise_if_problems
+from iwu.data.config import DataConfig
 from iwu.errors import UserError
 
 CLASSES = ("background", "polyp")
@@ -25,7 +26,7 @@ MEAN = (0.55713434, 0.32152654, 0.23528269)
 STD = (0.30677355, 0.21518466, 0.1778166)
 SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLIT_FILES = ("train.txt", "val.txt")
-DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_VAL_FRACTION = DataConfig.val_fraction
 _LAYOUT = "Kvasir-SEG layout images/*.jpg, masks/*.jpg with the same names"
 
 
@@ -64,7 +65,7 @@ def split_by_name(names: list[str], split: str, val_fraction: float) -> list[str
 
 
 def _read_split_file(path: Path, stems: dict[str, Path]) -> tuple[list[str], list[str]]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = list(dict.fromkeys(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()))
     problems = [f"{path}: names {n}, which has no image in {path.parent / 'images'}" for n in names if n not in stems]
     return [n for n in names if n in stems], problems
 
@@ -98,6 +99,9 @@ def list_kvasir(root, split: str, val_fraction=DEFAULT_VAL_FRACTION) -> tuple[li
                                    "one a line)"]
         names, unknown = _read_split_file(present[split], images)
         problems += unknown
+        others = {n for s, path in present.items() if s != split for n in _read_split_file(path, images)[0]}
+        problems += [f"{present[split]}: names {n}, which {', '.join(sorted(set(present) - {split}))}.txt "
+                     "names too; an image belongs to one split" for n in names if n in others]
         names = [n for n in names if n in masks]
     elif split in ("train", "val"):
         names = split_by_name(paired, split, checked_fraction(val_fraction))

@@ -68,7 +68,7 @@ def uncertainty_figure(values: np.ndarray, classes: int, what: str = "pixel entr
     shown = ax.imshow(values, cmap=CMAP, vmin=0.0, vmax=math.log(classes))
     ax.set_axis_off()
     ax.set_title(title, fontsize="medium")
-    fig.colorbar(shown, ax=ax, label=_scale_label(classes), shrink=0.9)
+    fig.colorbar(shown, ax=ax, label=f"{what}, {_scale_label(classes)}", shrink=0.9)
     return fig
 
 
