@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from iwu.config import load_config
 from iwu.data import SegmentationDataModule
 from iwu.evaluate import run_evaluate
+from tiny_runs import tiny_config
 
 pytestmark = pytest.mark.slow  # processes and whole runs: `make test-fast` leaves them out
 
@@ -24,19 +24,10 @@ WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
     """8 training scenes (2 batches of 2 per rank and epoch) and 3 validation scenes (2 on rank 0, 1 on rank 1)."""
-    folder = tmp_path_factory.mktemp("ddp")
-    config = {
-        "experiment": "ddp", "mode": "instance_uncertainty", "val_every": 2,
-        "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}],
-        "model": {"pretrained": False, "bn_momentum": 0.1},
-        "data": {"kind": "cityscapes", "root": str(folder / "scenes"), "cache_dir": str(folder / "cache"),
-                 "synthetic": {"n_train": 8, "n_val": 3, "width": 64}, "size": 32, "batch_size": 2,
-                 "val_batch_size": 2},
-        "trainer": {"max_steps": 3, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "log_every_n_steps": 1},
-    }
-    path = folder / "ddp.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return tiny_config(tmp_path_factory.mktemp("ddp"), "ddp", experiment="ddp", mode="instance_uncertainty",
+                       val_every=2, data={"synthetic": {"n_train": 8, "n_val": 3, "width": 64}, "batch_size": 2,
+                                          "val_batch_size": 2},
+                       trainer={"max_steps": 3, "devices": 2, "strategy": "ddp"})
 
 
 def _run_worker(config_path, out: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 import iwu.progress
 import iwu.train
@@ -14,6 +13,7 @@ from iwu.config import load_config
 from iwu.demo import demo_config_path
 from iwu.progress import line_every, members_summary
 from iwu.train import train
+from tiny_runs import tiny_config
 from crashing import Crash, CrashAt
 
 LIGHTNING_CHATTER = ["GPU available", "TPU available", "Tip:", "Trainable params", "Restoring states", "LeafSpec",
@@ -24,18 +24,7 @@ TIME = r"\d\d:\d\d elapsed, (\d\d:\d\d|\?) left"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A config file for tiny runs (6 training scenes at 32x32: 3 batches an epoch), its data already written."""
-    folder = tmp_path_factory.mktemp("progress")
-    config = {
-        "experiment": "tiny", "mode": "standard", "val_every": 3,
-        "members": [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}],
-        "model": {"pretrained": False, "bn_momentum": 0.1},
-        "data": {"kind": "cityscapes", "root": str(folder / "scenes"), "size": 32, "cache_dir": str(folder / "cache"),
-                 "synthetic": {"n_train": 6, "n_val": 2, "width": 64}},
-        "trainer": {"max_steps": 8, "accelerator": "cpu", "log_every_n_steps": 1},
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return tiny_config(tmp_path_factory.mktemp("progress"), mode="standard", trainer={"max_steps": 8})
 
 
 def _iwu(*args, log):

@@ -18,30 +18,18 @@ from iwu.errors import Stopped, UserError
 from iwu.mask_store import MaskWriter
 from iwu.optim import poly_lr
 from iwu.train import train
+from tiny_runs import MEMBERS, tiny_config
 from crashing import Crash, CrashAt
 from drawn import drawn_figures
 
 MODES = ("standard", "class_weighted", "instance_uncertainty", "offline_masks", "focal")
-MEMBERS = [{"name": "deeplabv3plus_mobilenet", "lr": 1e-3}, {"name": "deeplabv3plus_mobilenet", "lr": 5e-4}]
 NAMES = ["deeplabv3plus_mobilenet_0", "deeplabv3plus_mobilenet_1"]
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A config file for tiny runs: 6 training scenes at 32x32 (3 batches an epoch), 2 validation scenes."""
-    folder = tmp_path_factory.mktemp("train")
-    config = {
-        "experiment": "tiny",
-        "members": MEMBERS,
-        "model": {"pretrained": False, "bn_momentum": 0.1},
-        "val_every": 3,
-        "data": {"kind": "cityscapes", "root": str(folder / "scenes"), "size": 32, "cache_dir": str(folder / "cache"),
-                 "synthetic": {"n_train": 6, "n_val": 2, "width": 64}},
-        "trainer": {"max_steps": 4, "accelerator": "cpu", "log_every_n_steps": 1},
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return tiny_config(tmp_path_factory.mktemp("train"))
 
 
 def _config(base, out, *overrides):
