@@ -50,12 +50,12 @@ def member_names(names: list[str]) -> list[str]:
 class EnsembleModule(L.LightningModule):
     """Members, mode and optimisation of a `RunConfig`.
 
-    `class_weights` (C,) is needed by `class_weighted`, `masks` (an
-    `iwu.mask_store.MaskStore`) by `offline_masks`; `val_names` labels the
-    validation loaders in order (the first chooses the best checkpoints).
+    `class_weights` (C,) is needed by `class_weighted`; `offline_masks` takes its
+    masks from the batch (`SegmentationDataModule.use_masks`); `val_names` labels
+    the validation loaders in order (the first chooses the best checkpoints).
     """
 
-    def __init__(self, config: RunConfig, classes, *, class_weights=None, masks=None, val_names=("val",)):
+    def __init__(self, config: RunConfig, classes, *, class_weights=None, val_names=("val",)):
         super().__init__()
         self.config = config
         self.classes = tuple(classes)
@@ -71,7 +71,6 @@ class EnsembleModule(L.LightningModule):
             set_bn_momentum(backbone_of(member) or member, config.model.bn_momentum)
         weights = torch.as_tensor(class_weights if class_weights is not None else [], dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
-        self.masks = masks
         self.val_names = list(val_names)
         self._forwards = list(self.members)  # compiled in `configure_model` when asked
         self._snapshot: list[torch.Tensor] | None = None
@@ -86,8 +85,6 @@ class EnsembleModule(L.LightningModule):
         needs = MODES[self.mode].needs
         if "class_weights" in needs and self.class_weights.numel() != len(self.classes):
             raise ValueError(f"{self.mode} mode needs class_weights, one per class")
-        if "masks" in needs and self.masks is None:
-            raise ValueError(f"{self.mode} mode needs a mask store")
 
     def _check_mode(self) -> None:
         """What the mode and its options ask of the members and the data, before any training."""

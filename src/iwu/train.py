@@ -91,7 +91,7 @@ def labeled_counts(dm):
 
 
 def build_module(config: RunConfig, dm) -> EnsembleModule:
-    class_weights = masks = None
+    class_weights = None
     needs = MODES[config.mode].needs
     if "class_weights" in needs:
         from iwu.losses import class_weights_from_counts
@@ -102,9 +102,8 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
 
         if not config.loss.masks_dir:
             raise UserError(f"loss.masks_dir: {config.mode} mode needs the folder written by `iwu masks`")
-        masks = MaskStore(config.loss.masks_dir)
-        dm.use_masks(masks)
-    return EnsembleModule(config, dm.classes, class_weights=class_weights, masks=masks, val_names=dm.val_names)
+        dm.use_masks(MaskStore(config.loss.masks_dir))
+    return EnsembleModule(config, dm.classes, class_weights=class_weights, val_names=dm.val_names)
 
 
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
