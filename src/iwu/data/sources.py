@@ -13,13 +13,15 @@ from iwu.data.kvasir import DEFAULT_VAL_FRACTION, Kvasir, list_kvasir
 from iwu.data.voc import VOC, list_voc
 from iwu.errors import UserError
 
+# the reader of each kind (their constructors differ in the options they take: build_dataset)
+READERS = {"cityscapes": Cityscapes, "acdc": ACDC, "kvasir": Kvasir, "voc": VOC, "folder": SegmentationFolder}
 _SPEC_HELP = "use cityscapes:ROOT, acdc:ROOT[:fog,night,rain,snow], kvasir:ROOT, voc:ROOT or folder:ROOT"
 
 
 def image_statistics(kind) -> tuple[tuple, tuple]:
     """(mean, std) the images of a kind of dataset are normalised with: its own, or ImageNet's."""
-    dataset = {"cityscapes": Cityscapes, "acdc": ACDC, "kvasir": Kvasir, "voc": VOC}.get(kind, PairDataset)
-    return dataset.mean, dataset.std
+    reader = READERS.get(kind, PairDataset)
+    return reader.mean, reader.std
 
 
 def parse_data_spec(spec: str) -> dict:
