@@ -84,7 +84,8 @@ def test_a_mixed_ensemble_resumes_exactly(mixed_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_evaluate_predict_and_masks_import_the_runs_own_modules(mixed_run, monkeypatch, tmp_path):
+def test_evaluate_predict_and_masks_name_the_runs_own_modules_and_import_them_when_given(mixed_run, monkeypatch,
+                                                                                        tmp_path, capsys):
     folder, _, _ = mixed_run
     run = folder / "whole"
     assert yaml.safe_load((run / "config.yaml").read_text())["imports"] == ["user_models"]
@@ -92,13 +93,17 @@ def test_evaluate_predict_and_masks_import_the_runs_own_modules(mixed_run, monke
     monkeypatch.setattr(registry, "MODELS", {k: v for k, v in registry.MODELS.items() if k != "tiny_user_net"})
     monkeypatch.delitem(sys.modules, "user_models")
     scenes = load_config(run / "config.yaml").data.root
-    assert main(["evaluate", str(run), "--data", f"cityscapes:{scenes}"]) == 0
+    assert main(["evaluate", str(run), "--data", f"cityscapes:{scenes}"]) == 2
+    assert "pass --import user_models" in capsys.readouterr().err
+    assert "user_models" not in sys.modules  # a file's record is information, never imported
+    assert main(["evaluate", str(run), "--data", f"cityscapes:{scenes}", "--import", "user_models"]) == 0
     record = json.loads((run / "eval_cityscapes.json").read_text())
     assert list(record["results"]) == [*NAMES, "ensemble"]
     image = next(Path(scenes, "leftImg8bit", "val").rglob("*.png"))
-    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "pred")]) == 0
-    assert main(["masks", str(run), "--data", f"cityscapes:{scenes}", "--out", str(tmp_path / "masks")]) == 0
-    assert "tiny_user_net" in registry.MODELS  # imported again from the run's config
+    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "pred"), "--import", "user_models"]) == 0
+    assert main(["masks", str(run), "--data", f"cityscapes:{scenes}", "--out", str(tmp_path / "masks"),
+                 "--import", "user_models"]) == 0
+    assert "tiny_user_net" in registry.MODELS
 
 
 def test_a_torchvision_auxiliary_head_adds_its_loss_at_0_4(base, tmp_path):

@@ -190,7 +190,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "runs/EXPERIMENT/MODE/seedN), seed=N, mode=MODE, resume=true (continue the run in out= from "
                         "its last checkpoint), trainer.max_steps=N, data.root=DIR, members.1.lr=5e-4 (a list item "
                         "by position); every key: iwu config --show CONFIG")
-    _add_import_option(p, "(recorded in the run, so evaluate, predict and masks import it too) ")
+    _add_import_option(p, "(recorded in the run; evaluate, predict, masks and export name it when it is needed, and import it only when given --import again) ")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for logs)")
     _add_list_configs(p)
     p.set_defaults(func=_run_train)
@@ -277,7 +277,7 @@ def _add_overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
+    _import_modules(args)  # runs record theirs, but only what the user names here is imported
     from iwu.evaluate import run_evaluate
 
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
@@ -314,7 +314,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
+    _import_modules(args)  # runs record theirs, but only what the user names here is imported
     from iwu.predict import run_predict
 
     return run_predict(args.run, args.images, args.out, size=args.size, device=args.device,
@@ -342,7 +342,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_masks(args: argparse.Namespace) -> int:
-    _import_modules(args)  # runs record theirs; older ones, or a module moved since, may need it here
+    _import_modules(args)  # runs record theirs, but only what the user names here is imported
     from iwu.masks import run_masks
 
     return run_masks(args.run, args.data, args.out, split=args.split, size=args.size,

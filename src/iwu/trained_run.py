@@ -18,7 +18,7 @@ from iwu.checkpoint_files import read_checkpoint, verify_weights
 from iwu.config import RunConfig, config_from_dict
 from iwu.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
-from iwu.models import import_user_modules, names_at_revision
+from iwu.models import names_at_revision, registry
 from iwu.rundir import BEST, CHECKPOINTS
 
 
@@ -46,6 +46,25 @@ def _build_as_trained(config: RunConfig, about: dict, path: Path) -> list[str]:
         print(f"note: {path} was saved by an earlier iwu; loading {changed}, the network it was trained as",
               file=sys.stderr)
     return member_names(saved)
+
+
+def _require_recorded_imports(raw: dict, path: Path) -> None:
+    """A run records the `--import` modules it was trained with, but a file never chooses code to run:
+    a member or mode only those modules register is refused with the `--import` that would trust them."""
+    from iwu.modes import MODES
+
+    imports = raw.get("imports")
+    if not isinstance(imports, list) or not imports or not all(isinstance(m, str) for m in imports):
+        return  # nothing recorded (or a malformed record, which the config's own check refuses)
+    members = raw.get("members") if isinstance(raw.get("members"), list) else []
+    names = [m.get("name") for m in members if isinstance(m, dict) and isinstance(m.get("name"), str)]
+    unknown = [f"member {n}" for n in names if ":" not in n and n not in registry.MODELS]
+    if isinstance(raw.get("mode"), str) and raw["mode"] not in MODES:
+        unknown.append(f"mode {raw['mode']}")
+    if unknown:
+        given = " ".join(f"--import {module}" for module in imports)
+        raise UserError(f"{path}: its {unknown[0]} comes from a module the run was trained with; if you trust "
+                        f"that module, pass {given} (iwu imports nothing a file names)")
 
 
 def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
@@ -115,8 +134,8 @@ def load_models(target, device=None) -> Loaded:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device here; use --device cpu")
     path, checkpoint, about = read_run_checkpoint(path)
-    imports = about["config"].get("imports") if isinstance(about["config"], dict) else None
-    import_user_modules(imports if isinstance(imports, list) else [])  # the modules registering its members
+    if isinstance(about["config"], dict):
+        _require_recorded_imports(about["config"], path)
     config = config_from_dict(about["config"], str(path))
     config.model.pretrained = False  # the weights come from the checkpoint
     run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
