@@ -149,8 +149,8 @@ def data_config(raw, where: str = "data") -> DataConfig:
 
 
 def add_imports(config: RunConfig, modules) -> None:
-    """Record modules given with --import in the run's config, so every command that loads the run
-    imports them too."""
+    """Record modules given with --import in the run's config: `iwu train` of that config imports them,
+    and the commands that load the run name them when they are needed (they import only what is given)."""
     config.imports = list(dict.fromkeys([*config.imports, *modules]))
 
 
