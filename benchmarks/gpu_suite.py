@@ -26,7 +26,7 @@ Measured in this order on one CUDA device, each figure recorded:
    the same batches (every number of compute() equal to 1e-6), and torch
    labeling + instance_uncertainty on the device against cc3d on the same
    predictions (equal to 1e-6, same instances, same counts).
-5. training: a short real run through iwu.train.train: the demo config (three
+5. training: a short real run through iwu.engine.train.train: the demo config (three
    MobileNetV2) at 768x768 on synthetic scenes, 200 steps; it must write
    final.json. Wall time (synthetic scenes and cache included) and the
    ensemble's final mIoU.
@@ -76,15 +76,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 import instance_masks as mask_bench  # noqa: E402
 import train_step as step_bench  # noqa: E402
 
-from iwu.calibration import UncertaintyMeter  # noqa: E402
-from iwu.config import load_config  # noqa: E402
-from iwu.demo import demo_config_path  # noqa: E402
-from iwu.ensemble import EnsembleModule  # noqa: E402
-from iwu.files import atomic_write_json  # noqa: E402
-from iwu.metrics import confusion_matrix  # noqa: E402
+from iwu.method.calibration import UncertaintyMeter  # noqa: E402
+from iwu.config.schema import load_config  # noqa: E402
+from iwu.engine.demo import demo_config_path  # noqa: E402
+from iwu.engine.ensemble import EnsembleModule  # noqa: E402
+from iwu.util.atomic_files import atomic_write_json  # noqa: E402
+from iwu.method.metrics import confusion_matrix  # noqa: E402
 from iwu.models.parts import logits_and_aux  # noqa: E402
-from iwu.train import train  # noqa: E402
-from iwu.uncertainty import instance_uncertainty, label_instances  # noqa: E402
+from iwu.engine.train import train  # noqa: E402
+from iwu.method.uncertainty import instance_uncertainty, label_instances  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -389,7 +389,7 @@ def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def short_training(device: torch.device, sizes: Sizes) -> dict:
-    """The demo config through iwu.train.train at `sizes.size` on synthetic scenes; final.json must be written."""
+    """The demo config through iwu.engine.train.train at `sizes.size` on synthetic scenes; final.json must be written."""
     with tempfile.TemporaryDirectory(prefix="iwu-bench-gpu-") as tmp:
         config = load_config(demo_config_path(), run_overrides(Path(tmp), device, sizes))
         start = time.perf_counter()
@@ -436,7 +436,7 @@ MEASUREMENTS = {
     "train_step": (train_steps, "training step, instance_uncertainty vs standard, in each setting"),
     "validation": (validation, "validation throughput, one pass vs separate passes"),
     "agreement": (agreement, "agreement, UncertaintyMeter device vs CPU and torch labeling vs cc3d"),
-    "training": (short_training, "a short real training through iwu.train.train"),
+    "training": (short_training, "a short real training through iwu.engine.train.train"),
     "cuda_tests": (cuda_tests, "the CUDA tests (pytest -k cuda)"),
 }
 

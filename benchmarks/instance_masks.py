@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from iwu.uncertainty import instance_uncertainty, label_instances
+from iwu.method.uncertainty import instance_uncertainty, label_instances
 
 SIZE, CLASSES, BATCH = 768, 19, 2
 TARGETS = {"mid": 1000.0, "smooth": 25.0}  # minimum speed-up over the naive loop

@@ -60,7 +60,7 @@ from pathlib import Path
 import yaml
 
 from iwu.errors import UserError
-from iwu.files import atomic_write_bytes, atomic_write_json
+from iwu.util.atomic_files import atomic_write_bytes, atomic_write_json
 
 BASELINE, METHOD = "standard", "instance_uncertainty"
 RARE = 5  # the report's row: mean IoU of this many classes rarest in training
@@ -149,7 +149,7 @@ def train_all(config_file: Path, runs: Path, p: Protocol) -> None:
 
 def class_counts(config_file: Path, out: Path) -> Path:
     """The training split's pixels per class, as `iwu prepare` writes them, for the report's order and --rare."""
-    from iwu.config import load_config
+    from iwu.config.schema import load_config
     from iwu.data import SegmentationDataModule
 
     dm = SegmentationDataModule(load_config(config_file).data)

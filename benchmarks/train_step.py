@@ -5,7 +5,7 @@ Builds the three members of `configs/paper/cityscapes_ensemble.yaml`
 `model.pretrained=false`, so nothing is downloaded) twice from the same seed,
 once per mode, and times the whole step of each in this process: the members'
 forward, the mode's weights (in instance_uncertainty,
-`iwu.uncertainty.ensemble_uncertainty` with the config's backend, `auto`:
+`iwu.method.uncertainty.ensemble_uncertainty` with the config's backend, `auto`:
 cc3d on CPU, torch labeling on CUDA), the losses, backward and the Adam step
 with its poly schedule. The modules are driven directly, without a Trainer
 (their `self.log` calls then do nothing; Lightning's warning about it is
@@ -49,11 +49,11 @@ from pathlib import Path
 
 import torch
 
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.data import Cityscapes, write_synthetic
-from iwu.ensemble import EnsembleModule
-from iwu.optim import build_optimizer
-from iwu.uncertainty import ensemble_uncertainty
+from iwu.engine.ensemble import EnsembleModule
+from iwu.engine.optim import build_optimizer
+from iwu.method.uncertainty import ensemble_uncertainty
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "paper" / "cityscapes_ensemble.yaml"
 MOBILENETS = "[" + ", ".join(["{name: deeplabv3plus_mobilenet, lr: 1.0e-3}"] * 3) + "]"

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from iwu.bounded import MAX_DEPTH, check_bounded
+from iwu.util.bounded import MAX_DEPTH, check_bounded
 from iwu.cli import main
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.errors import UserError
 
 # 12 lines, 9^10 values once walked: what `iwu train` hung on, under a free-form key

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from iwu.calibration import UncertaintyMeter, auroc_from_histograms
+from iwu.method.calibration import UncertaintyMeter, auroc_from_histograms
 from iwu.plots.reliability import reliability_figure, save_reliability_diagram
 
 C = 5

@@ -39,7 +39,7 @@ def test_help_of_every_command_prints_and_fills_in_the_registries(capsys):
 
 
 def test_train_help_lists_every_registered_mode_and_the_common_overrides(capsys, monkeypatch):
-    from iwu.modes import MODES
+    from iwu.method.modes import MODES
 
     monkeypatch.setitem(MODES, "probe_mode", MODES["standard"])  # registered after the parser's module was read
     text = _help(capsys, "train")

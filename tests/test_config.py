@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from iwu.config import MemberConfig, RunConfig, load_config, save_config
-from iwu.rundir import run_dir
+from iwu.config.schema import MemberConfig, RunConfig, load_config, save_config
+from iwu.engine.run_dir import run_dir
 from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.errors import UserError
 

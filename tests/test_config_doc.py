@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from iwu.cli import main
-from iwu.config import RunConfig, load_config
-from iwu.config_doc import config_dataclasses, field_meanings
+from iwu.config.schema import RunConfig, load_config
+from iwu.config.doc import config_dataclasses, field_meanings
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -117,8 +117,8 @@ def test_show_imports_no_torch():
 
 def test_every_packaged_config_reads_back_from_its_shown_form(tmp_path):
     """Long values (a torchvision member's name, a long experiment) must keep a space before the comment."""
-    from iwu.config_doc import show_config
-    from iwu.packaged_configs import packaged_config_names
+    from iwu.config.doc import show_config
+    from iwu.config.packaged import packaged_config_names
 
     overrides = ["experiment=an_experiment_with_a_name_long_enough_to_reach_the_comments_column"]
     for name in packaged_config_names():

@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from iwu.curves import curve_panels, read_metrics
+from iwu.plots.training_curves import curve_panels, read_metrics
 from iwu.errors import UserError
 from iwu.plots.curves import curves_figure, save_curves
 
@@ -66,7 +66,7 @@ def test_missing_metrics_file_is_a_user_error(tmp_path):
     assert not (tmp_path / "curves.png").exists()
 
 
-# an instance_uncertainty run as iwu.ensemble logs it: the rates of two members' parts, the uncertainty statistics
+# an instance_uncertainty run as iwu.engine.ensemble logs it: the rates of two members' parts, the uncertainty statistics
 IU = """\
 epoch,step,train/loss,train/m0/loss,train/m1/loss,lr/member0/backbone,lr/member0/head,lr/member1/backbone,\
 lr/member1/head,train/most_uncertain_instance,train/pixel_entropy,train/instances_per_image,val/ensemble/miou

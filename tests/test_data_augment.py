@@ -7,9 +7,9 @@ import torch
 from iwu.data import Cityscapes, SegmentationDataModule, open_cached, write_synthetic
 from iwu.data.augment import ItemKey, check_augment
 from iwu.data.common import DataFileError, IMAGENET_MEAN, IMAGENET_STD, make_item
-from iwu.config import data_config
+from iwu.config.schema import data_config
 from iwu.errors import UserError
-from iwu.mask_store import MaskWriter
+from iwu.data.mask_store import MaskWriter
 
 PUBLISHED = ["hflip", {"random_scale": {"min": 0.5, "max": 2.0}}, {"random_crop": {"size": 40}}]
 STEPS = {
@@ -160,7 +160,7 @@ def _label_masks(dm, root):
         for i, name in enumerate(dm.train_set.names):
             y = dm.train_set.read(i)[1].astype(np.float64)
             writer.add(name, np.where(y == 255, 0, 0.1 * y))
-    from iwu.mask_store import MaskStore
+    from iwu.data.mask_store import MaskStore
 
     return MaskStore(root)
 
@@ -180,7 +180,7 @@ def test_a_missing_mask_is_one_line_from_a_worker(scenes, tmp_path):
     dm = _dm(scenes, cache=False, num_workers=1)
     with MaskWriter(tmp_path / "m", num_classes=19) as writer:
         writer.add("elsewhere", np.zeros((32, 32)))
-    from iwu.mask_store import MaskStore
+    from iwu.data.mask_store import MaskStore
 
     dm.use_masks(MaskStore(tmp_path / "m"))
     with pytest.raises(DataFileError) as err:

@@ -103,7 +103,7 @@ def test_cached_dataset_pickles_without_its_arrays(cs_root, tmp_path):
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
     import os
 
-    from iwu.files import atomic_write_bytes
+    from iwu.util.atomic_files import atomic_write_bytes
 
     path = atomic_write_bytes(tmp_path / "shared.json", b"{}")
     umask = os.umask(0)

@@ -207,8 +207,8 @@ def test_folder_classes_file_problems(tmp_path, capsys):
 
 
 def test_a_split_without_any_labeled_pixel_is_flagged_and_not_trained_on(root, tmp_path, capsys):
-    from iwu.config import load_config
-    from iwu.train import train
+    from iwu.config.schema import load_config
+    from iwu.engine.train import train
 
     for label in root.glob("gtFine/train/*/*_labelIds.png"):
         Image.fromarray(np.zeros((32, 64), np.uint8)).save(label)  # labelId 0, "unlabeled": all ignore

@@ -124,7 +124,7 @@ def test_config_errors(roots):
 
 
 def test_the_run_configs_data_section_and_a_mapping_serve_the_same(roots, tmp_path):
-    from iwu.config import load_config
+    from iwu.config.schema import load_config
 
     cs, _, cache = roots
     (tmp_path / "c.yaml").write_text(f"data: {{kind: cityscapes, root: {cs}, size: {SIZE}, cache_dir: {cache}, "
@@ -202,7 +202,7 @@ def test_preparing_waits_for_another_process_writing_the_same_data(tmp_path):
 
     from iwu.data.cache import MANIFEST, cache_dir
     from iwu.data.sources import build_dataset
-    from iwu.files import locked
+    from iwu.util.atomic_files import locked
 
     config = {"kind": "cityscapes", "root": str(tmp_path / "scenes"), "size": SIZE, "cache_dir": str(tmp_path / "c"),
               "synthetic": {"n_train": 4, "n_val": 2, "width": 64}, "num_workers": 0}

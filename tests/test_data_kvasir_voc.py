@@ -307,7 +307,7 @@ def test_kinds_list_the_new_datasets():
 
 @pytest.mark.parametrize("kind, mean, std", [("kvasir", KVASIR_MEAN, KVASIR_STD), ("voc", IMAGENET_MEAN, IMAGENET_STD)])
 def test_predict_normalises_as_the_run_was_trained(monkeypatch, kind, mean, std):
-    import iwu.predict as predict
+    import iwu.inference.prediction as predict
 
     seen = []
 
@@ -324,7 +324,7 @@ def test_predict_normalises_as_the_run_was_trained(monkeypatch, kind, mean, std)
 
 def test_images_are_drawn_back_with_their_datasets_statistics():
     from iwu.data.common import image_tensor
-    from iwu.viz import denormalize
+    from iwu.plots.colours import denormalize
 
     image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4
     shown = denormalize(image_tensor(image, KVASIR_MEAN, KVASIR_STD), KVASIR_MEAN, KVASIR_STD)
@@ -337,7 +337,7 @@ def test_a_runs_commands_read_any_dataset_as_the_run_was_trained(tmp_path):
     from types import SimpleNamespace
 
     from iwu.data.config import DataConfig
-    from iwu.trained_run import dataset_for
+    from iwu.inference.loading import dataset_for
 
     kvasir = write_synthetic(tmp_path / "kv", "kvasir", n_train=6, n_val=2, size=32)
     for listed in ("train.txt", "val.txt"):  # the split by name, then

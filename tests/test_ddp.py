@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.data import SegmentationDataModule
-from iwu.evaluate import run_evaluate
+from iwu.inference.evaluation import run_evaluate
 from tiny_runs import tiny_config
 
 pytestmark = pytest.mark.slow  # processes and whole runs: `make test-fast` leaves them out

@@ -11,7 +11,7 @@ from iwu.data import Cityscapes
 from iwu.data.cache import prepare_cache
 from iwu.data.synthetic import write_synthetic
 from iwu.errors import UserError
-from iwu.files import atomic_write, disk_full
+from iwu.util.atomic_files import atomic_write, disk_full
 
 
 class FullDisk(io.RawIOBase):

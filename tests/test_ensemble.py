@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iwu.config import MemberConfig, RunConfig
-from iwu.ensemble import EnsembleModule, member_names
-from iwu.losses import class_weights_from_counts
-from iwu.uncertainty import instance_uncertainty
+from iwu.config.schema import MemberConfig, RunConfig
+from iwu.engine.ensemble import EnsembleModule, member_names
+from iwu.method.losses import class_weights_from_counts
+from iwu.method.uncertainty import instance_uncertainty
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 CLASSES = [f"c{i}" for i in range(5)]
@@ -57,7 +57,7 @@ def test_channels_last_switch_puts_weights_and_inputs_in_that_layout():
 
 
 def _by_hand(module, batch, weight_of):
-    """Each member's loss from the formulas of DESIGN section 1, on a copy of the module's state."""
+    """Each member's loss from the formulas of docs/method.md, section 1, on a copy of the module's state."""
     state = {k: v.clone() for k, v in module.state_dict().items()}
     torch.manual_seed(1)  # the same dropout as the module's step below
     logits = [m(batch["image"]) for m in module.members]
@@ -112,7 +112,7 @@ def test_offline_masks_weight_by_the_mask_each_item_carries():
 
 
 def test_a_non_finite_step_leaves_batchnorm_statistics_as_they_were():
-    from iwu.ensemble import NonFiniteLoss
+    from iwu.engine.ensemble import NonFiniteLoss
 
     module = _module("standard", members=1)
     before = {k: v.clone() for k, v in module.state_dict().items()}
@@ -124,7 +124,7 @@ def test_a_non_finite_step_leaves_batchnorm_statistics_as_they_were():
 
 
 def test_validation_scores_members_and_the_mean_of_softmaxes_from_one_pass():
-    from iwu.metrics import confusion_matrix, iou_from_confusion
+    from iwu.method.metrics import confusion_matrix, iou_from_confusion
 
     module = _module("standard", members=2)
     batches = [_batch(seed) for seed in range(3)]
@@ -148,7 +148,7 @@ def test_validation_scores_members_and_the_mean_of_softmaxes_from_one_pass():
 
 
 def test_the_logged_uncertainty_is_the_pixels_mean_and_each_images_most_uncertain_instance(monkeypatch):
-    from iwu.uncertainty import uncertainty_of
+    from iwu.method.uncertainty import uncertainty_of
 
     module = _module()
     logged = {}

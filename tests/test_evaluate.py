@@ -10,11 +10,11 @@ import yaml
 from PIL import Image
 
 from iwu.cli import main
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.data import Cityscapes
 from iwu.data.synthetic import write_synthetic
-from iwu.mask_store import MaskStore
-from iwu.train import train
+from iwu.data.mask_store import MaskStore
+from iwu.engine.train import train
 
 from drawn import drawn_figures
 
@@ -182,8 +182,8 @@ def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, m
 
 
 def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run, tmp_path):
-    from iwu.trained_run import load_models
-    from iwu.uncertainty import ensemble_uncertainty
+    from iwu.inference.loading import load_models
+    from iwu.method.uncertainty import ensemble_uncertainty
 
     out, root = run
     masks = tmp_path / "masks"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from iwu.files import atomic_write_bytes, remove_stale_temporaries
+from iwu.util.atomic_files import atomic_write_bytes, remove_stale_temporaries
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
@@ -30,7 +30,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         f.write(b"half")
         raise RuntimeError("killed")
 
-    from iwu.files import atomic_write
+    from iwu.util.atomic_files import atomic_write
 
     with pytest.raises(RuntimeError):
         atomic_write(target, fail)
@@ -42,7 +42,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_importing_iwu_changes_neither_umask_nor_warning_filters():
     # torch and Lightning add their own filters when imported; iwu adds none
     probe = ("import os, warnings, torch, lightning; os.umask(0o027); filters = list(warnings.filters); "
-             "import iwu.files, iwu.config, iwu.cli, iwu.ensemble, iwu.train; "
+             "import iwu.util.atomic_files, iwu.config.schema, iwu.cli, iwu.engine.ensemble, iwu.engine.train; "
              "assert os.umask(0o027) == 0o027; assert warnings.filters == filters, warnings.filters[:3]")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmark_script import load_benchmark
-from iwu import uncertainty
+from iwu.method import uncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_suite.py"

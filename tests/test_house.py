@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-import iwu.rundir as rundir
+import iwu.engine.run_dir as rundir
 
 PACKAGE = Path(__file__).parents[1] / "src" / "iwu"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -40,6 +40,6 @@ def test_run_directory_names_are_spelled_only_in_rundir():
     names = {rundir.FINAL, rundir.CONFIG, rundir.LAST, rundir.BEST_ENSEMBLE, rundir.CURVES,
              rundir.METRICS.name, rundir.EVAL_GLOB}
     for path in SOURCES:
-        if path.name != "rundir.py":
+        if path.name != "run_dir.py":
             spelled = _string_constants(path) & names
-            assert not spelled, f"{path.relative_to(PACKAGE)} spells {spelled}; import them from iwu.rundir"
+            assert not spelled, f"{path.relative_to(PACKAGE)} spells {spelled}; import them from iwu.engine.run_dir"

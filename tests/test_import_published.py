@@ -10,9 +10,9 @@ import yaml
 from iwu.cli import main
 from iwu.data.synthetic import write_synthetic
 from iwu.errors import UserError
-from iwu.trained_run import load_models
+from iwu.inference.loading import load_models
 from iwu.models import build_model
-from iwu.published import import_published
+from iwu.interop.published import import_published
 from published_layout import FIXTURES, fill_with_the_fixture_weights, save_published_checkpoint
 
 MOBILENET, RESNET50 = "deeplabv3plus_mobilenet", "deeplabv3plus_resnet50"

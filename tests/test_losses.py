@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iwu.losses import (
+from iwu.method.losses import (
     class_weighted_cross_entropy,
     class_weights_from_counts,
     focal_loss,

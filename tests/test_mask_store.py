@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from iwu.errors import UserError
-from iwu.mask_store import MaskStore, MaskWriter, mask_scale
+from iwu.data.mask_store import MaskStore, MaskWriter, mask_scale
 
 
 def piecewise_constant(rng, shape=(24, 32), pieces=5, top=math.log(19)) -> np.ndarray:
@@ -183,7 +183,7 @@ def test_context_manager_writes_index(tmp_path):
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
-    import iwu.mask_store as ms
+    import iwu.data.mask_store as ms
 
     written = []
     real = ms.atomic_write_bytes

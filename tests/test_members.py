@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from iwu.cli import main
-from iwu.config import load_config
-from iwu.ensemble import AUX_WEIGHT, EnsembleModule
+from iwu.config.schema import load_config
+from iwu.engine.ensemble import AUX_WEIGHT, EnsembleModule
 from iwu.errors import UserError
-from iwu.trained_run import init_members, load_models
+from iwu.inference.loading import init_members, load_models
 from iwu.models import registry
-from iwu.train import train
+from iwu.engine.train import train
 from crashing import Crash, CrashAt
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -245,7 +245,7 @@ def test_export_writes_members_and_ensemble_that_match_pytorch(mixed_run, tmp_pa
 
 
 def test_a_run_written_before_members_had_args_still_resumes(base, tmp_path):
-    from iwu.rundir import check_run_dir
+    from iwu.engine.run_dir import check_run_dir
 
     config = _config(base, tmp_path / "old", "resume=true")
     (tmp_path / "old").mkdir()

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from iwu.metrics import confusion_matrix, iou_from_confusion
+from iwu.method.metrics import confusion_matrix, iou_from_confusion
 
 
 def test_iou_counted_by_hand():
@@ -30,7 +30,7 @@ def test_confusion_matrices_add_up_over_batches():
 
 
 def test_fused_confusion_matrices_equal_torchmetrics_one_by_one():
-    from iwu.metrics import confusion_matrices
+    from iwu.method.metrics import confusion_matrices
 
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 7, (2, 9, 11), generator=g)

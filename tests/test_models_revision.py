@@ -4,12 +4,12 @@ import pytest
 import torch
 import yaml
 
-from iwu.config import load_config, save_config
+from iwu.config.schema import load_config, save_config
 from iwu.errors import UserError
-from iwu.trained_run import load_models
+from iwu.inference.loading import load_models
 from iwu.models.mobilenet import InputPaddedBlock
 from iwu.models import MODELS_REVISION, build_model, names_at_revision
-from iwu.train import train
+from iwu.engine.train import train
 
 OLD, TV = "deeplabv3plus_mobilenet", "deeplabv3plus_mobilenet_torchvision"
 

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 import yaml
 
 from iwu.cli import main
-from iwu.config import MemberConfig, RunConfig, load_config
-from iwu.ensemble import EnsembleModule
+from iwu.config.schema import MemberConfig, RunConfig, load_config
+from iwu.engine.ensemble import EnsembleModule
 from iwu.errors import UserError
-from iwu.losses import dice_loss, uncertainty_weighted_cross_entropy
-from iwu.modes import MODES
+from iwu.method.losses import dice_loss, uncertainty_weighted_cross_entropy
+from iwu.method.modes import MODES
 from iwu.report.groups import _order
-from iwu.train import train
-from iwu.uncertainty import label_instances, pixel_entropy, uncertainty_of
+from iwu.engine.train import train
+from iwu.method.uncertainty import label_instances, pixel_entropy, uncertainty_of
 from crashing import Crash, CrashAt
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")

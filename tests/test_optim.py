@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iwu.errors import UserError
-from iwu.optim import build_optimizer, param_groups, poly_lr
+from iwu.engine.optim import build_optimizer, param_groups, poly_lr
 
 SETTINGS = dict(weight_decay=1e-4, backbone_lr_scale=0.1, poly_power=0.9, min_lr=1e-6)
 
@@ -27,7 +27,7 @@ class Tiny(nn.Module):
 
 
 def paper_lr(base: float, it: int, max_it: int) -> float:
-    # DESIGN section 1, written out independently of iwu.optim
+    # docs/method.md, section 1, written out independently of iwu.engine.optim
     return max(base * (1 - min(it, max_it) / max_it) ** 0.9, 1e-6)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from iwu.cli import main
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.errors import UserError
-from iwu.packaged_configs import find_config, packaged_config_names, packaged_configs_dir
+from iwu.config.packaged import find_config, packaged_config_names, packaged_configs_dir
 
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "iwu"

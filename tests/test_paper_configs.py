@@ -1,7 +1,7 @@
 """The paper configs (configs/paper) reproduce the paper's hyper-parameters, checked value by value.
 
 The expected values are written out here from the supplementary material (sections 1-2) and
-DESIGN section 1, independently of the YAML files and of the schema's defaults, so a changed
+docs/method.md, section 4, independently of the YAML files and of the schema's defaults, so a changed
 default or a slip in a file shows up here. Loading only: no models, no data.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.data.config import DataConfig, ValExtraConfig
-from iwu.packaged_configs import packaged_configs_dir
+from iwu.config.packaged import packaged_configs_dir
 
 PAPER = packaged_configs_dir() / "paper"  # what an installed iwu carries
 BASES = {"base.yaml", "acdc.yaml", "cityscapes.yaml"}

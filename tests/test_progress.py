@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-import iwu.progress
-import iwu.train
-from iwu.config import load_config
-from iwu.demo import demo_config_path
-from iwu.progress import line_every, members_summary
-from iwu.train import train
+import iwu.engine.progress
+import iwu.engine.train
+from iwu.config.schema import load_config
+from iwu.engine.demo import demo_config_path
+from iwu.engine.progress import line_every, members_summary
+from iwu.engine.train import train
 from tiny_runs import tiny_config
 from crashing import Crash, CrashAt
 
@@ -37,7 +37,7 @@ def _iwu(*args, log):
 
 
 def test_lines_come_every_few_steps_and_at_each_validation(tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(iwu.progress, "line_every", lambda total: 3)
+    monkeypatch.setattr(iwu.engine.progress, "line_every", lambda total: 3)
     out = tmp_path / "run"
     train(load_config(tiny, [f"out={out}"]), progress=False)
     lines = capsys.readouterr().out.splitlines()
@@ -59,7 +59,7 @@ def test_lines_come_every_few_steps_and_at_each_validation(tiny, tmp_path, capsy
 
 
 def test_a_terminal_gets_one_live_bar_and_the_validations_above_it(tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(iwu.train, "live_bar", lambda progress: progress)  # as if stderr were a terminal
+    monkeypatch.setattr(iwu.engine.train, "live_bar", lambda progress: progress)  # as if stderr were a terminal
     train(load_config(tiny, [f"out={tmp_path}", "trainer.max_steps=4", "val_every=2"]))
     printed = capsys.readouterr()
     steps = re.findall(r"train: +\d+%\|[^|]*\| (\d)/4", printed.err)

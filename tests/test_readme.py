@@ -48,7 +48,7 @@ def test_readme_sweep_commands_are_valid(monkeypatch, capsys):
 
 
 def test_readme_slurm_script_matches_lightning_s_layout():
-    from iwu.config import load_config
+    from iwu.config.schema import load_config
 
     script = _blocks_after("## Many GPUs")[0]
     options = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from iwu.cli import main
-from iwu.config import load_config
-from iwu.train import train
+from iwu.config.schema import load_config
+from iwu.engine.train import train
 from tiny_runs import tiny_config
 
 HELPERS = Path(__file__).parent / "helpers"

@@ -11,10 +11,10 @@ import pytest
 import iwu.sweep.local as local
 import iwu.sweep.slurm as slurm
 from iwu.cli import main
-from iwu.config import load_config
-from iwu.demo import demo_config_path
+from iwu.config.schema import load_config
+from iwu.engine.demo import demo_config_path
 from iwu.errors import UserError
-from iwu.files import locked
+from iwu.util.atomic_files import locked
 from iwu.sweep import expand, parse_modes, parse_seeds, run_sweep, split_values
 from iwu.sweep.outcome import SweepInterrupted
 from iwu.sweep.slurm import minutes
@@ -313,7 +313,7 @@ def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, mo
     monkeypatch.setattr(slurm, "make_executor", lambda *a, **k: real(*a, **{**k, "cluster": "local"}))
     files = {p.name: tmp_path / f"{p.name.replace('/', '_')}.yaml" for p in points}
     for p in points:
-        from iwu.config import save_config
+        from iwu.config.schema import save_config
 
         save_config(p.config, files[p.name])
     outcomes = slurm.run_slurm(points, files, folder, points[0].config.slurm.__class__(gpus_per_job=0), 1,

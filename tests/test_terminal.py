@@ -1,7 +1,7 @@
 """Passes over files: a bar on a terminal, one plain line in a log."""
 
-import iwu.terminal
-from iwu.terminal import bar
+import iwu.util.bars
+from iwu.util.bars import bar
 
 
 def test_a_log_gets_one_line_and_every_item(capsys):
@@ -13,7 +13,7 @@ def test_a_log_gets_one_line_and_every_item(capsys):
 
 
 def test_a_terminal_gets_a_live_bar(capsys, monkeypatch):
-    monkeypatch.setattr(iwu.terminal, "watched", lambda: True)
+    monkeypatch.setattr(iwu.util.bars, "watched", lambda: True)
     assert list(bar(range(3), desc="predict", unit="img")) == [0, 1, 2]
     err = capsys.readouterr().err
     assert "\r" in err and "predict: 100%" in err and "3/3" in err

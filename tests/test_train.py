@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from iwu.checkpoints import BEFORE_NONFINITE
+from iwu.engine.run_checkpoints import BEFORE_NONFINITE
 from iwu.cli import main
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.data import SegmentationDataModule
 from iwu.errors import Stopped, UserError
-from iwu.mask_store import MaskWriter
-from iwu.optim import poly_lr
-from iwu.train import train
+from iwu.data.mask_store import MaskWriter
+from iwu.engine.optim import poly_lr
+from iwu.engine.train import train
 from tiny_runs import MEMBERS, tiny_config
 from crashing import Crash, CrashAt
 from drawn import drawn_figures
@@ -151,8 +151,8 @@ def test_run_directory_guards(base, tmp_path):
 
 
 def test_a_run_directory_is_locked_by_the_process_training_it(base, tmp_path):
-    from iwu.files import owned
-    from iwu.rundir import LOCK
+    from iwu.util.atomic_files import owned
+    from iwu.engine.run_dir import LOCK
 
     out = tmp_path / "run"
     with owned(out / LOCK, "held"):  # as another `iwu train out=SAME` would hold it
@@ -337,7 +337,7 @@ def test_a_missing_offline_mask_is_one_line_naming_the_item(base, tmp_path, caps
 def test_sync_batchnorm_reaches_the_trainer(base, tmp_path):
     from lightning.pytorch.plugins import TorchSyncBatchNorm
 
-    from iwu.train import build_datamodule, build_trainer
+    from iwu.engine.train import build_datamodule, build_trainer
 
     for value, expected in (("true", TorchSyncBatchNorm), ("false", type(None))):
         config = _config(base, tmp_path / value, f"trainer.sync_batchnorm={value}", "trainer.strategy=ddp",
@@ -347,7 +347,7 @@ def test_sync_batchnorm_reaches_the_trainer(base, tmp_path):
 
 
 def test_resume_ignores_where_a_run_is_submitted(base, tmp_path):
-    from iwu.rundir import check_run_dir
+    from iwu.engine.run_dir import check_run_dir
 
     train(_config(base, tmp_path / "run", "trainer.max_steps=1"), progress=False)
     moved = _config(base, tmp_path / "run", "trainer.max_steps=1", "resume=true", "slurm.partition=other",
@@ -396,12 +396,12 @@ def test_a_signal_stops_the_run_unfinished_with_the_shells_status(base, tmp_path
 
 
 def test_the_command_exits_with_the_signals_status(monkeypatch, capsys, base):
-    import iwu.train
+    import iwu.engine.train
 
     def stopped(config, **kwargs):
         raise Stopped("runs/x: stopped by SIGTERM at step 7, unfinished", 143)
 
-    monkeypatch.setattr(iwu.train, "train", stopped)
+    monkeypatch.setattr(iwu.engine.train, "train", stopped)
     assert main(["train", str(base)]) == 143
     assert capsys.readouterr().err == "iwu train: runs/x: stopped by SIGTERM at step 7, unfinished\n"
 

@@ -8,7 +8,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from iwu.uncertainty import (
+from iwu.method.uncertainty import (
     EPS,
     ensemble_uncertainty,
     instance_uncertainty,
@@ -244,7 +244,7 @@ def test_result_carries_no_gradient():
 
 
 def test_auto_uses_cc3d_on_cpu(monkeypatch):
-    import iwu.uncertainty as module
+    import iwu.method.uncertainty as module
 
     def fail(*args, **kwargs):
         raise AssertionError("the torch back-end ran on a CPU tensor")

@@ -15,7 +15,7 @@ import os
 import sys
 
 from iwu import __version__
-from iwu.bounded import MAX_SIDE
+from iwu.util.bounded import MAX_SIDE
 from iwu.constants import ENSEMBLE
 from iwu.errors import Stopped, UserError
 
@@ -56,7 +56,7 @@ COUNT, POSITIVE, SIDE = _whole(0), _whole(1), _whole(16, MAX_SIDE)
 # filled in only when help is printed, since the datasets' module imports torch.
 _REGISTRY_LISTS = {
     "{kinds}": lambda: ", ".join(importlib.import_module("iwu.data.sources").KINDS),
-    "{modes}": lambda: ", ".join(importlib.import_module("iwu.modes").MODES),
+    "{modes}": lambda: ", ".join(importlib.import_module("iwu.method.modes").MODES),
 }
 DATA_HELP = "the dataset, KIND:ROOT with KIND one of {kinds}; acdc:ROOT:fog,night keeps only those conditions"
 DEVICE_HELP = "cpu, cuda, cuda:1 (default: cuda when present)"
@@ -119,7 +119,7 @@ class _ListConfigs(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from iwu.packaged_configs import packaged_config_names, packaged_configs_dir
+        from iwu.config.packaged import packaged_config_names, packaged_configs_dir
 
         names, folder = packaged_config_names(), packaged_configs_dir()
         width = max(map(len, names))
@@ -142,7 +142,7 @@ def _import_modules(args: argparse.Namespace) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from iwu.demo import run_demo
+    from iwu.engine.demo import run_demo
 
     return run_demo(out=args.out, seeds=args.seeds, overrides=args.overrides)
 
@@ -160,10 +160,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from iwu.config import add_imports, load_config
+    from iwu.config.schema import add_imports, load_config
     from iwu.models import import_user_modules
-    from iwu.rundir import FINAL, run_dir
-    from iwu.train import train
+    from iwu.engine.run_dir import FINAL, run_dir
+    from iwu.engine.train import train
 
     import_user_modules(args.imports)  # before the config: its members may be theirs
     config = load_config(args.config, args.overrides)
@@ -197,8 +197,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> int:
-    from iwu.config import add_imports, config_yaml, load_config
-    from iwu.config_doc import show_config
+    from iwu.config.schema import add_imports, config_yaml, load_config
+    from iwu.config.doc import show_config
 
     if args.imports:
         _import_modules(args)  # before the config: its mode and members may be theirs
@@ -278,7 +278,7 @@ def _add_overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     _import_modules(args)  # runs record theirs, but only what the user names here is imported
-    from iwu.evaluate import run_evaluate
+    from iwu.inference.evaluation import run_evaluate
 
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
                         workers=args.workers, uncertainty_threshold=args.uncertainty_threshold,
@@ -315,7 +315,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     _import_modules(args)  # runs record theirs, but only what the user names here is imported
-    from iwu.predict import run_predict
+    from iwu.inference.prediction import run_predict
 
     return run_predict(args.run, args.images, args.out, size=args.size, device=args.device,
                        overwrite=args.overwrite, panel=args.panel)
@@ -343,7 +343,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_masks(args: argparse.Namespace) -> int:
     _import_modules(args)  # runs record theirs, but only what the user names here is imported
-    from iwu.masks import run_masks
+    from iwu.inference.mask_writing import run_masks
 
     return run_masks(args.run, args.data, args.out, split=args.split, size=args.size,
                      batch_size=args.batch_size, workers=args.workers, device=args.device,
@@ -374,7 +374,7 @@ def _add_masks(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from iwu.published import import_published
+    from iwu.interop.published import import_published
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     runs = import_published(args.checkpoints, args.out, each=args.each, mode=args.mode, dataset=args.dataset,
@@ -397,7 +397,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="the published .pth files (dicts with model_state)")
     p.add_argument("--out", required=True, help="folder for the run directories")
     p.add_argument("--each", action="store_true", help="one run per file (OUT/<mode>/<model>/seed<k>/)")
-    # iwu.config.Mode, spelled out so the parser imports nothing heavy
+    # iwu.config.schema.Mode, spelled out so the parser imports nothing heavy
     p.add_argument("--mode", default=None, help="how the networks were trained, one of {modes} "
                                                  "(default: from the file names' tag)")
     p.add_argument("--dataset", default=None, help="the dataset they were trained on, for files named otherwise "
@@ -412,7 +412,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from iwu.export import export_run
+    from iwu.interop.export import export_run
 
     _import_modules(args)
     export_run(args.run, args.format, out=args.out, size=args.size)
@@ -435,7 +435,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_weights(args: argparse.Namespace) -> int:
-    from iwu.config import load_config
+    from iwu.config.schema import load_config
     from iwu.models.prefetch import fetch, member_weights
 
     _import_modules(args)

@@ -15,9 +15,9 @@ import sys
 import lightning as L
 import torch
 
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.errors import UserError
-from iwu.train import train
+from iwu.engine.train import train
 
 
 class Probe(L.Callback):

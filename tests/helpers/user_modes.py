@@ -2,7 +2,7 @@
 
 import torch.nn.functional as F
 
-from iwu.modes import register_mode, uncertainty_weights
+from iwu.method.modes import register_mode, uncertainty_weights
 
 
 @register_mode("sqrt_uncertainty", weights=uncertainty_weights(instance=True), order=90)

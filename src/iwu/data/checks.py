@@ -11,7 +11,7 @@ import torch
 
 from iwu.data.common import IGNORE_INDEX, Sample, load_pair, no_collate
 from iwu.data.sources import list_samples
-from iwu.terminal import bar
+from iwu.util.bars import bar
 
 
 class _PairProblems(torch.utils.data.Dataset):

@@ -23,7 +23,7 @@ from PIL import Image
 from iwu.constants import IGNORE_INDEX
 from iwu.data.augment import Augment, as_pipeline, item_generator, item_index
 from iwu.errors import UserError
-from iwu.files import atomic_write_bytes
+from iwu.util.atomic_files import atomic_write_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,6 +1,6 @@
 """The run config's `data:` section: which dataset, at what size, in what batches.
 
-Built and type-checked by `iwu.config` like every other section; `check_data` adds the ranges and the
+Built and type-checked by `iwu.config.schema` like every other section; `check_data` adds the ranges and the
 names (dataset kinds, ACDC conditions). Light on purpose (no torch): `iwu sweep` checks every run's config
 before it starts one.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from iwu.bounded import MAX_SIDE
+from iwu.util.bounded import MAX_SIDE
 from iwu.errors import UserError
 
 # The names a config may use. Here rather than beside the readers (iwu.data.sources, iwu.data.acdc,

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from iwu.config import data_config
+from iwu.config.schema import data_config
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
 from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data.sources import KINDS, build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
-from iwu.files import locked
+from iwu.util.atomic_files import locked
 
 
 def _source(cfg: DataConfig | ValExtraConfig, val_fraction: float) -> dict:
@@ -125,7 +125,7 @@ class SegmentationDataModule(L.LightningDataModule):
                             "cross-domain evaluation needs the same classes")
 
     def use_masks(self, store) -> None:
-        """Training items carry their mask from `store` (an `iwu.mask_store.MaskStore`), loaded in the
+        """Training items carry their mask from `store` (an `iwu.data.mask_store.MaskStore`), loaded in the
         loader's workers and augmented with the item."""
         self.masks = store
         if self.train_set is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from iwu.bounded import check_bounded
+from iwu.util.bounded import check_bounded
 from iwu.constants import IMAGE_SUFFIXES
 from iwu.data.common import (
     IGNORE_INDEX,

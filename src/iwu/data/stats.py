@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iwu.files import atomic_write_json
+from iwu.util.atomic_files import atomic_write_json
 from iwu.errors import UserError
 
 COUNTS_FILE = "class_counts.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from iwu.files import atomic_write_bytes
+from iwu.util.atomic_files import atomic_write_bytes
 
 
 def save_png(fig, path, dpi: int = 100) -> Path:

@@ -1,4 +1,4 @@
-"""A run's training curves (`iwu.curves.curve_panels`): loss, validation mIoU, learning rate, uncertainty."""
+"""A run's training curves (`iwu.plots.training_curves.curve_panels`): loss, validation mIoU, learning rate, uncertainty."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from iwu.constants import ENSEMBLE
-from iwu.curves import Panel, curve_panels, read_metrics
+from iwu.plots.training_curves import Panel, curve_panels, read_metrics
 from iwu.plots import save_png
 
 COLUMNS = 3  # panels per row

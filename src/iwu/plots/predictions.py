@@ -1,7 +1,7 @@
 """What an ensemble predicts for images: the segmentation with a legend of its classes, the uncertainty
 heat maps with a colour bar from 0 to log C (the largest entropy of C classes), and side-by-side panels.
 
-The maps come from `iwu.predict` and `iwu.demo`; colours from `iwu.viz`.
+The maps come from `iwu.inference.prediction` and `iwu.engine.demo`; colours from `iwu.plots.colours`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from matplotlib.patches import Patch
 
 from iwu.constants import IGNORE_INDEX
 from iwu.plots import save_png
-from iwu.viz import colorize
+from iwu.plots.colours import colorize
 
 CMAP = "inferno"
 DPI = 100

@@ -1,4 +1,4 @@
-"""The reliability diagram of `iwu.calibration.UncertaintyMeter`'s result, beside the classwise ECE."""
+"""The reliability diagram of `iwu.method.calibration.UncertaintyMeter`'s result, beside the classwise ECE."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from iwu.errors import UserError
-from iwu.files import atomic_write_bytes
+from iwu.util.atomic_files import atomic_write_bytes
 from iwu.report.figure import difference_bars, save_difference_figure
 from iwu.report.formats import RAW, RENDER, STD_LABELS, TEST_LABELS, to_csv, to_latex, to_markdown
 from iwu.report.groups import FIELDS, default_by, group

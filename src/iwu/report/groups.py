@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iwu.errors import UserError
-from iwu.modes import MODES
+from iwu.method.modes import MODES
 from iwu.report.records import ENSEMBLE, Record
 
 FIELDS = ("mode", "model", "experiment", "train", "eval")

@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwu.bounded import check_bounded
+from iwu.util.bounded import check_bounded
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
-from iwu.rundir import BEST_ENSEMBLE, EVAL_GLOB, FINAL
+from iwu.engine.run_dir import BEST_ENSEMBLE, EVAL_GLOB, FINAL
 
 ALL = "all"
 

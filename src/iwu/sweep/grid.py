@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwu.config import MAX_SEED, RunConfig, load_config
+from iwu.config.schema import MAX_SEED, RunConfig, load_config
 from iwu.errors import UserError
 
 MAX_RUNS = 10_000  # seeds of one sweep: the paper ran 30
@@ -63,7 +63,7 @@ def _bounded(text: str, seeds) -> list[int]:
 
 
 def parse_modes(text: str) -> list[str]:
-    from iwu.modes import MODES
+    from iwu.method.modes import MODES
 
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]

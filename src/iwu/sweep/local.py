@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from iwu.sweep.grid import Point
 from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
-from iwu.rundir import FINAL
+from iwu.engine.run_dir import FINAL
 
 
 def train_command(config_file: Path, imports=()) -> list[str]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from iwu.files import atomic_write_json
+from iwu.util.atomic_files import atomic_write_json
 from iwu.sweep.grid import Point
 
 STATES = ("finished", "failed", "interrupted", "skipped")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from iwu.config import add_imports, save_config
+from iwu.config.schema import add_imports, save_config
 from iwu.errors import UserError
-from iwu.files import owned
-from iwu.rundir import CHECKPOINTS, FINAL, LAST, check_run_dir
+from iwu.util.atomic_files import owned
+from iwu.engine.run_dir import CHECKPOINTS, FINAL, LAST, check_run_dir
 from iwu.sweep.grid import Point, expand, parse_modes, parse_seeds
 from iwu.sweep.outcome import Outcome, SweepInterrupted, earlier_logs, plural, save_summary, summarize
 

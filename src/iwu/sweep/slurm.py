@@ -20,12 +20,12 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
-from iwu.config import SlurmConfig, load_config
+from iwu.config.schema import SlurmConfig, load_config
 from iwu.errors import UserError
-from iwu.files import atomic_write_json
+from iwu.util.atomic_files import atomic_write_json
 from iwu.sweep.grid import Point
 from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
-from iwu.rundir import FINAL, run_dir
+from iwu.engine.run_dir import FINAL, run_dir
 
 # SLURM states in which a job may still produce its run
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -57,7 +57,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, config_file: str, imports: tuple[str, ...] = ()) -> str:
         from iwu.models import import_user_modules
-        from iwu.train import train
+        from iwu.engine.train import train
 
         import_user_modules(imports)
         config = load_config(config_file)

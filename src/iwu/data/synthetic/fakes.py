@@ -20,8 +20,8 @@ from scipy import ndimage
 from iwu.data.common import IGNORE_INDEX
 from iwu.data.voc import CLASSES as VOC_CLASSES
 from iwu.data.voc import PALETTE as VOC_PALETTE
-from iwu.files import atomic_write_bytes
-from iwu.terminal import bar
+from iwu.util.atomic_files import atomic_write_bytes
+from iwu.util.bars import bar
 
 LAYOUTS = ("kvasir", "voc")
 FOLDERS = {"kvasir": ("images", "masks", "train.txt", "val.txt"), "voc": ("VOCdevkit",)}

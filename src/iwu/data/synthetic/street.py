@@ -11,7 +11,7 @@ from iwu.data.cityscapes import TRAIN_TO_LABEL_ID
 from iwu.data.common import atomic_save_png
 from iwu.data.synthetic.scenes import HOOD, make_scene, render, train_ids
 from iwu.data.synthetic.weather import CONDITIONS as WEATHER
-from iwu.terminal import bar
+from iwu.util.bars import bar
 
 LAYOUTS = ("cityscapes", "acdc")
 FOLDERS = ("leftImg8bit", "gtFine", "rgb_anon", "gt")  # what the two layouts write at the root

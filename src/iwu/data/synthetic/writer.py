@@ -18,7 +18,7 @@ from pathlib import Path
 from iwu.data.acdc import CONDITIONS
 from iwu.data.synthetic import fakes, street
 from iwu.errors import UserError
-from iwu.files import atomic_write_json
+from iwu.util.atomic_files import atomic_write_json
 
 LAYOUTS = (*street.LAYOUTS, *fakes.LAYOUTS)
 MARKER = "iwu-synthetic.json"  # marks a folder we wrote, so writing again may replace it

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from iwu.config import load_config
+from iwu.config.schema import load_config
 from iwu.constants import ENSEMBLE
-from iwu.files import atomic_write_json
-from iwu.packaged_configs import packaged_configs_dir
+from iwu.util.atomic_files import atomic_write_json
+from iwu.config.packaged import packaged_configs_dir
 
 MODES = ("standard", "instance_uncertainty")
 
@@ -58,10 +58,10 @@ def per_class_table(classes, results: dict[str, list[dict]], share) -> str:
 def _uncertainty_rows(run: Path, config, count: int = 2) -> tuple[list[dict], str]:
     """`iwu.plots.predictions.panel_figure`'s rows for the first validation images, and the title naming the run."""
     from iwu.data import SegmentationDataModule
-    from iwu.trained_run import load_models
+    from iwu.inference.loading import load_models
     from iwu.plots import run_title
-    from iwu.uncertainty import ensemble_uncertainty
-    from iwu.viz import denormalize
+    from iwu.method.uncertainty import ensemble_uncertainty
+    from iwu.plots.colours import denormalize
 
     loaded = load_models(run, "cpu")
     module = loaded.module
@@ -81,7 +81,7 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
     from iwu.data.cityscapes import PALETTE
     from iwu.plots.predictions import save_panel
     from iwu.report import write_report
-    from iwu.train import train
+    from iwu.engine.train import train
 
     out = Path(out)
     config_path = config_path or demo_config_path()

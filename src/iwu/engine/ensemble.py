@@ -1,10 +1,10 @@
-"""The LightningModule: M members trained jointly in a mode of iwu.modes, validated in one pass.
+"""The LightningModule: M members trained jointly in a mode of iwu.method.modes, validated in one pass.
 
 A training step runs every member on the batch, turns the members' logits into
 per-pixel weights as the mode says (the ensemble's instance uncertainty, stored
 masks, or none), and returns the sum of the members' losses: one Adam with a
 group per (member, part) then steps each member exactly as its own Adam would
-(iwu.optim). Validation runs each member once per batch and scores every member
+(iwu.engine.optim). Validation runs each member once per batch and scores every member
 and the ensemble (mean of softmaxes) from those same logits.
 """
 
@@ -16,14 +16,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from iwu.config import RunConfig
+from iwu.config.schema import RunConfig
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
-from iwu.metrics import confusion_matrices, iou_from_confusion
-from iwu.modes import MODES
+from iwu.method.metrics import confusion_matrices, iou_from_confusion
+from iwu.method.modes import MODES
 from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
 from iwu.models.parts import backbone_of, check_logits, logits_and_aux
-from iwu.optim import build_optimizer
+from iwu.engine.optim import build_optimizer
 
 AUX_WEIGHT = 0.4
 

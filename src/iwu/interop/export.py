@@ -21,7 +21,7 @@ from torch import nn
 
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
-from iwu.files import atomic_write, atomic_write_bytes
+from iwu.util.atomic_files import atomic_write, atomic_write_bytes
 from iwu.models.parts import logits_and_aux
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -93,7 +93,7 @@ def _write(model: nn.Module, path: Path, fmt: str, example: torch.Tensor) -> flo
 
 def export_run(target, fmt: str = "onnx", out=None, size: int | None = None) -> list[Path]:
     """Export every member of a run and its ensemble; returns the files written."""
-    from iwu.trained_run import load_models
+    from iwu.inference.loading import load_models
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose from {', '.join(FORMATS)}")

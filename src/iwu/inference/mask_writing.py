@@ -3,7 +3,7 @@
 The paper's two-stage variant: compute the masks once with a trained ensemble,
 then train a single model with `mode=offline_masks loss.masks_dir=DIR`. Masks
 are computed at the training size, on unflipped images, and stored by item
-name (`iwu.mask_store`).
+name (`iwu.data.mask_store`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from iwu.terminal import bar
-from iwu.trained_run import check_classes, dataset_for, load_models
-from iwu.mask_store import INDEX, MaskWriter
-from iwu.outputs import refuse_existing, refuse_overlap
-from iwu.uncertainty import ensemble_uncertainty
+from iwu.util.bars import bar
+from iwu.inference.loading import check_classes, dataset_for, load_models
+from iwu.data.mask_store import INDEX, MaskWriter
+from iwu.util.output_paths import refuse_existing, refuse_overlap
+from iwu.method.uncertainty import ensemble_uncertainty
 
 
 def refuse_foreign_files(out, overwrite: bool) -> None:

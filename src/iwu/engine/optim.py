@@ -11,8 +11,8 @@ One optimizer keeps Lightning's single-optimizer path simple.
 import torch
 from torch import nn
 
-from .errors import UserError
-from .models.parts import parameter_parts
+from iwu.errors import UserError
+from iwu.models.parts import parameter_parts
 
 def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9, min_lr: float = 1e-6) -> float:
     """`max(base * (1 - step/max_steps)**power, min_lr)`, with step clamped to max_steps."""

@@ -18,7 +18,7 @@ from iwu.errors import UserError
 
 # val/<model>/miou for the main validation set, val_<dataset>/<model>/miou for another
 VAL_MIOU = re.compile(r"^(val[^/]*)/(.+)/miou$")
-LR_PREFIX = "lr/"  # lr/<parameter group>: the learning rate of each member's parts (iwu.optim.param_groups)
+LR_PREFIX = "lr/"  # lr/<parameter group>: the learning rate of each member's parts (iwu.engine.optim.param_groups)
 
 
 def read_metrics(metrics_csv) -> dict[str, list[tuple[int, float]]]:
@@ -84,7 +84,7 @@ class Panel:
     score: bool = False  # a score in [0, 1], its axis from 0
 
 
-# what training logs per step for modes weighted by uncertainty (iwu.ensemble.log_uncertainty)
+# what training logs per step for modes weighted by uncertainty (iwu.engine.ensemble.log_uncertainty)
 UNCERTAINTY_PANELS = (("train/most_uncertain_instance", "most uncertain instance", "per image, mean of a batch"),
                       ("train/pixel_entropy", "pixel entropy", "mean over pixels"),
                       ("train/instances_per_image", "instances per image", "predicted instances"))

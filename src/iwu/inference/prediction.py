@@ -25,12 +25,12 @@ from iwu.constants import IMAGE_SUFFIXES
 from iwu.data.common import image_tensor
 from iwu.data.sources import image_statistics
 from iwu.errors import UserError
-from iwu.terminal import bar
-from iwu.trained_run import load_models, member_probabilities
-from iwu.outputs import refuse_existing, refuse_overlap
+from iwu.util.bars import bar
+from iwu.inference.loading import load_models, member_probabilities
+from iwu.util.output_paths import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.predictions import UNCERTAINTIES, save_panel, save_segmentation, save_uncertainty
-from iwu.uncertainty import instance_uncertainty, pixel_entropy
+from iwu.method.uncertainty import instance_uncertainty, pixel_entropy
 
 OUTPUTS = ("seg", "entropy", "instance", "overlay")  # <stem>_<output>.png per image
 PANEL = ("panel",)  # <stem>_panel.png per image, with --panel

@@ -22,23 +22,23 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from iwu.checkpoint_files import read_checkpoint
-from iwu.checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, RunCheckpoints
-from iwu.config import RunConfig, save_config
+from iwu.engine.checkpoint_io import read_checkpoint
+from iwu.engine.run_checkpoints import BEFORE_NONFINITE, AtomicCheckpointIO, RunCheckpoints
+from iwu.config.schema import RunConfig, save_config
 from iwu.data.sampler import StartData
-from iwu.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
+from iwu.engine.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
-from iwu.files import atomic_write_json, owned, remove_stale_temporaries
-from iwu.logs import quiet_lightning, run_loggers
-from iwu.modes import MODES
+from iwu.util.atomic_files import atomic_write_json, owned, remove_stale_temporaries
+from iwu.engine.loggers import quiet_lightning, run_loggers
+from iwu.method.modes import MODES
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
 from iwu.plots import run_title
 from iwu.plots.curves import save_curves
-from iwu.progress import RunProgress, live_bar
-from iwu.rundir import CHECKPOINTS, CONFIG, CURVES, FINAL, LAST, LOCK, METRICS, as_loaded_today, check_run_dir, run_dir
-from iwu.trained_run import init_members
+from iwu.engine.progress import RunProgress, live_bar
+from iwu.engine.run_dir import CHECKPOINTS, CONFIG, CURVES, FINAL, LAST, LOCK, METRICS, as_loaded_today, check_run_dir, run_dir
+from iwu.inference.loading import init_members
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -94,11 +94,11 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
     class_weights = None
     needs = MODES[config.mode].needs
     if "class_weights" in needs:
-        from iwu.losses import class_weights_from_counts
+        from iwu.method.losses import class_weights_from_counts
 
         class_weights = class_weights_from_counts(labeled_counts(dm))
     if "masks" in needs:
-        from iwu.mask_store import MaskStore
+        from iwu.data.mask_store import MaskStore
 
         if not config.loss.masks_dir:
             raise UserError(f"loss.masks_dir: {config.mode} mode needs the folder written by `iwu masks`")
@@ -176,7 +176,7 @@ def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoint
 
 def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
     """Train as `config` says; returns what was written to `final.json`. `progress`: a live bar where
-    stderr is a terminal; without it, or elsewhere, a plain line every few steps (see iwu.progress)."""
+    stderr is a terminal; without it, or elsewhere, a plain line every few steps (see iwu.engine.progress)."""
     out = run_dir(config)
     with _run_lock(out), quiet_lightning(config.trainer.verbose, cpu_chosen=config.trainer.accelerator == "cpu"):
         return _train(config, out, callbacks, progress)

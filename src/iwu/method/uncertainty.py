@@ -1,4 +1,4 @@
-"""Pixel and instance uncertainty of an ensemble (DESIGN section 1, steps 2-6).
+"""Pixel and instance uncertainty of an ensemble (docs/method.md, section 1, steps 2-6).
 
 An *instance* is a connected component (8-connected by default) of one
 predicted class in one image; every pixel belongs to exactly one instance and

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from iwu.errors import UserError
-from iwu.files import atomic_write_bytes, atomic_write_json
+from iwu.util.atomic_files import atomic_write_bytes, atomic_write_json
 
 FORMAT = 1
 INDEX = "masks.json"

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iwu.checkpoint_files import DIGEST, weights_digest
-from iwu.config import MemberConfig, RunConfig, save_config
+from iwu.engine.checkpoint_io import DIGEST, weights_digest
+from iwu.config.schema import MemberConfig, RunConfig, save_config
 from iwu.data.config import DataConfig
 from iwu.errors import UserError
-from iwu.files import atomic_write, atomic_write_json
+from iwu.util.atomic_files import atomic_write, atomic_write_json
 from iwu.models import MODELS_REVISION
-from iwu.rundir import BEST, CONFIG, FINAL
+from iwu.engine.run_dir import BEST, CONFIG, FINAL
 
 FILE_NAME = re.compile(r"(?:best|latest)_(?P<model>[a-z0-9]+_[a-z0-9_]+?)_(?P<dataset>voc|cityscapes|acdc|kvasir)"
                        r"_os(?P<os>8|16)_seed(?P<seed>\d+)(?:_(?P<tag>[^.]+))?\.pth$")
@@ -164,7 +164,7 @@ def _run_config(group: list[Published], mode: str, experiment: str, size: int, o
 
 def _checked_state(config: RunConfig, classes: list[str], group: list[Published]) -> dict:
     """The ensemble's state dict, loaded once into the members it will be read into."""
-    from iwu.ensemble import EnsembleModule
+    from iwu.engine.ensemble import EnsembleModule
 
     module = EnsembleModule(config, classes)
     state = {}
@@ -185,7 +185,7 @@ def _checked_state(config: RunConfig, classes: list[str], group: list[Published]
 
 
 def _write_run(out: Path, config: RunConfig, classes: list[str], group: list[Published]) -> None:
-    from iwu.ensemble import member_names
+    from iwu.engine.ensemble import member_names
 
     state = _checked_state(config, classes, group)
     names = member_names([p.model for p in group])
@@ -240,7 +240,7 @@ def import_published(files, out, *, each: bool = False, mode=None, dataset=None,
     Every name and target folder is checked before any weights are read; each run is written
     whole (its final.json last) before the next is read.
     """
-    from iwu.modes import MODES
+    from iwu.method.modes import MODES
 
     if mode is not None and mode not in MODES:
         raise UserError(f"--mode {mode}: not a mode; choose from {', '.join(sorted(MODES))}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from iwu.files import atomic_write_bytes
-from iwu.rundir import LOGS, METRICS
+from iwu.util.atomic_files import atomic_write_bytes
+from iwu.engine.run_dir import LOGS, METRICS
 
 
 def _rows_before(path: Path, step: int) -> tuple[list[str], list[dict]]:
@@ -73,7 +73,7 @@ def run_loggers(out: Path, resume_step: int = 0, hparams: dict | None = None) ->
 _NEEDLESS_WARNINGS = [
     # Lightning's own use of a deprecated torch class: nothing a user can act on.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
-    # A checkpoint saved mid-epoch: iwu's sampler and checkpoints resume it exactly (iwu.progress says so).
+    # A checkpoint saved mid-epoch: iwu's sampler and checkpoints resume it exactly (iwu.engine.progress says so).
     (r"You're resuming from a checkpoint that ended before the epoch ended", Warning),
     # An epoch shorter than log_every_n_steps: iwu's steps run on across epochs, and are logged all the same.
     (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),

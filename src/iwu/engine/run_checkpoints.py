@@ -18,11 +18,11 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from iwu.ensemble import ENSEMBLE, NonFiniteLoss
-from iwu.checkpoint_files import DIGEST, read_checkpoint, verify_weights, weights_digest
-from iwu.files import atomic_write
+from iwu.engine.ensemble import ENSEMBLE, NonFiniteLoss
+from iwu.engine.checkpoint_io import DIGEST, read_checkpoint, verify_weights, weights_digest
+from iwu.util.atomic_files import atomic_write
 from iwu.models import MODELS_REVISION
-from iwu.rundir import BEST_ENSEMBLE, LAST, best_member_file
+from iwu.engine.run_dir import BEST_ENSEMBLE, LAST, best_member_file
 
 BEFORE_NONFINITE = "before_nonfinite.ckpt"
 

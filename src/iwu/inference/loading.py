@@ -14,12 +14,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from iwu.checkpoint_files import read_checkpoint, verify_weights
-from iwu.config import RunConfig, config_from_dict
-from iwu.ensemble import EnsembleModule, member_names
+from iwu.engine.checkpoint_io import read_checkpoint, verify_weights
+from iwu.config.schema import RunConfig, config_from_dict
+from iwu.engine.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
 from iwu.models import names_at_revision, registry
-from iwu.rundir import BEST, CHECKPOINTS
+from iwu.engine.run_dir import BEST, CHECKPOINTS
 
 
 class Loaded(NamedTuple):
@@ -51,7 +51,7 @@ def _build_as_trained(config: RunConfig, about: dict, path: Path) -> list[str]:
 def _require_recorded_imports(raw: dict, path: Path) -> None:
     """A run records the `--import` modules it was trained with, but a file never chooses code to run:
     a member or mode only those modules register is refused with the `--import` that would trust them."""
-    from iwu.modes import MODES
+    from iwu.method.modes import MODES
 
     imports = raw.get("imports")
     if not isinstance(imports, list) or not imports or not all(isinstance(m, str) for m in imports):

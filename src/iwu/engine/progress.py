@@ -16,9 +16,9 @@ from pathlib import Path
 import lightning as L
 from tqdm import tqdm
 
-from iwu.config import RunConfig
-from iwu.ensemble import ENSEMBLE
-from iwu.terminal import watched
+from iwu.config.schema import RunConfig
+from iwu.engine.ensemble import ENSEMBLE
+from iwu.util.bars import watched
 
 LINES_PER_RUN = 20
 LOSS, MIOU = "train/loss", f"val/{ENSEMBLE}/miou"

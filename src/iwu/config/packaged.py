@@ -9,7 +9,7 @@ import difflib
 from importlib import resources
 from pathlib import Path
 
-from .errors import UserError
+from iwu.errors import UserError
 
 SUFFIX = ".yaml"
 LIST_HINT = "`iwu train --list-configs` lists them"

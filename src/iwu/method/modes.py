@@ -2,7 +2,7 @@
 in reports. A mode of your own is one function and one registration, reachable from a config once its
 module is imported (`iwu train ... --import mymodes`):
 
-    from iwu.modes import register_mode, uncertainty_weights
+    from iwu.method.modes import register_mode, uncertainty_weights
 
     @register_mode("sqrt_uncertainty", weights=uncertainty_weights(instance=True))
     def sqrt_uncertainty(ctx, logits, target, u):
@@ -95,7 +95,7 @@ def uncertainty_weights(instance: bool) -> Callable:
     """The ensemble's (or each member's MC dropout) uncertainty, averaged over predicted instances or not."""
 
     def weights(ctx, batch, logits):
-        from iwu.uncertainty import ensemble_uncertainty, uncertainty_of
+        from iwu.method.uncertainty import ensemble_uncertainty, uncertainty_of
 
         loss = ctx.config.loss
         options = {"connectivity": loss.connectivity, "backend": loss.backend}
@@ -126,7 +126,7 @@ def stored_masks(ctx, batch, logits):
 
 
 def _weighted_ce(ctx, logits, target, u):
-    from iwu.losses import uncertainty_weighted_cross_entropy
+    from iwu.method.losses import uncertainty_weighted_cross_entropy
 
     return uncertainty_weighted_cross_entropy(logits, target, u, ignore_index=IGNORE_INDEX,
                                               normalize=ctx.config.loss.normalize, exponent=exponent(ctx))
@@ -141,21 +141,21 @@ def standard(ctx, logits, target, u):
 
 @register_mode("class_weighted", needs=("class_weights",), order=20)
 def class_weighted(ctx, logits, target, u):
-    from iwu.losses import class_weighted_cross_entropy
+    from iwu.method.losses import class_weighted_cross_entropy
 
     return class_weighted_cross_entropy(logits, target, ctx.class_weights, ignore_index=IGNORE_INDEX)
 
 
 @register_mode("focal", order=30)
 def focal(ctx, logits, target, u):
-    from iwu.losses import focal_loss
+    from iwu.method.losses import focal_loss
 
     return focal_loss(logits, target, gamma=ctx.config.loss.focal_gamma, normalize=ctx.config.loss.normalize)
 
 
 @register_mode("dice", needs=("two_classes",), order=40)
 def dice(ctx, logits, target, u):
-    from iwu.losses import dice_loss
+    from iwu.method.losses import dice_loss
 
     return dice_loss(logits, target, ignore_index=IGNORE_INDEX)
 

@@ -1,7 +1,7 @@
 """The run configuration: nested dataclasses that mirror constructor arguments.
 
 A run is described by one YAML file plus dotted `key=value` overrides from the
-command line. The defaults are the paper's hyper-parameters (DESIGN section 1),
+command line. The defaults are the paper's hyper-parameters (docs/method.md, section 4),
 so a config file only says what differs. A file may start from another with
 `base: other.yaml` (relative to the file); mappings merge key by key and lists
 are replaced whole, which is how the paper configs share their settings.
@@ -21,11 +21,11 @@ from typing import Literal
 
 import yaml
 
-from .bounded import check_bounded
-from .data.config import DataConfig, check_data
-from .errors import UserError
-from .files import atomic_write_bytes
-from .packaged_configs import find_config
+from iwu.util.bounded import check_bounded
+from iwu.data.config import DataConfig, check_data
+from iwu.errors import UserError
+from iwu.util.atomic_files import atomic_write_bytes
+from iwu.config.packaged import find_config
 
 
 @dataclass
@@ -334,7 +334,7 @@ def _check_values(c: RunConfig) -> None:
         if not ok:
             raise UserError(f"{key}: expected {expected}, got {value!r}")
 
-    from iwu.modes import MODES
+    from iwu.method.modes import MODES
 
     if c.mode not in MODES:
         near = difflib.get_close_matches(c.mode, list(MODES), n=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from iwu.bounded import check_bounded
+from iwu.util.bounded import check_bounded
 from iwu.errors import UserError
 
 FINAL = "final.json"  # written last: its presence means the run finished
@@ -20,7 +20,7 @@ LAST = "last.ckpt"
 BEST_ENSEMBLE = "best_ensemble.ckpt"  # every member's weights at the ensemble's best validation
 LOCK = ".lock"  # held by the process training the run
 BEST = Path(CHECKPOINTS) / BEST_ENSEMBLE  # what a run directory means to evaluate, predict, masks and export
-LOGS = "logs"  # the loggers' folders: csv/ and tensorboard/ (iwu.logs)
+LOGS = "logs"  # the loggers' folders: csv/ and tensorboard/ (iwu.engine.loggers)
 METRICS = Path(LOGS) / "csv" / "metrics.csv"  # every logged value, one row per step
 CURVES = "curves.png"
 EVAL_GLOB = "eval_*.json"  # `iwu evaluate`'s results, one file per model and dataset (eval_file)
@@ -53,7 +53,7 @@ def as_loaded_today(raw):
     """A saved config (config.yaml, a checkpoint's) as today's iwu reads it: typed, with today's defaults
     for keys added since it was written (a member's `args`) and earlier keys in today's form (`data.hflip`),
     so that a run started by an earlier iwu still resumes; as written if it no longer loads."""
-    from iwu.config import config_from_dict
+    from iwu.config.schema import config_from_dict
 
     try:
         return config_from_dict(raw).to_dict()

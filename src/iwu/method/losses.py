@@ -39,7 +39,7 @@ def uncertainty_weighted_cross_entropy(
     normalize: str = "all",
     exponent: float = 2.0,
 ) -> torch.Tensor:
-    """Mean of ``CE(logits, target) * (1 + U)^exponent`` (DESIGN section 1, step 7: exponent 2).
+    """Mean of ``CE(logits, target) * (1 + U)^exponent`` (docs/method.md, section 1, step 7: exponent 2).
 
     ``uncertainty`` (B,H,W) is the instance (or pixel) uncertainty ``U``; it is
     a weight, so no gradient flows into it. Exponent 1 with a pixel uncertainty

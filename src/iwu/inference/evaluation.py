@@ -17,16 +17,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from iwu.calibration import UncertaintyMeter
+from iwu.method.calibration import UncertaintyMeter
 from iwu.data.common import atomic_save_png, load_pair, make_item, raise_if_problems, resize_pair
-from iwu.ensemble import ENSEMBLE
-from iwu.files import atomic_write_json
-from iwu.metrics import confusion_matrices, iou_from_confusion
-from iwu.outputs import refuse_existing, refuse_overlap
+from iwu.engine.ensemble import ENSEMBLE
+from iwu.util.atomic_files import atomic_write_json
+from iwu.method.metrics import confusion_matrices, iou_from_confusion
+from iwu.util.output_paths import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.reliability import save_reliability_diagram
-from iwu.rundir import BEST, eval_file
-from iwu.trained_run import Loaded, check_classes, dataset_for, load_models, member_probabilities
+from iwu.engine.run_dir import BEST, eval_file
+from iwu.inference.loading import Loaded, check_classes, dataset_for, load_models, member_probabilities
 
 
 def dataset_label(source: dict, split: str, native: bool = False) -> str:

@@ -27,7 +27,7 @@ import torch
 from torchmetrics import Metric
 
 from iwu.constants import IGNORE_INDEX
-from iwu.uncertainty import mutual_information, pixel_entropy
+from iwu.method.uncertainty import mutual_information, pixel_entropy
 
 KINDS = ("entropy", "mutual_information")
 CHUNK = 1 << 24  # elements of (pixels x classes) binned at once: bounds the temporaries of one update

@@ -1,0 +1,1 @@
+"""Small tools every part uses: files written whole, where a command may write, bounded reads, progress bars."""
