@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from iwu.plots.training_curves import curve_panels, read_metrics
+from iwu.plots.curves import curve_panels, read_metrics
 from iwu.errors import UserError
 from iwu.plots.curves import curves_figure, save_curves
 

@@ -15,21 +15,22 @@ DataModule's lightning takes a second or two to import.
 
 import importlib
 
+from iwu.data.kinds import TABLE
+
 _HOMES = {
-    "iwu.data.acdc": ["ACDC"],
     "iwu.data.cache": ["CachedDataset", "cache_dir", "default_cache_root", "open_cached", "prepare_cache"],
     "iwu.data.checks": ["check_dataset", "check_split"],
-    "iwu.data.cityscapes": ["CLASSES", "PALETTE", "Cityscapes"],
+    "iwu.data.cityscapes": ["CLASSES", "PALETTE"],
     "iwu.data.common": ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "DataFileError"],
-    "iwu.data.config": ["CONDITIONS", "KINDS", "DataConfig"],
+    "iwu.data.config": ["CONDITIONS", "DataConfig"],
     "iwu.data.datamodule": ["SegmentationDataModule"],
-    "iwu.data.folder": ["SegmentationFolder"],
-    "iwu.data.kvasir": ["Kvasir"],
+    "iwu.data.kinds": ["KINDS"],
     "iwu.data.sources": ["build_dataset", "parse_data_spec"],
     "iwu.data.stats": ["format_proportions", "load_class_counts", "read_class_counts"],
     "iwu.data.synthetic": ["write_synthetic"],
-    "iwu.data.voc": ["VOC"],
 }
+for _kind in TABLE:  # every kind's reader, from the table of kinds
+    _HOMES.setdefault(_kind.module, []).append(_kind.reader)
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_HOME)
 

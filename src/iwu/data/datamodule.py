@@ -33,7 +33,8 @@ from iwu.config.schema import data_config
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
 from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.data.sampler import EpochSampler, ShardSampler
-from iwu.data.sources import KINDS, build_dataset
+from iwu.data import kinds
+from iwu.data.sources import build_dataset
 from iwu.data.stats import load_class_counts
 from iwu.errors import UserError
 from iwu.util.atomic_files import locked
@@ -52,7 +53,7 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         self.config = data_config(dict(config)) if isinstance(config, Mapping) else config
         if self.config.kind is None:
-            raise UserError(f"data.kind: not set; choose one of {', '.join(KINDS)}")
+            raise UserError(f"data.kind: not set; choose one of {', '.join(kinds.KINDS)}")
         if not self.config.root:
             kind = self.config.kind
             raise UserError(f"data.root: not set; give the {kind} folder, e.g. data.root=/data/{kind}")

@@ -121,6 +121,18 @@ def folder_classes(root, classes=None) -> dict:
     return spec
 
 
+def list_folder_split(root, split: str, classes=None) -> tuple[list[Sample], list[str]]:
+    """`list_folder` with the classes of `classes` or root/classes.yaml (a problem of theirs is one of
+    the problems, never raised)."""
+    if not Path(root).is_dir():
+        return list_folder(root, split, None)
+    try:
+        spec = folder_classes(root, classes)
+    except UserError as err:
+        return [], [str(err)]
+    return list_folder(root, split, spec["labels"])
+
+
 class SegmentationFolder(PairDataset):
     """Pairs from `images/{split}` and `labels/{split}`; label value `ignore_index` becomes 255.
 

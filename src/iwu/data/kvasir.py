@@ -76,7 +76,9 @@ def split_files(root: Path) -> dict[str, Path]:
 
 
 def list_kvasir(root, split: str, val_fraction=DEFAULT_VAL_FRACTION) -> tuple[list[Sample], list[str]]:
-    """Samples of a split and every structural problem (unpaired files, split file names without images)."""
+    """Samples of a split and every structural problem (unpaired files, split file names without images);
+    a `val_fraction` of None is the default's."""
+    val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
     root = Path(root)
     if not root.is_dir():
         return [], [f"{root}: no such folder (expected a {_LAYOUT})"]
@@ -121,6 +123,7 @@ class Kvasir(PairDataset):
 
     def __init__(self, root, split: str = "train", size: int = 513, val_fraction=DEFAULT_VAL_FRACTION,
                  augment: list | None = None):
+        val_fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
         samples, problems = list_kvasir(root, split, val_fraction)
         raise_if_problems(problems)
         present = split_files(Path(root))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from iwu.data.cache import cache_dir, cache_root_dir, is_fresh, prepare_cache
 from iwu.data.checks import check_dataset
-from iwu.data.sources import KINDS, build_dataset, parse_data_spec
+from iwu.data import kinds
+from iwu.data.sources import build_dataset, parse_data_spec
 from iwu.data.stats import COUNTS_FILE, format_proportions, read_class_counts
 from iwu.errors import UserError
 
@@ -58,7 +59,7 @@ def class_counts_file(text: str, cache_root=None) -> Path:
     `iwu prepare` command that makes one, not a silent pass over the data. Of stores at several sizes the largest
     is read: its counts are the nearest to those at full resolution.
     """
-    if Path(text).exists() or str(text).partition(":")[0] not in KINDS:
+    if Path(text).exists() or str(text).partition(":")[0] not in kinds.KINDS:
         return Path(text)
     source = parse_data_spec(text)
     root = cache_root_dir(cache_root)

@@ -23,13 +23,16 @@ import torch
 
 from iwu.engine.checkpoint_io import DIGEST, weights_digest
 from iwu.config.schema import MemberConfig, RunConfig, save_config
+from iwu.data import kinds
 from iwu.data.config import DataConfig
 from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write, atomic_write_json
 from iwu.models import MODELS_REVISION
 from iwu.engine.run_dir import BEST, CONFIG, FINAL
 
-FILE_NAME = re.compile(r"(?:best|latest)_(?P<model>[a-z0-9]+_[a-z0-9_]+?)_(?P<dataset>voc|cityscapes|acdc|kvasir)"
+# the published code's datasets are iwu's kinds of fixed classes, under the same names
+DATASETS = tuple(kind.name for kind in kinds.TABLE if kind.fixed_classes)
+FILE_NAME = re.compile(rf"(?:best|latest)_(?P<model>[a-z0-9]+_[a-z0-9_]+?)_(?P<dataset>{'|'.join(DATASETS)})"
                        r"_os(?P<os>8|16)_seed(?P<seed>\d+)(?:_(?P<tag>[^.]+))?\.pth$")
 PATTERN = "best_<model>_<dataset>_os<16|8>_seed<k>[_<tag>].pth"
 METHOD_TAGS = ("uncertainty_instance_ensembling", "uncertainty_instance_new")
@@ -37,11 +40,7 @@ PAPER_LR = {"deeplabv3plus_mobilenet": 1e-3, "deeplabv3plus_resnet50": 1e-4, "de
 RENAMED = {"backbone.low_level_features.": "backbone.low_level.", "backbone.high_level_features.": "backbone.out."}
 def _known_classes() -> dict[str, tuple[str, ...]]:
     """The classes of the published code's datasets, which iwu reads too, by its dataset names."""
-    from iwu.data import CLASSES
-    from iwu.data.kvasir import CLASSES as KVASIR
-    from iwu.data.voc import CLASSES as VOC
-
-    return {"cityscapes": CLASSES, "acdc": CLASSES, "kvasir": KVASIR, "voc": VOC}
+    return {name: kinds.BY_NAME[name].load("CLASSES") for name in DATASETS}
 
 
 @dataclass
@@ -143,6 +142,9 @@ def _classes(group: list[Published], classes) -> list[str]:
     known = _known_classes().get(first.dataset, ())
     if first.num_classes == len(known):
         return list(known)
+    if first.dataset not in DATASETS:  # a dataset iwu has no class list of: the user names them
+        raise UserError(f"--dataset {first.dataset}: not one whose classes iwu knows ({', '.join(DATASETS)}); "
+                        "name its classes with --classes a,b,c in train-id order")
     raise UserError(f"{first.path}: {first.num_classes} classes of {first.dataset}; name them with "
                     "--classes a,b,c in train-id order")
 
