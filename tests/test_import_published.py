@@ -151,8 +151,8 @@ def test_bad_files_are_one_line_errors_and_nothing_is_overwritten(tmp_path, caps
     cases = [
         ([mislabeled], "named deeplabv3plus_resnet50 but holds the weights of deeplabv3plus_mobilenet"),
         ([ckpts / "notes.txt"], "the name is not best_<model>"),
-        ([text], "not a readable checkpoint of the published code"),
-        ([hostile], "not a readable checkpoint of the published code"),
+        ([text], "cannot read the checkpoint (not a PyTorch file)"),
+        ([hostile], "refused: it holds code or objects besides tensors"),
         ([ckpts / "missing.pth"], "no such file"),
     ]
     for files, needle in cases:
@@ -167,3 +167,38 @@ def test_bad_files_are_one_line_errors_and_nothing_is_overwritten(tmp_path, caps
     assert main(["import", str(good), "--out", str(out)]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert (out / "standard" / "seed1" / "final.json").read_bytes() == before
+
+
+def test_a_non_finite_iteration_count_is_left_out_not_a_traceback(tmp_path):
+    path, _ = published_file(tmp_path / "ckpt", MOBILENET)
+    data = torch.load(path, weights_only=False)
+    data["cur_itrs"], data["best_score"] = float("nan"), np.float64("inf")
+    torch.save(data, path)
+    assert main(["import", str(path), "--out", str(tmp_path / "runs")]) == 0
+    final = json.loads((tmp_path / "runs" / "standard" / "seed1" / "final.json").read_text())
+    assert final["steps"] is None and final["imported"]["best_miou"] == {MOBILENET: None}
+
+
+def test_a_seed_beyond_numpys_in_a_file_name_is_refused_before_anything_is_written(tmp_path, capsys):
+    path, _ = published_file(tmp_path / "ckpt", MOBILENET)
+    huge = path.with_name(path.name.replace("seed1", "seed100000000000000000000"))
+    path.rename(huge)
+    assert main(["import", str(huge), "--out", str(tmp_path / "runs")]) == 2
+    assert "outside 0..4294967295; give --seed" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main(["import", str(huge), "--out", str(tmp_path / "runs"), "--seed", "7"]) == 0
+
+
+def test_an_unknown_dataset_names_the_known_ones(tmp_path, capsys):
+    path, _ = published_file(tmp_path / "ckpt", MOBILENET)
+    assert main(["import", str(path), "--out", str(tmp_path / "runs"), "--dataset", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset bogus: not one whose classes iwu knows (cityscapes, acdc, kvasir, voc)" in err
+
+
+def test_a_published_file_as_init_from_says_to_import_it_first(tmp_path):
+    from iwu.inference.loading import read_run_checkpoint
+
+    path, _ = published_file(tmp_path / "ckpt", MOBILENET)
+    with pytest.raises(UserError, match=r"a checkpoint of the published code; turn it into a run with `iwu import"):
+        read_run_checkpoint(path)

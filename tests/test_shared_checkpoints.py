@@ -88,3 +88,30 @@ def test_a_fresh_process_in_the_checkpoints_folder_runs_nothing(shared, entry, t
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (folder / "marker").exists()
+
+
+@pytest.mark.parametrize("damage", [
+    ("imports not a list of strings", lambda about: about["config"].__setitem__("imports", "os")),
+    ("imports holding a number", lambda about: about["config"].__setitem__("imports", [3])),
+    ("classes missing", lambda about: about.pop("classes")),
+    ("classes not a list", lambda about: about.__setitem__("classes", "road")),
+    ("models_revision a string", lambda about: about.__setitem__("models_revision", "2")),
+    ("members not a list", lambda about: about["config"].__setitem__("members", {"name": "x"})),
+], ids=lambda d: d[0])
+def test_a_tampered_run_record_is_one_line_in_every_command(shared, damage, tmp_path, capsys):
+    _, ckpt, scenes = shared
+    checkpoint = torch.load(ckpt, weights_only=True)
+    damage[1](checkpoint["iwu"])
+    torch.save(checkpoint, tmp_path / "tampered.ckpt")
+    for command, argv in _commands(tmp_path / "tampered.ckpt", scenes, tmp_path).items():
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "its run record is damaged" in err, (command, err)
+
+
+def test_a_file_torch_cannot_read_is_iwus_sentence_not_torchs(tmp_path, capsys):
+    garbage = tmp_path / "model.ckpt"
+    garbage.write_bytes(b"PK\x03\x04" + b"\x1b[31m" * 200)  # a zip header, then terminal escapes
+    assert main(["evaluate", str(garbage), "--data", f"cityscapes:{tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "cannot read the checkpoint" in err

@@ -10,6 +10,7 @@ import hashlib
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from iwu.errors import UserError
@@ -44,19 +45,36 @@ def verify_weights(checkpoint: dict, path) -> None:
                         "after it was written (disk, copy, transfer); use another copy or checkpoint")
 
 
-def read_checkpoint(path: Path, mmap: bool = False) -> dict:
-    """`torch.load(path, weights_only=True)` on the CPU (`mmap`: tensors read when touched), any failure one
-    line naming the file."""
+def _numpy_scalars() -> list:
+    """The numpy types a scalar pickles as (the published code saves `best_score` as one): plain values,
+    which `weights_only` loading may accept without running code."""
+    scalar = getattr(np, "_core", None) or np.core  # numpy 2 moved it
+    return [scalar.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)}]
+
+
+def load_plain(path: Path, mmap: bool = False):
+    """`torch.load(path, weights_only=True)` on the CPU, numpy scalars allowed, any failure one line naming
+    the file in iwu's words (torch's own text can run to pages and carry terminal escapes)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with torch.serialization.safe_globals(_numpy_scalars()):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():  # no refused class or function named: not a checkpoint at all (text)
             raise UserError(f"{path}: cannot read the checkpoint (not a PyTorch file)") from None
         raise UserError(f"{path}: refused: it holds code or objects besides tensors and plain values, which iwu "
                         "never loads from a shared file (weights_only)") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise UserError(f"{path}: cannot read the checkpoint ({reason})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the checkpoint ({err.strerror or 'unreadable'})") from None
+    except (RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError):
+        raise UserError(f"{path}: cannot read the checkpoint (truncated, damaged or not a PyTorch file)") from None
+
+
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """An iwu checkpoint (`load_plain`): a dict with its `state_dict`."""
+    checkpoint = load_plain(path, mmap)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state"), dict):
+        raise UserError(f"{path}: a checkpoint of the published code; turn it into a run with `iwu import {path} "
+                        "--out DIR` and give the run directory")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path}: not a checkpoint of iwu (no weights inside)")
     return checkpoint

@@ -80,7 +80,36 @@ def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
     about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
     if not isinstance(about, dict) or "config" not in about:
         raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
+    damage = _record_damage(about)
+    if damage:
+        raise UserError(f"{path}: its run record is damaged ({damage}); the file was altered, use another copy")
     return path, checkpoint, about
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _record_damage(about: dict) -> str | None:
+    """What in a checkpoint's "iwu" record has not the shape iwu writes, or None."""
+    config = about["config"]
+    if not isinstance(config, dict):
+        return "its config is not a mapping"
+    if not _strings(about.get("classes")) or not about["classes"]:
+        return "`classes` is not a list of class names"
+    revision = about.get("models_revision", 1)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        return f"`models_revision` is {revision!r}, not a revision number"
+    if "imports" in config and not _strings(config["imports"]):
+        return "`imports` is not a list of module names"
+    members = config.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                               for m in members):
+        return "`members` is not a list of named members"
+    if "member" in about and not (isinstance(about["member"], dict) and isinstance(about["member"].get("name"), str)
+                                  and isinstance(about.get("name"), str)):
+        return "its member's record has no name"
+    return None
 
 
 def init_members(module: EnsembleModule, source, strict: bool = False) -> None:

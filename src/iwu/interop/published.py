@@ -14,6 +14,7 @@ unchanged: they compute the published networks (tests/test_mobilenet_fidelity.py
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iwu.engine.checkpoint_io import DIGEST, weights_digest
-from iwu.config.schema import MemberConfig, RunConfig, save_config
+from iwu.engine.checkpoint_io import DIGEST, load_plain, weights_digest
+from iwu.config.schema import MAX_SEED, MemberConfig, RunConfig, save_config
 from iwu.data import kinds
 from iwu.data.config import DataConfig
 from iwu.errors import UserError
@@ -60,17 +61,10 @@ class Published:
 
 
 def _load(path: Path) -> dict:
-    """The file as a dict, read without running code: numpy scalars (the published `best_score`) allowed."""
-    scalar = getattr(np, "_core", None) or np.core  # numpy 2 moved it
-    numpy_types = [scalar.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)}]
-    try:
-        with torch.serialization.safe_globals(numpy_types):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except Exception as err:  # not a checkpoint, truncated, or holding objects that would run code
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint of the published code ({reason})") from None
+    """The file as a dict, read without running code (numpy scalars, the published `best_score`, allowed)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    data = load_plain(path)
     if not isinstance(data, dict) or not isinstance(data.get("model_state"), dict):
         raise UserError(f"{path}: no `model_state` inside; is it a checkpoint of the published code?")
     return data
@@ -102,6 +96,8 @@ def name_fields(path: Path, *, dataset=None, output_stride=None, seed=None) -> d
     if named is None and dataset is None:
         raise UserError(f"{path}: the name is not {PATTERN}; give --dataset (and --seed, --output-stride)")
     f = named.groupdict() if named else {"model": None, "dataset": None, "os": 16, "seed": 0, "tag": None}
+    if seed is None and int(f["seed"]) > MAX_SEED:
+        raise UserError(f"{path}: seed {f['seed']} in its name is outside 0..{MAX_SEED}; give --seed")
     return {"model": f["model"], "dataset": dataset or f["dataset"], "output_stride": int(output_stride or f["os"]),
             "seed": int(seed if seed is not None else f["seed"]), "tag": f["tag"] or ""}
 
@@ -125,9 +121,15 @@ def read_published(path, **options) -> Published:
         path=path, model=model, dataset=fields["dataset"], output_stride=fields["output_stride"],
         seed=fields["seed"], tag=fields["tag"], state=_iwu_names(state),
         num_classes=int(state["classifier.classifier.3.weight"].shape[0]),
-        steps=int(data["cur_itrs"]) if isinstance(data.get("cur_itrs"), (int, float)) else None,
-        best_score=float(best) if isinstance(best, (int, float, np.floating)) else None,
+        steps=int(data["cur_itrs"]) if _finite(data.get("cur_itrs")) else None,
+        best_score=float(best) if _finite(best) else None,
     )
+
+
+def _finite(value) -> bool:
+    """A number worth recording (a damaged or hand-edited file may hold NaN or infinity)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _classes(group: list[Published], classes) -> list[str]:
