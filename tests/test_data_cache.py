@@ -109,3 +109,19 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_dangling_link_in_the_dataset_is_named_as_such_not_as_a_full_disk(tmp_path, capsys):
+    import os
+
+    from iwu.cli import main
+    from iwu.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "cs", "cityscapes", n_train=2, n_val=1, size=32, height=32)
+    label = sorted((root / "gtFine" / "train").rglob("*_labelIds.png"))[0]
+    label.unlink()
+    os.symlink(tmp_path / "gone.png", label)
+    assert main(["prepare", "--data", f"cityscapes:{root}", "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert f"{label}: No such file or directory; a file the dataset lists cannot be opened (a broken link?)" in err
+    assert "free space" not in err

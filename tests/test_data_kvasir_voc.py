@@ -382,3 +382,31 @@ def test_every_kind_has_its_statistics():
 
     assert image_statistics("kvasir") == (KVASIR_MEAN, KVASIR_STD)
     assert image_statistics("folder") == image_statistics(None) == image_statistics("cityscapes")
+
+
+def test_split_files_that_are_not_utf8_are_a_listed_problem(tmp_path, capsys):
+    from iwu.cli import main
+    from iwu.data.synthetic import write_synthetic
+    from iwu.data.voc import split_source
+
+    kvasir = write_synthetic(tmp_path / "kvasir", "kvasir", n_train=3, n_val=2, size=32)
+    (kvasir / "train.txt").write_bytes(b"\xff\xfe\x00bad")
+    voc = write_synthetic(tmp_path / "voc", "voc", n_train=3, n_val=2, size=32)
+    split_source(voc, "train")[0].write_bytes(b"\xff\xfe\x00bad")
+    for spec, text in ((f"kvasir:{kvasir}", "train.txt: not UTF-8 text"), (f"voc:{voc}", "train.txt: not UTF-8 text")):
+        assert main(["prepare", "--data", spec, "--check"]) == 1  # problems found, listed on stdout
+        assert text in capsys.readouterr().out
+        assert main(["prepare", "--data", spec]) == 2
+        assert text in capsys.readouterr().err
+
+
+def test_two_kvasir_images_of_one_name_in_two_formats_are_a_listed_problem(tmp_path):
+    from iwu.data.kvasir import list_kvasir
+    from iwu.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "kvasir", "kvasir", n_train=3, n_val=2, size=32)
+    (root / "train.txt").unlink(), (root / "val.txt").unlink()
+    first = sorted((root / "images").iterdir())[0]
+    (root / "images" / f"{first.stem}.png").write_bytes(first.read_bytes())
+    _, problems = list_kvasir(root, "train")
+    assert problems == [f"{root / 'images' / first.stem}.png: {first.name} has the same name; keep one of them"]

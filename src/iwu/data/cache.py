@@ -96,6 +96,9 @@ def prepare_cache(dataset: PairDataset, cache_root=None, workers: int = 0, rebui
                 _build(dataset, directory, fingerprint(dataset), workers)
     except OSError as err:  # a full disk or a read-only cache folder is the user's to fix, not a traceback
         where = err.filename or directory
+        if err.errno in (errno.ENOENT, errno.ENOTDIR) and not Path(where).is_relative_to(directory.parent):
+            raise UserError(f"{where}: {err.strerror}; a file the dataset lists cannot be opened (a broken link?); "
+                            "`iwu prepare --check` lists every such file") from None
         raise UserError(f"{where}: {err.strerror or err}; free space or choose another cache folder "
                         "(--cache-dir, $IWU_CACHE)") from None
     return directory

@@ -44,8 +44,16 @@ def checked_fraction(value) -> float:
     return float(value)
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in SUFFIXES}
+def _by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """The files by stem, and a problem for each stem two files share (`a.jpg`, `a.png`): which one the
+    split means is not for iwu to guess."""
+    found, problems = {}, []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in SUFFIXES:
+            if p.stem in found:
+                problems.append(f"{p}: {found[p.stem].name} has the same name; keep one of them")
+            found.setdefault(p.stem, p)
+    return found, problems
 
 
 def _hash_order(name: str) -> str:
@@ -65,7 +73,11 @@ def split_by_name(names: list[str], split: str, val_fraction: float) -> list[str
 
 
 def _read_split_file(path: Path, stems: dict[str, Path]) -> tuple[list[str], list[str]]:
-    names = list(dict.fromkeys(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return [], [f"{path}: not UTF-8 text; a split file names image stems, one a line"]
+    names = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     problems = [f"{path}: names {n}, which has no image in {path.parent / 'images'}" for n in names if n not in stems]
     return [n for n in names if n in stems], problems
 
@@ -86,13 +98,14 @@ def list_kvasir(root, split: str, val_fraction=DEFAULT_VAL_FRACTION) -> tuple[li
     problems = missing_dirs(img_dir, mask_dir, expected=_LAYOUT)
     if problems:
         return [], problems
-    images, masks = _by_stem(img_dir), _by_stem(mask_dir)
+    (images, same_images), (masks, same_masks) = _by_stem(img_dir), _by_stem(mask_dir)
     paired, problems = pair_files(
         images,
         masks,
         label_for=lambda n: mask_dir / f"{n}.jpg",
         image_for=lambda n: img_dir / f"{n}.jpg",
     )
+    problems = same_images + same_masks + problems
     present = split_files(root)
     if present:
         if split not in present:

@@ -62,7 +62,11 @@ def list_voc(root, split: str) -> tuple[list[Sample], list[str]]:
         problems.append(f"{list_file}: missing split list (image names without .jpg, one a line)")
     if problems:
         return [], problems
-    names = list(dict.fromkeys(ln.strip() for ln in list_file.read_text(encoding="utf-8").splitlines() if ln.strip()))
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return [], [f"{list_file}: not UTF-8 text; a split list names images without .jpg, one a line"]
+    names = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
     samples = []
     for name in names:
         image, label = image_dir / f"{name}.jpg", label_dir / f"{name}.png"
