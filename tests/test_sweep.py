@@ -60,6 +60,24 @@ def test_values_split_at_top_level_commas_only(value, values):
     assert split_values(value) == values
 
 
+def test_a_grid_too_large_is_refused_from_its_shape_before_any_config_is_built(tmp_path, capsys, monkeypatch):
+    from iwu.cli import main
+    from iwu.sweep import grid
+
+    def built(*args):
+        raise AssertionError("a config was built")
+
+    monkeypatch.setattr(grid, "load_config", built)
+    axes = [f"optim.weight_decay={','.join(f'{i}e-5' for i in range(1, 11))}",
+            *(f"{key}={','.join(str(v) for v in range(1, 11))}" for key in
+              ("loss.focal_gamma", "trainer.max_steps", "val_every", "data.batch_size", "trainer.log_every_n_steps"))]
+    assert main(["sweep", str(demo_config_path()), "--seeds", "2", "--modes", "standard", *axes, f"out={tmp_path}",
+                 "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "the sweep is 2,000,000 runs (2 seeds x 1 modes x 10 optim.weight_decay x 10 loss.focal_gamma" in err
+    assert "a sweep takes at most 10,000" in err
+
+
 def test_the_grid_is_seeds_by_modes_by_each_axis(tmp_path):
     root, points = expand(demo_config_path(), [0, 1], ["standard", "focal"],
                           [*_tiny(tmp_path), "optim.weight_decay=0,1e-4", "loss.focal_gamma=1,2,3", f"out={tmp_path / 'sw'}"])

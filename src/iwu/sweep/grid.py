@@ -20,7 +20,7 @@ from pathlib import Path
 from iwu.config.schema import MAX_SEED, RunConfig, load_config
 from iwu.errors import UserError
 
-MAX_RUNS = 10_000  # seeds of one sweep: the paper ran 30
+MAX_RUNS = 10_000  # runs (and seeds) of one sweep: the paper ran 30 seeds
 
 
 
@@ -116,6 +116,17 @@ def _axes(overrides) -> tuple[list[str], list[tuple[str, list[str]]], str | None
     return fixed, axes, out
 
 
+def _check_size(seeds: int, modes: int, axes) -> None:
+    """Refuse a grid of more than MAX_RUNS runs from its axes' lengths, before any run is built (six axes of
+    ten values are two million configs to load and check)."""
+    runs = seeds * modes
+    for _, values in axes:
+        runs *= len(values)
+    if runs > MAX_RUNS:
+        shape = " x ".join([f"{seeds} seeds", f"{modes} modes", *(f"{len(v)} {k}" for k, v in axes)])
+        raise UserError(f"the sweep is {runs:,} runs ({shape}); a sweep takes at most {MAX_RUNS:,}")
+
+
 def _combinations(axes) -> list[list[tuple[str, str]]]:
     combos: list[list[tuple[str, str]]] = [[]]
     for key, values in axes:
@@ -131,6 +142,7 @@ def _label(combo) -> str:
 def expand(config_path, seeds, modes, overrides=()) -> tuple[Path, list[Point]]:
     """The sweep's root and its points, every config loaded and checked here, before anything runs."""
     fixed, axes, out = _axes(overrides)
+    _check_size(len(seeds), len(modes), axes)
     points = []
     root = None
     for combo in _combinations(axes):
