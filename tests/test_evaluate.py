@@ -347,3 +347,26 @@ def test_native_scores_at_the_labels_own_size_as_the_official_evaluator_does(run
         ours = record["results"]["ensemble"]["iou"][c]
         if ours is not None:
             assert ours == pytest.approx(official[name], abs=1e-12)
+
+
+def test_a_native_label_past_the_side_bound_is_refused_from_its_header(run, tmp_path, capsys):
+    out, _ = run
+    wide = write_synthetic(tmp_path / "wide", "cityscapes", n_train=0, n_val=1, size=2 * SIZE, height=SIZE, seed=5)
+    label = next((wide / "gtFine" / "val").rglob("*_labelIds.png"))
+    Image.new("L", (4097, 2)).save(label)
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{wide}", "--native"]) == 2
+    assert f"{label}: 4097x2; --native scores labels of at most 4096 pixels a side" in capsys.readouterr().err
+
+
+def test_an_evaluation_at_another_size_is_its_own_file_and_says_one_line_in_a_log(run, capsys):
+    out, root = run
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}"]) == 0
+    at_size = json.loads((out / "eval_cityscapes.json").read_text())
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--size", str(SIZE // 2)]) == 0
+    assert json.loads((out / "eval_cityscapes.json").read_text()) == at_size  # kept, not replaced
+    smaller = json.loads((out / f"eval_cityscapes-{SIZE // 2}px.json").read_text())
+    assert smaller["size"] == SIZE // 2 and smaller["dataset"] == f"cityscapes-{SIZE // 2}px"
+    assert main(["evaluate", str(out), "--data", f"cityscapes:{root}", "--size", str(SIZE)]) == 0  # the run's own
+    assert not (out / f"eval_cityscapes-{SIZE}px.json").exists()
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("evaluate cityscapes val: ") == 3  # stderr is no terminal here: a line each

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from iwu.method.calibration import UncertaintyMeter
-from iwu.data.common import atomic_save_png, load_pair, make_item, raise_if_problems, resize_pair
+from iwu.data.common import DataFileError, atomic_save_png, load_pair, make_item, raise_if_problems, resize_pair
 from iwu.engine.ensemble import ENSEMBLE
 from iwu.util.atomic_files import atomic_write_json
 from iwu.method.metrics import confusion_matrices, iou_from_confusion
@@ -26,18 +26,36 @@ from iwu.util.output_paths import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.reliability import save_reliability_diagram
 from iwu.engine.run_dir import BEST, eval_file
+from iwu.util.bars import bar
+from iwu.util.bounded import MAX_SIDE
 from iwu.inference.loading import Loaded, check_classes, dataset_for, load_models, member_probabilities
 
 
-def dataset_label(source: dict, split: str, native: bool = False) -> str:
-    """`acdc`, `acdc-fog+night`, `cityscapes-native`, `cityscapes_test`: names the file and the column of a
-    report (scores at the labels' own resolution are another column than at the training size)."""
+def dataset_label(source: dict, split: str, native: bool = False, size: int | None = None) -> str:
+    """`acdc`, `acdc-fog+night`, `cityscapes-native`, `cityscapes-512px`, `cityscapes_test`: names the file and
+    the column of a report. Scores at the labels' own resolution, or at a `size` other than the run's
+    training size, are another column than at the training size, and never replace its file."""
     label = source["kind"]
     if source.get("conditions"):
         label += "-" + "+".join(source["conditions"])
     if native:
         label += "-native"
+    elif size is not None:
+        label += f"-{size}px"
     return label if split == "val" else f"{label}_{split}"
+
+
+def _check_native_side(label: Path) -> None:
+    """Scoring at a label's own resolution upsamples every member's logits to it: past MAX_SIDE pixels a side
+    that is gigabytes per image, so such a label is refused from its header, before it is decoded."""
+    try:
+        with Image.open(label) as header:
+            width, height = header.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return  # unreadable: the loader says so in its own words
+    if max(width, height) > MAX_SIDE:
+        raise DataFileError(f"{label}: {width}x{height}; --native scores labels of at most {MAX_SIDE} pixels a "
+                            "side; evaluate at a --size instead")
 
 
 class NativeLabels(torch.utils.data.Dataset):
@@ -52,6 +70,7 @@ class NativeLabels(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.dataset.samples[index]
+        _check_native_side(sample.label)
         image, values, problems = load_pair(sample)  # one decode serves both sizes
         raise_if_problems(problems)
         resized, _ = resize_pair(image, values, sample.labels, self.dataset.size)
@@ -94,7 +113,8 @@ def evaluate(loaded: Loaded, dataset, *, batch_size: int = 1, workers: int = 0, 
     confusion = torch.zeros(len(names), num_classes, num_classes, dtype=torch.long, device=device)
     meter = UncertaintyMeter(num_classes, uncertainty_threshold=uncertainty_threshold, device=device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    for batch in tqdm(loader, desc=f"evaluate {dataset.kind} {dataset.split}", unit="batch", disable=not progress):
+    batches = bar(loader, desc=f"evaluate {dataset.kind} {dataset.split}", unit="batch") if progress else loader
+    for batch in batches:
         images, labels = batch["image"].to(device), batch["label"].to(device)
         members = member_probabilities(module, images, labels.shape[-2:])
         mean = members.mean(dim=0)
@@ -138,7 +158,8 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
         refuse_overlap(save_predictions, [source["root"]], "--save-predictions")
     loaded = load_models(target, device)
     dataset = dataset_for(loaded, source, split, size)
-    label = dataset_label(source, split, native)
+    other_size = size if size is not None and size != loaded.config.data.size else None
+    label = dataset_label(source, split, native, other_size)
     if save_predictions is not None:
         refuse_existing((Path(save_predictions) / f"{name}.png" for name in dataset.names), "--save-predictions",
                         overwrite)
@@ -152,7 +173,7 @@ def run_evaluate(target, data: str, split: str = "val", size=None, batch_size: i
     if evaluated != ENSEMBLE:  # one member's own best: an "ensemble" of it would pose as the run's ensemble
         record["results"] = {evaluated: out["results"][evaluated]}
     path = atomic_write_json(loaded.run_dir / eval_file(name), record)
-    shown = f"{evaluated} on {dataset_label(source, 'val', native)}/{split}"
+    shown = f"{evaluated} on {dataset_label(source, 'val', native, other_size)}/{split}"
     figure = save_reliability_diagram(out["uncertainty"], loaded.run_dir / f"reliability_{name}.png",
                                       title=run_title(loaded.config, shown), classes=list(dataset.classes))
     print(format_table(dataset.classes, out["results"]))
