@@ -95,12 +95,14 @@ def test_conditions_become_a_list_in_acdc_order(empty):
     assert extra == ValExtraConfig("acdc", conditions=["snow"])
 
 
-def test_kinds_are_the_readers_registry(empty, monkeypatch):
-    from iwu.data import sources
+def test_the_config_takes_the_kinds_of_the_table(empty, monkeypatch):
+    from iwu.data import kinds
 
-    assert sources.KINDS is data_config.KINDS  # one list: the readers' and the config's
-    monkeypatch.setattr(data_config, "KINDS", (*data_config.KINDS, "kvasir"))
-    assert load_config(empty, ["data.kind=kvasir"]).data.kind == "kvasir"
+    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, "tiny"))  # a row added: the config takes its name
+    assert load_config(empty, ["data.kind=tiny"]).data.kind == "tiny"
+    monkeypatch.setattr(kinds, "KINDS", tuple(k for k in kinds.KINDS if k != "voc"))
+    with pytest.raises(UserError, match="data.kind"):
+        load_config(empty, ["data.kind=voc"])
 
 
 def test_augment_steps_of_the_right_shape_load_as_written(empty):

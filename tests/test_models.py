@@ -149,6 +149,42 @@ def test_user_registered_builder_is_buildable_by_name_and_names_are_unique(monke
         models.register_model(MOBILENET)(tiny)
 
 
+def test_the_family_table_alone_builds_finds_weights_and_names_the_families(monkeypatch):
+    from iwu.models import families, prefetch
+
+    assert models.FAMILIES == ("smp", "torchvision", "tv")
+    torchvision_family = families.family_of("tv:fcn_resnet50", "tv")
+    assert torchvision_family is families.family_of("torchvision:fcn_resnet50", "torchvision")
+    assert torchvision_family.usage == "torchvision:<builder>"
+    calls = []
+
+    def build(member, arch, num_classes, *, pretrained, args):
+        calls.append(("build", member, arch, num_classes, pretrained, args))
+        return nn.Identity()
+
+    def weights(member, arch, args):
+        calls.append(("weights", member, arch, args))
+        return []
+
+    # build_model and member_weights find a family only through the table
+    monkeypatch.setitem(families._BY_PREFIX, "tv", families.Family("tv", "builder", build, weights))
+    assert isinstance(build_model("tv:anything", 3, pretrained=False, args={"k": 1}), nn.Identity)
+    assert prefetch.member_weights("tv:anything", {"k": 1}) == []
+    assert calls == [("build", "tv:anything", "anything", 3, False, {"k": 1}), ("weights", "tv:anything", "anything", {"k": 1})]
+
+    with pytest.raises(UserError) as info:
+        build_model("keras:Unet", 3, pretrained=False)
+    assert str(info.value) == "member keras:Unet: unknown family 'keras'; families: smp, torchvision, tv"
+    with pytest.raises(UserError) as info:
+        build_model("smpp:Unet", 3, pretrained=False)
+    assert str(info.value) == "member smpp:Unet: unknown family 'smpp' (did you mean smp?); families: smp, torchvision, tv"
+    assert prefetch.member_weights("keras:Unet", {}) == []
+    with pytest.raises(UserError, match=r"; or a library's: smp:<Arch>, torchvision:<builder>$"):
+        build_model("no_such_net", 3, pretrained=False)
+    with pytest.raises(ValueError, match=r"^model 'my:net': ':' is kept for the library families \(smp, torchvision, tv\)$"):
+        models.register_model("my:net")(lambda num_classes: nn.Identity())
+
+
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty torch hub under tmp_path, and no way to reach the network."""

@@ -5,11 +5,11 @@ without `.yaml`, and with the checkout's `configs/` prefix too, so the README's 
 A file that exists wins over a name, so a user's own `paper/acdc_ensemble.yaml` is read instead.
 """
 
-import difflib
 from importlib import resources
 from pathlib import Path
 
 from iwu.errors import UserError
+from iwu.util.suggest import did_you_mean
 
 SUFFIX = ".yaml"
 LIST_HINT = "`iwu train --list-configs` lists them"
@@ -35,6 +35,6 @@ def find_config(text) -> Path:
     names = packaged_config_names()
     if name in names:
         return packaged_configs_dir() / f"{name}{SUFFIX}"
-    near = difflib.get_close_matches(name, names, n=3, cutoff=0.75)  # not every name sharing the folder
-    hint = f"did you mean {', '.join(near)}? " if near else ""
+    # a stricter cutoff than the package's: at 0.6 any name in the same folder would be suggested
+    hint = did_you_mean(name, names, "did you mean {}? ", n=3, join=", ", cutoff=0.75)
     raise UserError(f"{text}: no such config file, nor a config that ships with iwu; {hint}{LIST_HINT}")

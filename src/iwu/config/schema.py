@@ -11,7 +11,6 @@ is a one-line `UserError` that names the dotted key or the file.
 """
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -25,6 +24,7 @@ from iwu.util.bounded import check_bounded
 from iwu.data.config import DataConfig, check_data
 from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write_bytes
+from iwu.util.suggest import close_matches, did_you_mean
 from iwu.config.packaged import find_config
 
 
@@ -274,8 +274,7 @@ def _convert(value, tp, key: str):
     if origin is Literal:
         choices = typing.get_args(tp)
         if not any(value == c and type(value) is type(c) for c in choices):
-            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean {near[0]}?" if near else ""
+            hint = did_you_mean(str(value), [str(c) for c in choices], "; did you mean {}?")
             raise UserError(f"{key}: expected {_describe(tp)}, got {value!r}{hint}")
         return value
     if origin is list:
@@ -314,7 +313,7 @@ def _build(cls, raw, prefix: str):
     kwargs = {}
     for name, value in raw.items():
         if name not in hints:
-            near = difflib.get_close_matches(str(name), names, n=1)
+            near = close_matches(str(name), names)
             hint = f"did you mean {dotted(near[0])}?" if near else "known keys: " + ", ".join(names)
             raise UserError(f"{dotted(name)}: unknown key; {hint}")
         kwargs[name] = _convert(value, hints[name], dotted(name))
@@ -337,8 +336,7 @@ def _check_values(c: RunConfig) -> None:
     from iwu.method.modes import MODES
 
     if c.mode not in MODES:
-        near = difflib.get_close_matches(c.mode, list(MODES), n=1)
-        raise UserError(f"mode: unknown mode {c.mode!r}{f'; did you mean {near[0]}?' if near else ''} (modes: "
+        raise UserError(f"mode: unknown mode {c.mode!r}{did_you_mean(c.mode, MODES, '; did you mean {}?')} (modes: "
                         f"{', '.join(sorted(MODES))}; your own: register_mode and --import)")
     require("seed", c.seed, 0 <= c.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (numpy's seeds)")
     require("val_every", c.val_every, c.val_every >= 1, "an integer >= 1")

@@ -20,7 +20,6 @@ one saw. The training sampler hands the dataset an `ItemKey` that carries them.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import NamedTuple
@@ -32,6 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 from iwu.constants import IGNORE_INDEX
 from iwu.errors import UserError
+from iwu.util.suggest import did_you_mean
 
 FILL = {"image": 0, "label": IGNORE_INDEX, "mask": 0}  # what padding puts under each part of an item
 
@@ -233,11 +233,6 @@ class Augment:
         return out["image"], out["label"], out.get("mask")
 
 
-def _near(word: str, known) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f"did you mean {close[0]}? " if close else ""
-
-
 def _step(entry, where: str):
     """One list entry (a name, or {name: {argument: value}}) as a built step."""
     if isinstance(entry, str):
@@ -249,7 +244,7 @@ def _step(entry, where: str):
         raise UserError(f"{where}: expected a transform name or a one-key mapping such as "
                         f"{{random_crop: {{size: 513}}}}, not {entry!r}")
     if name not in TRANSFORMS:
-        raise UserError(f"{where}: unknown transform {name!r}; {_near(str(name), TRANSFORMS)}"
+        raise UserError(f"{where}: unknown transform {name!r}; {did_you_mean(str(name), TRANSFORMS, 'did you mean {}? ')}"
                         f"known: {', '.join(TRANSFORMS)}")
     where = f"{where}.{name}"
     known = {f.name: f.default is MISSING for f in fields(TRANSFORMS[name])}  # argument -> required
@@ -257,7 +252,7 @@ def _step(entry, where: str):
         raise UserError(f"{where}: expected a mapping of arguments ({', '.join(known) or 'none'}), not {args!r}")
     for arg in args:
         if arg not in known:
-            raise UserError(f"{where}: unknown argument {arg!r}; {_near(str(arg), known)}"
+            raise UserError(f"{where}: unknown argument {arg!r}; {did_you_mean(str(arg), known, 'did you mean {}? ')}"
                             f"arguments: {', '.join(known)}")
     missing = [a for a, required in known.items() if required and a not in args]
     if missing:

@@ -7,15 +7,15 @@ before it starts one.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
+from iwu.data import kinds
 from iwu.util.bounded import MAX_SIDE
 from iwu.errors import UserError
+from iwu.util.suggest import did_you_mean
 
-# The names a config may use. Here rather than beside the readers (iwu.data.sources, iwu.data.acdc,
-# which re-export them), because those import torch and the config is checked without it.
-KINDS = ("cityscapes", "acdc", "kvasir", "voc", "folder")  # the dataset readers of iwu.data.sources.build_dataset
+# The names a config may use: the kinds from their table (light, as this module), ACDC's conditions here
+# rather than beside its reader (iwu.data.acdc re-exports them), because the reader imports torch.
 CONDITIONS = ("fog", "night", "rain", "snow")  # ACDC's adverse conditions, in its folder order
 
 
@@ -42,7 +42,7 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    kind: str | None = None  # the dataset reader: cityscapes, acdc, kvasir, voc, folder (iwu.data.sources.KINDS)
+    kind: str | None = None  # the dataset reader: cityscapes, acdc, kvasir, voc, folder (iwu.data.kinds)
     root: str | None = None  # the dataset folder; must be given to train, e.g. data.root=/data/cityscapes
     conditions: list[str] | str | None = None  # acdc: a list or "fog,night" of fog, night, rain, snow; null: all
     classes: list[str] | None = None  # folder: class names in label order; null: the folder's classes.yaml
@@ -115,14 +115,13 @@ def _require(key: str, value, ok: bool, expected: str) -> None:
 
 
 def _unknown(key: str, what: str, value: str, known) -> UserError:
-    near = [k for k in known if k.lower() == value.lower()] or difflib.get_close_matches(value, known, n=1)
-    hint = f"; did you mean {near[0]}?" if near else ""
+    hint = did_you_mean(value, known, "; did you mean {}?")
     return UserError(f"{key}: unknown {what} {value!r}{hint} ({what}s: {', '.join(known)})")
 
 
 def _check_source(source: DataConfig | ValExtraConfig, key: str) -> None:
-    if source.kind is not None and source.kind not in KINDS:
-        raise _unknown(f"{key}.kind", "kind", source.kind, KINDS)
+    if source.kind is not None and source.kind not in kinds.KINDS:
+        raise _unknown(f"{key}.kind", "kind", source.kind, kinds.KINDS)
     if source.conditions is not None:
         source.conditions = parse_condition_names(source.conditions, f"{key}.conditions")
     if source.classes is not None:

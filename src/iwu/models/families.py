@@ -1,14 +1,20 @@
 """Members built by the libraries that already build them: segmentation_models_pytorch (and timm
-through it) as `smp:<Arch>`, torchvision's segmentation builders as `torchvision:<builder>`."""
+through it) as `smp:<Arch>`, torchvision's segmentation builders as `torchvision:<builder>` (or `tv:`).
+
+`FAMILY_TABLE` is the one list of these families: building a member, finding the files it reads and
+every message that names the families read it, so a new family is one entry there.
+"""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from iwu.errors import UserError
-from iwu.models.registry import check_args, named_keywords, near, refusal
+from iwu.models.arguments import check_args, named_keywords, near, refusal
 from iwu.models.weights import WeightsFile, hf_file, hub_file, offline, require
 
 
@@ -104,3 +110,43 @@ def build_torchvision(member: str, arch: str, num_classes: int, *, pretrained: b
             return builder(weights=None, weights_backbone=backbone, num_classes=num_classes, **args)
     except (ValueError, TypeError) as err:
         raise UserError(f"member {member}: {refusal(err)}") from None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A library whose networks members name as `<name>:<arch>` (or `<alias>:<arch>`)."""
+
+    name: str
+    arch: str  # what follows the colon, as messages spell it: `smp:<Arch>`
+    build: Callable[..., nn.Module]  # (member, arch, num_classes, *, pretrained, args) -> the network
+    weights: Callable[[str, str, dict], list[WeightsFile]]  # (member, arch, args) -> the pretrained files it reads
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:<{self.arch}>"
+
+
+def _smp_member_weights(member: str, arch: str, args: dict) -> list[WeightsFile]:
+    return smp_weights(smp_encoder(member, arch, args))
+
+
+def _torchvision_member_weights(member: str, arch: str, args: dict) -> list[WeightsFile]:
+    return torchvision_weights(arch)
+
+
+FAMILY_TABLE = (
+    Family("smp", "Arch", build_smp, _smp_member_weights),
+    Family("torchvision", "builder", build_torchvision, _torchvision_member_weights, aliases=("tv",)),
+)
+_BY_PREFIX = {prefix: family for family in FAMILY_TABLE for prefix in (family.name, *family.aliases)}
+FAMILIES = tuple(_BY_PREFIX)  # every prefix a member's name may start with, aliases included
+USAGES = ", ".join(family.usage for family in FAMILY_TABLE)  # "smp:<Arch>, torchvision:<builder>"
+
+
+def family_of(member: str, prefix: str) -> Family:
+    """The family `prefix` (the part of `member`'s name before the colon) names; a UserError if none."""
+    if prefix not in _BY_PREFIX:
+        raise UserError(f"member {member}: unknown family {prefix!r}{near(prefix, FAMILIES)}; "
+                        f"families: {', '.join(FAMILIES)}")
+    return _BY_PREFIX[prefix]

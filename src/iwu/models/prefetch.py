@@ -4,27 +4,20 @@ any data, and fetched by `iwu weights --fetch` on a machine with internet."""
 from __future__ import annotations
 
 from iwu.errors import UserError
-from iwu.models.weights import WeightsFile
+from iwu.models.families import family_of
+from iwu.models.registry import PRETRAINED_URLS
+from iwu.models.weights import WeightsFile, hub_file
 
 
 def member_weights(name: str, args: dict) -> list[WeightsFile]:
     """The pretrained files member `name` reads (those known before building it)."""
-    family, sep, arch = name.partition(":")
+    prefix, sep, arch = name.partition(":")
     if not sep:
-        from iwu.models.registry import PRETRAINED_URLS
-        from iwu.models.weights import hub_file
-
         return [hub_file(url) for url in PRETRAINED_URLS.get(name, ())]
-    from iwu.models import families
-
     try:
-        if family == "smp":
-            return families.smp_weights(families.smp_encoder(name, arch, args))
-        if family in ("torchvision", "tv"):
-            return families.torchvision_weights(arch)
-    except (KeyError, AttributeError, UserError):  # an unknown architecture or encoder: building says so
+        return family_of(name, prefix).weights(name, arch, args)
+    except (KeyError, AttributeError, UserError):  # an unknown family, architecture or encoder: building says so
         return []
-    return []
 
 
 def missing_weights(config) -> list[tuple[str, WeightsFile]]:

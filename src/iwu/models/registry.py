@@ -9,34 +9,33 @@ A member is named in one of three ways:
 Its `args` are keyword arguments of the builder. The class count and the
 pretrained setting come from iwu, and so does `output_stride` for builders that
 take one.
+
+Registered names live here; the families are the table in iwu.models.families
+and the checks of `args` are in iwu.models.arguments, which both use (neither
+imports this module, so the imports run one way).
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
 from iwu.errors import UserError
+from iwu.models.arguments import check_args, named_keywords, near, refusal
+from iwu.models.families import FAMILIES, USAGES, family_of
 
 Builder = Callable[..., nn.Module]
 MODELS: dict[str, Builder] = {}
 PRETRAINED_URLS: dict[str, tuple[str, ...]] = {}  # name -> the torch hub files its builder reads when pretrained
-FAMILIES = ("smp", "torchvision", "tv")
 
 # Saved in every checkpoint, so weights meet the network they were trained as. Revision 2:
 # `deeplabv3plus_mobilenet` became the published network; before, it had torchvision's padding,
 # the network now registered as `deeplabv3plus_mobilenet_torchvision`.
 MODELS_REVISION = 2
 _RENAMED_AFTER = {1: {"deeplabv3plus_mobilenet": "deeplabv3plus_mobilenet_torchvision"}}
-
-# Set by iwu, never by a member's `args`: the class count and where the weights come from.
-RESERVED = ("num_classes", "classes", "pretrained", "weights", "weights_backbone", "encoder_weights")
 
 
 def register_model(name: str, *, pretrained_urls=()) -> Callable[[Builder], Builder]:
@@ -56,57 +55,18 @@ def register_model(name: str, *, pretrained_urls=()) -> Callable[[Builder], Buil
     return decorator
 
 
-def near(word: str, choices) -> str:
-    """", did you mean X?" when something in `choices` is close to `word`."""
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
-def named_keywords(function) -> list[str]:
-    """The keyword arguments `function` names in its signature, iwu's own left out."""
-    return [n for n, p in inspect.signature(function).parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in RESERVED]
-
-
-def check_args(member: str, args: dict, takes: list[str] | None) -> None:
-    """No key of `args` is iwu's, and each is one of `takes` (None: the builder takes any)."""
-    for key in args:
-        if key in RESERVED:
-            raise UserError(f"member {member}: args.{key} is set by iwu (the dataset's classes, "
-                            "model.pretrained); leave it out")
-        if takes is not None and key not in takes:
-            raise UserError(f"member {member}: unknown argument {key!r}{near(key, takes)}; "
-                            f"it takes: {', '.join(takes) or 'none'}")
-
-
-def refusal(err: BaseException) -> str:
-    """A builder's exception as one line; a bare `assert` says where it failed."""
-    text = " ".join(str(err).split())
-    if text:
-        return text[:300]
-    where = traceback.extract_tb(err.__traceback__)[-1]
-    return f"{type(err).__name__} at {Path(where.filename).name}:{where.lineno}: {where.line} (a value it refuses?)"
-
-
 def build_model(name: str, num_classes: int, *, output_stride: int = 16, pretrained: bool = True,
                 args: dict | None = None) -> nn.Module:
     """The network of member `name` with `args` (see the module docstring)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be an integer >= 1, got {num_classes!r}")
     args = dict(args or {})
-    family, sep, arch = name.partition(":")
+    prefix, sep, arch = name.partition(":")
     if sep:
-        from iwu.models import families
-
-        builders = {"smp": families.build_smp, "torchvision": families.build_torchvision,
-                    "tv": families.build_torchvision}
-        if family not in builders:
-            raise UserError(f"member {name}: unknown family {family!r}{near(family, builders)}; "
-                            f"families: {', '.join(FAMILIES)}")
-        return builders[family](name, arch, num_classes, pretrained=pretrained, args=args)
+        return family_of(name, prefix).build(name, arch, num_classes, pretrained=pretrained, args=args)
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}{near(name, MODELS)}; registered: "
-                        f"{', '.join(sorted(MODELS))}; or a library's: smp:<Arch>, torchvision:<builder>")
+                        f"{', '.join(sorted(MODELS))}; or a library's: {USAGES}")
     return _call_registered(name, MODELS[name], num_classes, output_stride, pretrained, args)
 
 
