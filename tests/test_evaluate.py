@@ -181,6 +181,24 @@ def test_predict_figures_name_the_run_and_show_legend_and_scale(run, tmp_path, m
     assert panel.get_suptitle() == "tiny / instance_uncertainty / seed 0: ensemble on wide.jpg"
 
 
+def test_masks_killed_half_way_are_finished_by_the_same_command(run, tmp_path, capsys):
+    from iwu.data.mask_store import MaskWriter
+
+    out, root = run
+    masks = tmp_path / "masks"
+    with pytest.raises(KeyboardInterrupt):  # as a kill leaves it: some masks, no masks.json
+        with MaskWriter(masks, num_classes=19) as writer:
+            writer.add("half/done", np.zeros((4, 4)))
+            raise KeyboardInterrupt
+    assert not (masks / "masks.json").exists()
+    assert main(["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(masks)]) == 0
+    assert len(MaskStore(masks)) == 4 + 1 and not (masks / ".masks.partial.json").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.png").write_bytes(b"a user's file")  # not a store of ours: still refused
+    assert main(["masks", str(out), "--data", f"cityscapes:{root}", "--out", str(tmp_path / "mine")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
 def test_masks_store_the_ensembles_instance_uncertainty_for_offline_training(run, tmp_path):
     from iwu.inference.loading import load_models
     from iwu.method.uncertainty import ensemble_uncertainty

@@ -34,6 +34,7 @@ from iwu.util.atomic_files import atomic_write_bytes, atomic_write_json
 
 FORMAT = 1
 INDEX = "masks.json"
+PARTIAL = ".masks.partial.json"  # a store being written (or left by a killed `iwu masks`): ours to finish
 LEVELS = 65535  # the largest 16-bit value: U = log C is stored as this
 HOW = "masks are computed with `iwu masks RUN_DIR --data KIND:ROOT --out DIR`"
 
@@ -93,12 +94,27 @@ def _as_array(u) -> np.ndarray:
     return np.asarray(u, dtype=np.float64)
 
 
+def _partial_classes(root: Path) -> int | None:
+    """The class count of an unfinished store at `root`, or None where there is none."""
+    try:
+        return int(json.loads((root / PARTIAL).read_text())["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_mask_store(root) -> bool:
+    """Whether `root` holds a mask store, finished or left unfinished by an interrupted `iwu masks`."""
+    root = Path(root)
+    return (root / INDEX).exists() or _partial_classes(root) is not None
+
+
 class MaskWriter:
     """Adds masks to a store folder; ``close()`` (or leaving the ``with``) writes ``masks.json``.
 
     Adding to a folder that already holds a store of the same class count
     keeps its masks (an item added again is replaced). Leaving the ``with``
-    block through an exception writes no new ``masks.json``.
+    block through an exception writes no new ``masks.json``; the folder stays
+    marked as an unfinished store, which the same command finishes.
     """
 
     def __init__(self, root, num_classes: int):
@@ -109,12 +125,17 @@ class MaskWriter:
         self.scale = mask_scale(self.num_classes)
         if (self.root / INDEX).exists():
             existing = _read_index(self.root)["num_classes"]
-            if existing != self.num_classes:
-                raise UserError(
-                    f"{self.root}: holds masks for {existing} classes, not {self.num_classes}; "
-                    "choose another --out folder or delete this one"
-                )
-        self.root.mkdir(parents=True, exist_ok=True)
+        else:  # new, or an unfinished store of an interrupted run: mark it ours until masks.json is written
+            existing = _partial_classes(self.root)
+            if existing is None:
+                self.root.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(self.root / PARTIAL, {"num_classes": self.num_classes})
+                existing = self.num_classes
+        if existing != self.num_classes:
+            raise UserError(
+                f"{self.root}: holds masks for {existing} classes, not {self.num_classes}; "
+                "choose another --out folder or delete this one"
+            )
         self.closed = False
 
     def add(self, name: str, u: np.ndarray | torch.Tensor) -> Path:
@@ -139,6 +160,7 @@ class MaskWriter:
         count = sum(1 for p in self.root.rglob("*.png") if p.is_file())
         meta = {"format": FORMAT, "num_classes": self.num_classes, "scale": self.scale, "count": count}
         atomic_write_json(self.root / INDEX, meta)
+        (self.root / PARTIAL).unlink(missing_ok=True)
         self.closed = True
 
     def __enter__(self) -> MaskWriter:

@@ -15,16 +15,16 @@ from torch.utils.data import DataLoader
 
 from iwu.util.bars import bar
 from iwu.inference.loading import check_classes, dataset_for, load_models
-from iwu.data.mask_store import INDEX, MaskWriter
+from iwu.data.mask_store import MaskWriter, is_mask_store
 from iwu.util.output_paths import refuse_existing, refuse_overlap
 from iwu.method.uncertainty import ensemble_uncertainty
 
 
 def refuse_foreign_files(out, overwrite: bool) -> None:
-    """A mask folder is new, empty or a mask store already (masks are added to it); a folder of other
-    files is not replaced without --overwrite."""
+    """A mask folder is new, empty or a mask store already (masks are added to it, an unfinished one is
+    finished); a folder of other files is not replaced without --overwrite."""
     out = Path(out)
-    if out.is_dir() and not (out / INDEX).exists():
+    if out.is_dir() and not is_mask_store(out):
         refuse_existing(list(out.iterdir())[:1], "--out", overwrite)
 
 
