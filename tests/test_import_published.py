@@ -164,8 +164,14 @@ def test_bad_files_are_one_line_errors_and_nothing_is_overwritten(tmp_path, caps
 
     assert main(["import", str(good), "--out", str(out)]) == 0
     before = (out / "standard" / "seed1" / "final.json").read_bytes()
-    assert main(["import", str(good), "--out", str(out)]) == 2
-    assert "holds a run already" in capsys.readouterr().err
+    assert main(["import", str(good), "--out", str(out)]) == 0  # the same files: done already, kept
+    assert "imported already from the same files" in capsys.readouterr().out
+    assert (out / "standard" / "seed1" / "final.json").read_bytes() == before
+    other = ckpts / "other" / good.name
+    other.parent.mkdir()
+    other.write_bytes(good.read_bytes())
+    assert main(["import", str(other), "--out", str(out)]) == 2  # another file for the same run: refused
+    assert "holds a run or other files already" in capsys.readouterr().err
     assert (out / "standard" / "seed1" / "final.json").read_bytes() == before
 
 
@@ -202,3 +208,28 @@ def test_a_published_file_as_init_from_says_to_import_it_first(tmp_path):
     path, _ = published_file(tmp_path / "ckpt", MOBILENET)
     with pytest.raises(UserError, match=r"a checkpoint of the published code; turn it into a run with `iwu import"):
         read_run_checkpoint(path)
+
+
+def test_an_import_killed_half_way_is_finished_by_the_same_command(tmp_path, monkeypatch, capsys):
+    from iwu.interop import published
+
+    files = [published_file(tmp_path / "ckpt", MOBILENET, seed=s)[0] for s in (1, 2)]
+    out = tmp_path / "runs"
+    (out / "standard" / ".seed1.importing").mkdir(parents=True)  # what a kill -9 in the first run leaves
+    (out / "standard" / ".seed1.importing" / "config.yaml").write_text("half")
+    write_run, calls = published._write_run, []
+
+    def killed_in_the_second(folder, *args):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill between two runs
+        write_run(folder, *args)
+
+    monkeypatch.setattr(published, "_write_run", killed_in_the_second)
+    assert main(["import", *map(str, files), "--out", str(out)]) == 130  # Ctrl-C's status
+    assert (out / "standard" / "seed1" / "final.json").exists() and not (out / "standard" / "seed2").exists()
+    monkeypatch.setattr(published, "_write_run", write_run)
+    assert main(["import", *map(str, files), "--out", str(out)]) == 0
+    assert "seed1: imported already" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "standard").iterdir()) == ["seed1", "seed2"]  # nothing hidden left
+    assert load_models(out / "standard" / "seed2", "cpu").config.seed == 2

@@ -14,8 +14,11 @@ unchanged: they compute the published networks (tests/test_mobilenet_fidelity.py
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +211,28 @@ def _write_run(out: Path, config: RunConfig, classes: list[str], group: list[Pub
     atomic_write_json(out / FINAL, final)  # last: the run is whole
 
 
+def _imported_from(target: Path, paths: list[Path]) -> bool:
+    """Whether `target` is a whole run imported from exactly these files."""
+    try:
+        about = json.loads((target / FINAL).read_text())
+        return about["imported"]["files"] == [str(p.resolve()) for p in paths]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_aside(target: Path, write) -> None:
+    """`write(folder)` into a hidden sibling of `target`, renamed to `target` once whole: a kill or a full disk
+    leaves no half run where a run belongs, and the same command, run again, starts that run afresh."""
+    aside = target.with_name(f".{target.name}.importing")
+    shutil.rmtree(aside, ignore_errors=True)  # what an interrupted run of this command left
+    aside.mkdir(parents=True)
+    try:
+        write(aside)
+        os.replace(aside, target)  # onto nothing, or onto an empty folder
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def _plan(paths: list[Path], each: bool, mode, options: dict) -> dict[Path, list[Path]]:
     """Run folder (relative to --out) -> its files, from the names alone, before any weights are read."""
     groups: dict[tuple, list[Path]] = {}
@@ -241,8 +266,9 @@ def import_published(files, out, *, each: bool = False, mode=None, dataset=None,
                      classes=None, experiment: str = "published", size: int = 768) -> list[Path]:
     """Turn published checkpoints into run directories under `out`; returns them in order.
 
-    Every name and target folder is checked before any weights are read; each run is written
-    whole (its final.json last) before the next is read.
+    Every name and target folder is checked before any weights are read; each run is written aside and
+    renamed into place whole before the next is read, so the same command, run again after an interruption,
+    skips the runs it finished and imports the others.
     """
     from iwu.method.modes import MODES
 
@@ -256,15 +282,19 @@ def import_published(files, out, *, each: bool = False, mode=None, dataset=None,
             raise UserError(f"{path}: no such file")
     options = {"dataset": dataset, "output_stride": output_stride, "seed": seed}
     plan = {Path(out) / folder: group for folder, group in _plan(paths, each, mode, options).items()}
-    for target in plan:
-        if (target / FINAL).exists() or (target / CONFIG).exists():
-            raise UserError(f"{target}: holds a run already; import to another --out")
+    done = {target for target, group_paths in plan.items() if _imported_from(target, group_paths)}
+    for target in set(plan) - done:
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UserError(f"{target}: holds a run or other files already; import to another --out")
     for target, group_paths in plan.items():
+        if target in done:  # an earlier run of the same command got this far
+            print(f"{target}: imported already from the same files")
+            continue
         group = [read_published(p, **options) for p in group_paths]
         _check_members(group)
         run_mode = mode or _mode(group[0].tag)
         config = _run_config(group, run_mode, experiment, size, target)
-        _write_run(target, config, _classes(group, classes), group)
+        _write_aside(target, lambda folder: _write_run(folder, config, _classes(group, classes), group))
         print(f"{target}: {' + '.join(p.model for p in group)} ({group[0].dataset}, OS{group[0].output_stride}, "
               f"seed {group[0].seed}, {run_mode})")
     return list(plan)
