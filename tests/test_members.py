@@ -241,7 +241,7 @@ def test_export_writes_members_and_ensemble_that_match_pytorch(mixed_run, tmp_pa
     else:
         got = torch.jit.load(str(path))(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
-    assert len(list(out.iterdir())) == 5
+    assert len(list(out.iterdir())) == 6  # five networks and export.json
 
 
 def test_a_run_written_before_members_had_args_still_resumes(base, tmp_path):
