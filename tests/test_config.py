@@ -175,7 +175,7 @@ def test_bad_keys_in_a_file_name_the_dotted_key(tmp_path):
         ("seed: [1\n", r"bad\.yaml: invalid YAML at line \d"),
         ("- 1\n- 2\n", r"bad\.yaml: expected a mapping of keys at the top level, got list"),
         ("base: 3\n", r"bad\.yaml: base: expected a file name, got 3"),
-        ("base: missing.yaml\n", r"missing\.yaml: cannot read the config \(No such file"),
+        ("base: missing.yaml\n", r"bad\.yaml: base: missing\.yaml: no file .*missing\.yaml, nor a config that ships"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, text, message):
@@ -209,3 +209,48 @@ def test_precision_takes_lightning_numbers_and_names(tmp_path):
     path.write_text("trainer: {precision: 32}\n")
     assert load_config(path).trainer.precision == 32
     assert load_config(path, ["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+
+
+# --- hostile configs: one line, no hang, no runaway memory -------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_base_that_is_a_device_is_refused_before_it_is_read(tmp_path, device, capsys):
+    from iwu.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"base: {device}\n")
+    for argv in (["config", "--show", str(config)], ["train", str(config)]):
+        assert main(argv) == 2
+        assert f"{device}: cannot read the config (not a regular file" in capsys.readouterr().err
+
+
+def test_a_config_nested_thousands_deep_and_a_5000_digit_integer_are_one_line(tmp_path, capsys):
+    from iwu.cli import main
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    digits = tmp_path / "digits.yaml"
+    digits.write_text("seed: " + "9" * 5000 + "\n")
+    for path, words in ((deep, "nested too deeply to read"), (digits, "a value YAML cannot convert")):
+        assert main(["config", "--show", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert main(["config", "--show", "demo", "seed=" + "9" * 5000]) == 2
+
+
+def test_an_experiment_name_longer_than_a_name_is_refused(tmp_path):
+    with pytest.raises(UserError, match="experiment: expected a name of at most 120 characters"):
+        load_config("demo", ["experiment=" + "x" * 121])
+    assert load_config("demo", ["experiment=" + "x" * 120]).experiment == "x" * 120
+
+
+def test_base_finds_a_packaged_config_and_a_file_beside_wins(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: demo\nseed: 5\n")
+    config = load_config(tmp_path / "mine.yaml")
+    assert (config.seed, config.experiment) == (5, load_config("demo").experiment)
+    (tmp_path / "demo").write_text("experiment: beside\n")  # a file of that name beside the config wins
+    assert load_config(tmp_path / "mine.yaml").experiment == "beside"
+    (tmp_path / "other.yaml").write_text("base: paper/nope\n")
+    with pytest.raises(UserError, match=r"base: paper/nope: no file .*paper/nope, nor a config that ships with iwu"):
+        load_config(tmp_path / "other.yaml")

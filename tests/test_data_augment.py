@@ -194,7 +194,7 @@ BAD = [
     ([{"random_crop": {"sise": 24}}], r"\[0\].random_crop: unknown argument 'sise'; did you mean size\?"),
     ([{"random_crop": None}], r"\[0\].random_crop: `size` is required"),
     ([{"random_crop": 24}], r"\[0\].random_crop: expected a mapping of arguments"),
-    ([{"random_crop": {"size": 0}}], r"`size` must be a whole number >= 1 or \[height, width\], not 0"),
+    ([{"random_crop": {"size": 0}}], r"`size` must be a whole number from 1 to 4096 or \[height, width\], not 0"),
     ([{"random_crop": {"size": 40, "padding": 2, "pad_if_needed": False}}],
      r"\[0\].random_crop: a 40x40 crop is larger than the padded image \(as small as 32\+2x2"),
     ([{"random_scale": {"min": 0.5}}, {"random_crop": {"size": 24, "pad_if_needed": False}}],
@@ -240,3 +240,10 @@ def test_ranks_under_ddp_share_the_epoch_and_split_its_items(monkeypatch):
         keys += list(order)
     assert {(k.epoch, k.seed) for k in keys} == {(2, 3)}
     assert sorted(k.index for k in keys) == list(range(8))
+
+
+@pytest.mark.parametrize("step", [{"random_crop": {"size": 100000}}, {"random_crop": {"size": [64, 4097]}},
+                                  {"random_crop": {"size": 64, "padding": 100000}}])
+def test_crop_sizes_and_padding_are_bounded_like_image_sides(step):
+    with pytest.raises(UserError, match="from [01] to 4096"):
+        check_augment([step], size=64)

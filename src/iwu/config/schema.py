@@ -20,12 +20,12 @@ from typing import Literal
 
 import yaml
 
-from iwu.util.bounded import check_bounded
+from iwu.util.bounded import MAX_DEPTH, MAX_NAME, check_bounded
 from iwu.data.config import DataConfig, check_data
 from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write_bytes
 from iwu.util.suggest import close_matches, did_you_mean
-from iwu.config.packaged import find_config
+from iwu.config.packaged import LIST_HINT, find_config
 
 
 @dataclass
@@ -165,9 +165,28 @@ def save_config(config: RunConfig, path) -> Path:
 
 
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a config is a page of YAML; the paper's, with every base, is under 10 kB
+
+
+def _safe_yaml(text: str, where: str):
+    """`yaml.safe_load`, with what the parser itself cannot bound turned into one line: nesting that
+    exhausts its recursion, integers of more digits than Python converts."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to read (at most {MAX_DEPTH} levels)") from None
+    except ValueError as err:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise UserError(f"{where}: a value YAML cannot convert ({' '.join(str(err).split())[:100]})") from None
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # a device or a FIFO named as a config (/dev/zero) would be read without end
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: cannot read the config (not a regular file: a folder, a device or a pipe)")
+        if path.exists() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+        raw = _safe_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as err:
         raise UserError(f"{path}: cannot read the config ({err.strerror or err})") from None
     except UnicodeDecodeError:
@@ -195,7 +214,20 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict:
         return raw
     if not isinstance(base, str):
         raise UserError(f"{path}: base: expected a file name, got {base!r}")
-    return _merge(_read_with_bases(path.parent / base, (*chain, resolved)), raw)
+    return _merge(_read_with_bases(_base_file(path, base), (*chain, resolved)), raw)
+
+
+def _base_file(path: Path, base: str) -> Path:
+    """`base:` as the command line reads a config: a file beside `path` wins, else a packaged config of
+    that name (`base: demo`, `base: paper/base`)."""
+    beside = path.parent / base
+    if beside.exists():
+        return beside
+    try:
+        return find_config(base)
+    except UserError:
+        raise UserError(f"{path}: base: {base}: no file {beside}, nor a config that ships with iwu; "
+                        f"{LIST_HINT}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -215,7 +247,7 @@ def _apply_override(raw: dict, text: str) -> None:
     if not sep or not all(parts):
         raise UserError(f"override {text!r}: expected key=value, e.g. seed=3 or trainer.max_steps=20")
     try:
-        value = yaml.safe_load(value)
+        value = _safe_yaml(value, f"override {key}")
     except yaml.YAMLError:
         raise UserError(f"{key}: cannot read the value {value!r} (YAML)") from None
     check_bounded(value, f"override {key}")
@@ -339,6 +371,9 @@ def _check_values(c: RunConfig) -> None:
         raise UserError(f"mode: unknown mode {c.mode!r}{did_you_mean(c.mode, MODES, '; did you mean {}?')} (modes: "
                         f"{', '.join(sorted(MODES))}; your own: register_mode and --import)")
     require("seed", c.seed, 0 <= c.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (numpy's seeds)")
+    # the experiment names folders, figure titles and table cells
+    require("experiment", f"{c.experiment[:40]}...", len(c.experiment) <= MAX_NAME,
+            f"a name of at most {MAX_NAME} characters (it names folders, titles and table columns)")
     require("val_every", c.val_every, c.val_every >= 1, "an integer >= 1")
     require("members", c.members, c.members != [], "at least one member, e.g. [{name: deeplabv3plus_resnet101, lr: 1e-4}]")
     for i, m in enumerate(c.members):

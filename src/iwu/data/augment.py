@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from iwu.constants import IGNORE_INDEX
 from iwu.errors import UserError
 from iwu.util.suggest import did_you_mean
+from iwu.util.bounded import MAX_SIDE
 
 FILL = {"image": 0, "label": IGNORE_INDEX, "mask": 0}  # what padding puts under each part of an item
 
@@ -78,8 +79,8 @@ def _number(value, name: str, low: float | None = None, high: float | None = Non
 def _side(value, name: str) -> tuple[int, int]:
     """A crop size: one whole number (square) or [height, width]."""
     pair = value if isinstance(value, list | tuple) else [value, value]
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ValueError(f"`{name}` must be a whole number >= 1 or [height, width], not {value!r}")
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in pair):
+        raise ValueError(f"`{name}` must be a whole number from 1 to {MAX_SIDE} or [height, width], not {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -144,8 +145,9 @@ class RandomCrop:
 
     def __post_init__(self):
         _side(self.size, "size")
-        if not isinstance(self.padding, int) or isinstance(self.padding, bool) or self.padding < 0:
-            raise ValueError(f"`padding` must be a whole number >= 0, not {self.padding!r}")
+        # bounded like an image side: a padded image of 100,000 pixels a side is tens of gigabytes a batch
+        if not isinstance(self.padding, int) or isinstance(self.padding, bool) or not 0 <= self.padding <= MAX_SIDE:
+            raise ValueError(f"`padding` must be a whole number from 0 to {MAX_SIDE}, not {self.padding!r}")
         if not isinstance(self.pad_if_needed, bool):
             raise ValueError(f"`pad_if_needed` must be true or false, not {self.pad_if_needed!r}")
 

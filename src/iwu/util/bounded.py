@@ -17,6 +17,9 @@ MAX_DEPTH = 100  # lists and mappings nested in one another
 # An image side: 4096 holds Cityscapes' 2048x1024 twice over; past it one probability map of 19 classes
 # alone is over a gigabyte per member (a typo of a digit asked for 100000 and grew past 8 GB unannounced).
 MAX_SIDE = 4096
+# A name that becomes a folder, a figure title and a table cell (an experiment's): folder names end at 255
+# bytes, and a title or a column of a thousand characters says nothing more than one of a hundred.
+MAX_NAME = 120
 
 
 class _Exceeded(Exception):
