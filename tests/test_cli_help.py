@@ -51,12 +51,12 @@ def test_train_help_lists_every_registered_mode_and_the_common_overrides(capsys,
 
 
 def test_data_options_list_every_dataset_kind(capsys, monkeypatch):
-    from iwu.data import sources
+    from iwu.data import kinds
 
-    monkeypatch.setattr(sources, "KINDS", (*sources.KINDS, "probe_kind"))
+    monkeypatch.setattr(kinds, "KINDS", (*kinds.KINDS, "probe_kind"))
     for command in ("evaluate", "masks", "prepare"):
         text = _help(capsys, command)
-        assert all(kind in text for kind in sources.KINDS), command
+        assert all(kind in text for kind in kinds.KINDS), command
 
 
 def test_defaults_and_choices_are_shown(capsys):

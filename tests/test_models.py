@@ -2,6 +2,8 @@
 
 import os
 
+import sys
+
 import pytest
 import torch
 import torchvision
@@ -9,7 +11,7 @@ from torch import nn
 
 from iwu import models
 from iwu.errors import UserError
-from iwu.models import build_model
+from iwu.models import build_model, registry
 
 MOBILENET, RESNET50, RESNET101 = "deeplabv3plus_mobilenet", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101"
 MOBILENET_TORCHVISION = "deeplabv3plus_mobilenet_torchvision"
@@ -263,3 +265,38 @@ def test_resnet_dropout_follows_layers_1_to_3_as_published_and_is_off_in_eval(na
 def test_dropout_must_be_a_probability():
     with pytest.raises(UserError, match="dropout must be a number in"):
         build_model(RESNET50, 19, pretrained=False, args={"dropout": 1.5})
+
+
+@pytest.mark.parametrize("source, words", [
+    ("raise RuntimeError('boom')\n", "importing it raised RuntimeError: boom"),
+    ("def broken(:\n", "importing it raised SyntaxError"),
+    ("import sys\nsys.exit(0)\n", "the module called sys.exit(0) when imported"),
+    ("from iwu.models import register_model\nregister_model('deeplabv3plus_mobilenet')(lambda n: None)\n",
+     "importing it raised ValueError: model 'deeplabv3plus_mobilenet' is already registered"),
+])
+def test_a_users_module_that_fails_is_one_line_naming_it(tmp_path, monkeypatch, capsys, source, words):
+    from iwu.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "failing_user_module.py").write_text(source)
+    monkeypatch.delitem(sys.modules, "failing_user_module", raising=False)
+    for argv in (["config", "--show", "demo"], ["weights", "demo"], ["export", str(tmp_path)],
+                 ["evaluate", str(tmp_path), "--data", f"cityscapes:{tmp_path}"]):
+        monkeypatch.delitem(sys.modules, "failing_user_module", raising=False)
+        assert main([*argv, "--import", "failing_user_module"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--import failing_user_module: {words}" in err, (argv, err)
+
+
+@pytest.mark.parametrize("name", ["..x", ".x", ""])
+def test_relative_and_empty_module_names_are_one_line(name, capsys):
+    from iwu.cli import main
+
+    assert main(["config", "--show", "demo", "--import", name]) == 2
+    assert "expected a module's full name" in capsys.readouterr().err
+
+
+def test_a_builder_that_returns_no_network_is_one_line(monkeypatch):
+    monkeypatch.setitem(registry.MODELS, "returns_none", lambda num_classes, pretrained=False: None)
+    with pytest.raises(UserError, match="member returns_none: its builder returned NoneType, not a torch.nn.Module"):
+        build_model("returns_none", 3, pretrained=False)

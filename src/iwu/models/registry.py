@@ -81,9 +81,13 @@ def _call_registered(name: str, builder: Builder, num_classes: int, output_strid
     if "output_stride" not in kwargs and ("output_stride" in params or takes_any):
         kwargs["output_stride"] = output_stride  # a member's args may choose its own
     try:
-        return builder(num_classes, **kwargs)
+        model = builder(num_classes, **kwargs)
     except (TypeError, ValueError) as err:  # a value the builder refuses: the config's mistake
         raise UserError(f"member {name}: {refusal(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"member {name}: its builder returned {type(model).__name__}, not a torch.nn.Module; "
+                        "a registered builder returns the network")
+    return model
 
 
 def names_at_revision(names: list[str], revision: int) -> list[str]:
@@ -97,7 +101,14 @@ def names_at_revision(names: list[str], revision: int) -> list[str]:
 def import_user_modules(modules) -> None:
     """Import modules named by `--import` (or a run's `imports`), so the models they register are known."""
     for module in modules:
+        if not isinstance(module, str) or not module or module.startswith("."):
+            raise UserError(f"--import {module!r}: expected a module's full name, e.g. mypkg.models")
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise UserError(f"--import {module}: {err}") from None
+        except SystemExit as stop:  # a module that ends the program on import would end iwu without a word
+            raise UserError(f"--import {module}: the module called sys.exit({stop.code!r}) when imported") from None
+        except Exception as err:  # the user's code failed: its error's last line, not a traceback of ours
+            text = " ".join(str(err).split()) or "no message"
+            raise UserError(f"--import {module}: importing it raised {type(err).__name__}: {text[:200]}") from None

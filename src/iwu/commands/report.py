@@ -1,0 +1,46 @@
+"""`iwu report`: per-class tables over seeds from run directories (iwu.report)."""
+
+from __future__ import annotations
+
+import argparse
+
+from iwu.commands.arguments import examples
+from iwu.constants import ENSEMBLE
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="per-class tables over seeds (mean ± std, t-test) from run directories",
+                       epilog=examples("iwu report runs/acdc_ensemble --paper table1 --out reports/acdc",
+                                       "iwu report runs/demo --class-counts runs/demo/class_counts.json "
+                                       "--format md,tex,csv --out reports/demo"))
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders holding them at any depth")
+    p.add_argument("--by", default=None, help="group columns by fields of mode, model, experiment, train, eval "
+                                              "(default: mode, plus what differs)")
+    p.add_argument("--member", default=ENSEMBLE, help="ensemble (default), a member name, or all")
+    p.add_argument("--format", default="md", help="md, tex, csv, a comma-separated list, or all")
+    p.add_argument("--out", default=None, help="folder for report.* and difference.png")
+    p.add_argument("--paper", default=None, metavar="TABLE", help="put the published numbers beside (table1, table2, table3)")
+    p.add_argument("--class-counts", default=None, metavar="JSON|KIND:ROOT",
+                   help="the training set's class_counts.json, or the dataset as --data takes it (acdc:ROOT) once "
+                        "iwu prepare has cached it; orders the figure by frequency")
+    p.add_argument("--eval", default=None, metavar="DATASET",
+                   help="only the scores on this validation set (e.g. cityscapes for a cross-domain column alone)")
+    p.add_argument("--rare", type=int, default=None, metavar="K",
+                   help="add a row: each run's mean IoU over the K classes rarest in training (needs --class-counts)")
+    p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
+    # the choices are iwu.report.stats.DDOF and TESTS, spelled out so the parser imports no numpy
+    p.add_argument("--std", choices=["sample", "population"], default="sample",
+                   help="standard deviation of the cells and error bars: sample (ddof=1, default) or "
+                        "population (ddof=0, np.std as in the paper's scripts)")
+    p.add_argument("--test", choices=["welch", "student"], default="welch",
+                   help="t-test of two columns: welch (unequal variances, default) or student "
+                        "(pooled, scipy.stats.ttest_ind(a, b) as in the paper's scripts)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from iwu.report import run_report
+
+    return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,
+                      class_counts=args.class_counts, percent=args.percent, std=args.std, test=args.test,
+                      eval_set=args.eval, rare=args.rare)
