@@ -1,5 +1,6 @@
 """Training modes as one registry: the paper's defaults unchanged, the new modes against their formulas,
-MC dropout, a user's own mode, and bad input."""
+MC dropout, a user's own mode, bad input, and modes on a context built by hand (no Lightning) with the
+one check of what they need."""
 
 import importlib.util
 import json
@@ -12,11 +13,11 @@ import torch.nn.functional as F
 import yaml
 
 from iwu.cli import main
-from iwu.config.schema import MemberConfig, RunConfig, load_config
+from iwu.config.schema import LossConfig, MemberConfig, RunConfig, load_config
 from iwu.engine.ensemble import EnsembleModule
 from iwu.errors import UserError
 from iwu.method.losses import dice_loss, uncertainty_weighted_cross_entropy
-from iwu.method.modes import MODES
+from iwu.method.modes import MODES, NEEDS, Mode, ModeContext, RunFacts, check_needs
 from iwu.report.groups import _order
 from iwu.engine.train import train
 from iwu.method.uncertainty import label_instances, pixel_entropy, uncertainty_of
@@ -140,12 +141,12 @@ def test_mc_dropout_uncertainty_has_no_gradient_keeps_batchnorm_and_repeats_for_
     batch = _batch()
     buffers = [b.clone() for b in module.members.buffers()]
     torch.manual_seed(7)
-    first = MODES["pixel_uncertainty"].weights(module, batch, [])
+    first = MODES["pixel_uncertainty"].weights(module.mode_context(), batch, [])
     assert all(torch.equal(a, b) for a, b in zip(buffers, module.members.buffers()))  # statistics untouched
     assert isinstance(first, list) and len(first) == 2 and not any(u.requires_grad for u in first)
     assert not torch.equal(first[0], first[1])  # each member from its own passes
     torch.manual_seed(7)
-    again = MODES["pixel_uncertainty"].weights(module, batch, [])
+    again = MODES["pixel_uncertainty"].weights(module.mode_context(), batch, [])
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert module.training_step(batch, 0).isfinite()
 
@@ -239,3 +240,105 @@ def test_pixel_uncertainty_trains_on_the_ensembles_pixel_entropy_with_exponent_1
     ce = [F.cross_entropy(z, batch["label"], ignore_index=255, reduction="none") for z in logits]
     expected = sum((c * (1 + h)).sum() / c.numel() for c in ce)  # no instance averaging; ignored pixels count
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- a mode on its own: a context by hand, no LightningModule ---------------------------------------
+
+
+def _context(mode, **loss):
+    return ModeContext(mode, LossConfig(**loss))
+
+
+def test_a_weighted_modes_loss_on_a_hand_built_context():
+    logits = torch.zeros(1, 2, 2, 2)  # every CE is log 2
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    u = torch.tensor([[[0.5, 0.0], [1.0, 7.0]]])
+    log2 = math.log(2)
+    # instance_uncertainty: the paper's (1 + U)^2, the mean over all pixels (the ignored one adds 0)
+    loss = MODES["instance_uncertainty"].loss(_context("instance_uncertainty"), logits, target, u)
+    assert loss.item() == pytest.approx(log2 * (1.5 ** 2 + 1 + 2 ** 2) / 4, rel=1e-6)
+    # pixel_uncertainty: U-CE's exponent 1, over the labeled pixels; loss.exponent overrides a mode's own
+    loss = MODES["pixel_uncertainty"].loss(_context("pixel_uncertainty", normalize="valid"), logits, target, u)
+    assert loss.item() == pytest.approx(log2 * (1.5 + 1 + 2) / 3, rel=1e-6)
+    loss = MODES["pixel_uncertainty"].loss(_context("pixel_uncertainty", exponent=0.0), logits, target, u)
+    assert loss.item() == pytest.approx(log2 * 3 / 4, rel=1e-6)
+
+
+def test_class_weighted_and_ce_dice_losses_on_a_hand_built_context():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1,2,1,2): pixel 0 says class 0, pixel 1 class 1
+    target = torch.tensor([[[0, 1]]])
+    ce = [-math.log(math.exp(2) / (math.exp(2) + 1)), -math.log(math.exp(1) / (math.exp(1) + 1))]
+    ctx = ModeContext("class_weighted", LossConfig(), class_weights=torch.tensor([1.0, 3.0]))
+    assert MODES["class_weighted"].loss(ctx, logits, target, None).item() == pytest.approx(
+        (1 * ce[0] + 3 * ce[1]) / 4, rel=1e-6)
+    p = [math.exp(2) / (math.exp(2) + 1), math.exp(1) / (math.exp(1) + 1)]  # each pixel's own class
+    # per class c: (2 p_c + s) / (sum of its probabilities + 1 + s), s = 1e-6 negligible here
+    dice = [2 * p[0] / (p[0] + (1 - p[1]) + 1), 2 * p[1] / ((1 - p[0]) + p[1] + 1)]
+    expected = 0.75 * sum(ce) / 2 + 0.25 * (1 - sum(dice) / 2)
+    loss = MODES["ce_dice"].loss(_context("ce_dice", dice_weight=0.25), logits, target, None)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _entropy(p):
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def test_uncertainty_weights_on_a_hand_built_context_and_what_they_log():
+    # two members, one image of 1 x 3 pixels, two classes; the mean says class 0, 0, 1: two instances
+    p0 = [torch.tensor([0.9, 0.7, 0.2]), torch.tensor([0.9, 0.5, 0.4])]  # each member's P(class 0)
+    logits = [torch.stack([p, 1 - p]).log().reshape(1, 2, 1, 3) for p in p0]
+    h = [_entropy(0.9), _entropy(0.6), _entropy(0.3)]
+    logged = []
+    for mode, expected in [("pixel_uncertainty", h), ("instance_uncertainty", [(h[0] + h[1]) / 2] * 2 + [h[2]])]:
+        ctx = ModeContext(mode, LossConfig(), log_uncertainty=logged.append)
+        u = MODES[mode].weights(ctx, {"label": torch.zeros(1, 1, 3, dtype=torch.long)}, logits)
+        assert u.shape == (1, 1, 3) and u.flatten().tolist() == pytest.approx(expected, rel=1e-5)
+    assert len(logged) == 2 and all(len(found) == 1 for found in logged)  # the ensemble's: one
+    assert logged[1][0].num_instances.tolist() == [2]
+    assert MODES["standard"].weights is None
+
+
+def test_mc_dropout_weights_sample_the_contexts_own_members():
+    torch.manual_seed(0)
+    members = (torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.Dropout2d(0.5)),
+               torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.Dropout2d(0.5)))
+    ctx = ModeContext("pixel_uncertainty", LossConfig(source="mc_dropout", mc_samples=3), members=members)
+    batch = {"image": torch.randn(1, 3, 4, 4)}
+    torch.manual_seed(5)
+    maps = MODES["pixel_uncertainty"].weights(ctx, batch, [])
+    torch.manual_seed(5)
+    for member, u in zip(members, maps):  # the members' passes in order, three each
+        probs = torch.stack([member(batch["image"]).softmax(dim=1) for _ in range(3)])
+        torch.testing.assert_close(u, pixel_entropy(probs.mean(0)))
+    assert len(maps) == 2 and not torch.equal(maps[0], maps[1])
+
+
+def test_every_need_is_one_entry_and_a_missing_one_is_refused_by_the_one_check(monkeypatch):
+    assert list(NEEDS) == ["class_weights", "masks", "dropout", "two_classes"]
+    assert {need.when for need in NEEDS.values()} == {"built", "training"}
+    classes = ["a", "b", "c"]
+    # the training data's needs: refused before training, not when a trained run is built to load
+    with pytest.raises(ValueError, match="^class_weighted mode needs class_weights, one per class$"):
+        check_needs("class_weighted", "training", RunFacts(LossConfig(), classes))
+    with pytest.raises(ValueError, match="one per class"):
+        check_needs("class_weighted", "training", RunFacts(LossConfig(), classes, class_weights=torch.ones(2)))
+    check_needs("class_weighted", "training", RunFacts(LossConfig(), classes, class_weights=torch.ones(3)))
+    check_needs("class_weighted", "built", RunFacts(LossConfig(), classes))
+    with pytest.raises(UserError, match="^loss.masks_dir: offline_masks mode needs the folder written by `iwu masks"):
+        check_needs("offline_masks", "training", RunFacts(LossConfig(), classes))
+    check_needs("offline_masks", "training", RunFacts(LossConfig(masks_dir="masks"), classes))
+    check_needs("offline_masks", "built", RunFacts(LossConfig(), classes))
+    # the members' and classes' needs
+    plain, dropping = torch.nn.Conv2d(3, 2, 1), torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.Dropout(0.1))
+    sampled = LossConfig(source="mc_dropout")
+    with pytest.raises(UserError, match="^loss.source=mc_dropout: member b has no dropout to sample"):
+        check_needs("instance_uncertainty", "built", RunFacts(sampled, classes, {"a": dropping, "b": plain}))
+    check_needs("instance_uncertainty", "built", RunFacts(sampled, classes, {"a": dropping}))
+    check_needs("instance_uncertainty", "built", RunFacts(LossConfig(), classes, {"b": plain}))  # the ensemble's
+    check_needs("dice", "built", RunFacts(sampled, classes, {"b": plain}))  # weights of its own: no sampling
+    monkeypatch.setitem(MODES, "sampling", Mode("sampling", MODES["standard"].loss, None, ("dropout",), 1.0, None))
+    with pytest.raises(UserError, match="^mode=sampling: member b has no dropout to sample"):
+        check_needs("sampling", "built", RunFacts(LossConfig(), classes, {"b": plain}))
+    with pytest.raises(UserError, match="^mode=dice: needs at least two classes; this dataset has 1$"):
+        check_needs("dice", "built", RunFacts(LossConfig(), ["only"]))
+    check_needs("dice", "training", RunFacts(LossConfig(), ["only"]))

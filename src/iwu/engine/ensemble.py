@@ -20,7 +20,7 @@ from iwu.config.schema import RunConfig
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
 from iwu.method.metrics import confusion_matrices, iou_from_confusion
-from iwu.method.modes import MODES
+from iwu.method.modes import MODES, ModeContext, RunFacts, check_needs
 from iwu.models import MODELS_REVISION, build_model, set_bn_momentum
 from iwu.models.parts import backbone_of, check_logits, logits_and_aux
 from iwu.engine.optim import build_optimizer
@@ -77,27 +77,11 @@ class EnsembleModule(L.LightningModule):
         self._confusion: torch.Tensor | None = None
         self.latest: dict[str, dict[str, tuple[list[float | None], float]]] = {}  # loader -> model -> (iou, miou)
         self.validated_step = -1
-        self._check_mode()
+        # what the mode asks of the members and classes, before any training (the training data's needs
+        # are iwu.engine.train's to check: a trained run loads without them)
+        check_needs(self.mode, "built", RunFacts(config.loss, self.classes, dict(zip(self.names, self.members))))
 
     # --- set-up -----------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        needs = MODES[self.mode].needs
-        if "class_weights" in needs and self.class_weights.numel() != len(self.classes):
-            raise ValueError(f"{self.mode} mode needs class_weights, one per class")
-
-    def _check_mode(self) -> None:
-        """What the mode and its options ask of the members and the data, before any training."""
-        mode, source = MODES[self.mode], self.config.loss.source
-        sampled = source == "mc_dropout" and getattr(mode.weights, "from_members", False)
-        if sampled or "dropout" in mode.needs:
-            why = "loss.source=mc_dropout" if sampled else f"mode={self.mode}"
-            for name, member in zip(self.names, self.members):
-                if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in member.modules()):
-                    raise UserError(f"{why}: member {name} has no dropout to sample; give it some "
-                                    "(args: {dropout: 0.1} on a DeepLab ResNet) or use loss.source=ensemble")
-        if "two_classes" in mode.needs and len(self.classes) < 2:
-            raise UserError(f"mode={self.mode}: needs at least two classes; this dataset has {len(self.classes)}")
 
     def configure_model(self) -> None:
         if self.config.trainer.channels_last:
@@ -157,6 +141,13 @@ class EnsembleModule(L.LightningModule):
         for key, values in stats.items():
             self.log(f"train/{key}", torch.stack(values).mean().to(self.device))
 
+    def mode_context(self) -> ModeContext:
+        """All the mode's loss and weights see of this module, built each step: the class weights follow
+        the module to its device."""
+        return ModeContext(self.mode, self.config.loss,
+                           class_weights=self.class_weights if self.class_weights.numel() else None,
+                           members=tuple(self.members), log_uncertainty=self.log_uncertainty)
+
     def _snapshot_buffers(self) -> None:
         # The forward pass updates BatchNorm statistics before the loss is known; keeping a copy
         # (under 1 MB for the paper's members) lets a non-finite step leave the model as it was.
@@ -174,12 +165,12 @@ class EnsembleModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._snapshot_buffers()
         outputs = self.outputs(batch["image"])
-        mode, target = MODES[self.mode], batch["label"]
-        u = mode.weights(self, batch, [z for z, _ in outputs]) if mode.weights is not None else None
+        mode, target, ctx = MODES[self.mode], batch["label"], self.mode_context()
+        u = mode.weights(ctx, batch, [z for z, _ in outputs]) if mode.weights is not None else None
         weights = u if isinstance(u, list) else [u] * len(outputs)  # one map per member, or one for all
         # an auxiliary head (torchvision's aux_loss) learns the same target, weighted 0.4 as torchvision trains it
-        losses = torch.stack([mode.loss(self, z, target, w)
-                              + (AUX_WEIGHT * mode.loss(self, aux, target, w) if aux is not None else 0)
+        losses = torch.stack([mode.loss(ctx, z, target, w)
+                              + (AUX_WEIGHT * mode.loss(ctx, aux, target, w) if aux is not None else 0)
                               for (z, aux), w in zip(outputs, weights)])
         checked = losses.detach()
         if self._trainer is not None and self.trainer.world_size > 1:

@@ -30,7 +30,7 @@ from iwu.engine.ensemble import ENSEMBLE, EnsembleModule, NonFiniteLoss
 from iwu.errors import Stopped, UserError
 from iwu.util.atomic_files import atomic_write_json, owned, remove_stale_temporaries
 from iwu.engine.loggers import quiet_lightning, run_loggers
-from iwu.method.modes import MODES
+from iwu.method.modes import MODES, RunFacts, check_needs
 from iwu.models import import_user_modules, names_at_revision
 from iwu.models.parts import backbone_of
 from iwu.models.prefetch import check_weights
@@ -91,17 +91,18 @@ def labeled_counts(dm):
 
 
 def build_module(config: RunConfig, dm) -> EnsembleModule:
+    """The training module, given what its mode needs of the training data (checked here, before the
+    members are built): class weights from the split's counts, the stored masks in the batches."""
     class_weights = None
     needs = MODES[config.mode].needs
     if "class_weights" in needs:
         from iwu.method.losses import class_weights_from_counts
 
         class_weights = class_weights_from_counts(labeled_counts(dm))
+    check_needs(config.mode, "training", RunFacts(config.loss, dm.classes, class_weights=class_weights))
     if "masks" in needs:
         from iwu.data.mask_store import MaskStore
 
-        if not config.loss.masks_dir:
-            raise UserError(f"loss.masks_dir: {config.mode} mode needs the folder written by `iwu masks`")
         dm.use_masks(MaskStore(config.loss.masks_dir))
     return EnsembleModule(config, dm.classes, class_weights=class_weights, val_names=dm.val_names)
 

@@ -9,9 +9,13 @@ module is imported (`iwu train ... --import mymodes`):
         ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
         return (ce * (1 + u).sqrt()).mean()
 
-`ctx` is the training module: `ctx.config.loss` holds the options, `ctx.class_weights`
-and `ctx.members` what a mode needs (stored masks come in the batch, as `batch["mask"]`). A weight source returns, for a batch and
-the members' logits, None, one (B,H,W) tensor for every member, or a list with one per member.
+`ctx` is a `ModeContext`, all a mode sees of the run: `ctx.loss` holds the options (config.loss),
+`ctx.class_weights` and `ctx.members` what a mode needs (stored masks come in the batch, as
+`batch["mask"]`). The training module builds it for every step; a test builds one by hand, without
+Lightning. A weight source returns, for a batch and the members' logits, None, one (B,H,W) tensor for
+every member, or a list with one per member.
+
+What a mode needs is one table, `NEEDS`, checked by one function, `check_needs`.
 
 Light on purpose (torch is imported by the functions, not the module): configs and sweeps check
 mode names without loading torch.
@@ -19,16 +23,32 @@ mode names without loading torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from iwu.constants import IGNORE_INDEX
+from iwu.errors import UserError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-NEEDS = ("class_weights", "masks", "dropout", "two_classes")
+
+def _unlogged(found: list) -> None:
+    """A context's default `log_uncertainty`: the uncertainty is computed for the weights only."""
+
+
+@dataclass(frozen=True)
+class ModeContext:
+    """What a mode's loss and weight source see of the run: its options and what it needs, no more."""
+
+    mode: str  # the mode's name (its default exponent)
+    # the run's config.loss, the options (an iwu.config.schema.LossConfig; that module imports this one)
+    loss: Any
+    class_weights: torch.Tensor | None = None  # (C,), for modes that need class_weights
+    members: Sequence[nn.Module] = ()  # the networks, for their own dropout passes (loss.source=mc_dropout)
+    log_uncertainty: Callable[[list], None] = _unlogged  # takes a weight source's uncertainties (one per map)
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,87 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {}
+
+
+# --- needs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a mode's needs are checked against: each need looks at what is known when it is checked."""
+
+    loss: Any  # config.loss, as ModeContext's
+    classes: Sequence[str]
+    members: Mapping[str, nn.Module] = field(default_factory=dict)  # name -> network, once built
+    class_weights: torch.Tensor | None = None  # (C,), once computed from the training split
+
+
+@dataclass(frozen=True)
+class Need:
+    """One entry of `NEEDS`: what a mode asks of a run, when that is known, how a run lacking it is refused."""
+
+    means: str
+    # "built": of the members and classes, whenever the training module is built (a trained run loaded too);
+    # "training": of the training data, when a run is about to train (a trained run loads without them)
+    when: str
+    lacking: Callable[[Mode, RunFacts], Exception | None]  # the refusal, or None where the run has it
+
+
+def _samples_dropout(mode: Mode, loss) -> bool:
+    """Its weights follow loss.source, and that is each member's own dropout passes."""
+    return loss.source == "mc_dropout" and getattr(mode.weights, "from_members", False)
+
+
+def _lacking_class_weights(mode: Mode, run: RunFacts) -> Exception | None:
+    if run.class_weights is None or run.class_weights.numel() != len(run.classes):
+        return ValueError(f"{mode.name} mode needs class_weights, one per class")
+    return None
+
+
+def _lacking_masks(mode: Mode, run: RunFacts) -> Exception | None:
+    if not run.loss.masks_dir:
+        return UserError(f"loss.masks_dir: {mode.name} mode needs the folder written by `iwu masks`")
+    return None
+
+
+def _lacking_dropout(mode: Mode, run: RunFacts) -> Exception | None:
+    from torch import nn
+
+    why = "loss.source=mc_dropout" if _samples_dropout(mode, run.loss) else f"mode={mode.name}"
+    for name, member in run.members.items():
+        if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in member.modules()):
+            return UserError(f"{why}: member {name} has no dropout to sample; give it some "
+                             "(args: {dropout: 0.1} on a DeepLab ResNet) or use loss.source=ensemble")
+    return None
+
+
+def _lacking_two_classes(mode: Mode, run: RunFacts) -> Exception | None:
+    if len(run.classes) < 2:
+        return UserError(f"mode={mode.name}: needs at least two classes; this dataset has {len(run.classes)}")
+    return None
+
+
+NEEDS: dict[str, Need] = {
+    "class_weights": Need("one loss weight per class, from the training split's pixel counts (ctx.class_weights)",
+                          "training", _lacking_class_weights),
+    "masks": Need("the masks `iwu masks` stored, from loss.masks_dir, in each batch as batch['mask']",
+                  "training", _lacking_masks),
+    "dropout": Need("dropout in every member, to sample passes from (ctx.members); also asked by a weight "
+                    "source that follows loss.source when it is mc_dropout", "built", _lacking_dropout),
+    "two_classes": Need("at least two classes", "built", _lacking_two_classes),
+}
+
+
+def check_needs(name: str, when: str, run: RunFacts) -> None:
+    """Refuse, with the first unmet need's error in `NEEDS`' order, a run that lacks what mode `name`
+    needs at `when` ("built" or "training", see `Need.when`)."""
+    mode = MODES[name]
+    wanted = {*mode.needs, *(["dropout"] if _samples_dropout(mode, run.loss) else [])}
+    for need, what in NEEDS.items():
+        if need in wanted and what.when == when:
+            error = what.lacking(mode, run)
+            if error is not None:
+                raise error
 
 
 def register_mode(name: str, *, weights: Callable | None = None, needs=(), order: float = 100.0,
@@ -60,9 +161,9 @@ def register_mode(name: str, *, weights: Callable | None = None, needs=(), order
     return decorator
 
 
-def exponent(ctx) -> float:
+def exponent(ctx: ModeContext) -> float:
     """loss.exponent, or the mode's own default (2: the paper's; 1: U-CE's)."""
-    for value in (ctx.config.loss.exponent, MODES[ctx.config.mode].exponent):
+    for value in (ctx.loss.exponent, MODES[ctx.mode].exponent):
         if value is not None:
             return value
     return 2.0
@@ -71,7 +172,7 @@ def exponent(ctx) -> float:
 # --- weight sources ---------------------------------------------------------------------
 
 
-def _mc_dropout_probs(ctx, batch, member) -> torch.Tensor:
+def _mc_dropout_probs(ctx: ModeContext, batch, member) -> torch.Tensor:
     """(T,B,C,H,W) softmaxes of T stochastic passes of `member`, without gradient: dropout samples,
     BatchNorm normalises with its running statistics and leaves them as they were."""
     import torch
@@ -85,7 +186,7 @@ def _mc_dropout_probs(ctx, batch, member) -> torch.Tensor:
     try:
         with torch.no_grad():
             return torch.stack([logits_and_aux(member(batch["image"]))[0].float().softmax(dim=1)
-                                for _ in range(ctx.config.loss.mc_samples)])
+                                for _ in range(ctx.loss.mc_samples)])
     finally:
         for m in norms:
             m.train()
@@ -94,10 +195,10 @@ def _mc_dropout_probs(ctx, batch, member) -> torch.Tensor:
 def uncertainty_weights(instance: bool) -> Callable:
     """The ensemble's (or each member's MC dropout) uncertainty, averaged over predicted instances or not."""
 
-    def weights(ctx, batch, logits):
+    def weights(ctx: ModeContext, batch, logits):
         from iwu.method.uncertainty import ensemble_uncertainty, uncertainty_of
 
-        loss = ctx.config.loss
+        loss = ctx.loss
         options = {"connectivity": loss.connectivity, "backend": loss.backend}
         if loss.source == "ensemble":
             found = [ensemble_uncertainty(logits, kind=loss.uncertainty, **options)]
@@ -129,7 +230,7 @@ def _weighted_ce(ctx, logits, target, u):
     from iwu.method.losses import uncertainty_weighted_cross_entropy
 
     return uncertainty_weighted_cross_entropy(logits, target, u, ignore_index=IGNORE_INDEX,
-                                              normalize=ctx.config.loss.normalize, exponent=exponent(ctx))
+                                              normalize=ctx.loss.normalize, exponent=exponent(ctx))
 
 
 @register_mode("standard", order=10)
@@ -150,7 +251,7 @@ def class_weighted(ctx, logits, target, u):
 def focal(ctx, logits, target, u):
     from iwu.method.losses import focal_loss
 
-    return focal_loss(logits, target, gamma=ctx.config.loss.focal_gamma, normalize=ctx.config.loss.normalize)
+    return focal_loss(logits, target, gamma=ctx.loss.focal_gamma, normalize=ctx.loss.normalize)
 
 
 @register_mode("dice", needs=("two_classes",), order=40)
@@ -163,7 +264,7 @@ def dice(ctx, logits, target, u):
 @register_mode("ce_dice", needs=("two_classes",), order=45)
 def ce_dice(ctx, logits, target, u):
     """The published `hybrid`: (1 - w) CE + w Dice, w = loss.dice_weight (0.5)."""
-    w = ctx.config.loss.dice_weight
+    w = ctx.loss.dice_weight
     return (1 - w) * standard(ctx, logits, target, u) + w * dice(ctx, logits, target, u)
 
 
