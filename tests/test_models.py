@@ -300,3 +300,27 @@ def test_a_builder_that_returns_no_network_is_one_line(monkeypatch):
     monkeypatch.setitem(registry.MODELS, "returns_none", lambda num_classes, pretrained=False: None)
     with pytest.raises(UserError, match="member returns_none: its builder returned NoneType, not a torch.nn.Module"):
         build_model("returns_none", 3, pretrained=False)
+
+
+def test_weights_of_a_config_without_pretrained_weights_says_so_and_succeeds(capsys):
+    from iwu.cli import main
+
+    assert main(["weights", "demo"]) == 0  # the demo trains from scratch
+    out = capsys.readouterr().out
+    assert "model.pretrained is false: a run of this config reads none of these files" in out
+
+
+@pytest.mark.parametrize("member, words", [
+    ({"name": "smp:Nope", "lr": 1e-3}, "unknown architecture 'Nope'"),
+    ({"name": "smp:Unet", "lr": 1e-3, "args": {"encoder_name": "nope"}}, "unknown encoder 'nope'"),
+    ({"name": "torchvision:__import__", "lr": 1e-3}, "unknown torchvision builder '__import__'"),
+])
+def test_weights_refuses_a_member_train_refuses(tmp_path, capsys, member, words):
+    import yaml
+
+    from iwu.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"members": [member], "model": {"pretrained": True}}))
+    assert main(["weights", str(config)]) == 2
+    assert words in capsys.readouterr().err

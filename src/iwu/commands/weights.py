@@ -1,7 +1,7 @@
 """`iwu weights`: the pretrained files a config's members read, whether the local caches hold them,
 and --fetch to fill the caches (iwu.models.prefetch).
 
-Exit status 1 when a file is missing and not fetched.
+Exit status 1 when a file is missing and not fetched (and the config reads pretrained files at all).
 """
 
 from __future__ import annotations
@@ -34,12 +34,29 @@ def run(args: argparse.Namespace) -> int:
 
     import_modules(args)
     config = load_config(args.config, args.overrides)
+    _check_members(config)
     files = _list_files(config.members)
+    if not config.model.pretrained:
+        print("model.pretrained is false: a run of this config reads none of these files (its members start "
+              "from random weights)")
+        return 0
     if args.fetch:
         fetch(files)
         print(f"fetched {sum(not f.present for f in files)} file(s); copy the caches to machines without internet")
         return 0
     return 1 if any(not f.present for f in files) else 0
+
+
+def _check_members(config) -> None:
+    """Refuse a member a run would refuse (an unknown architecture, encoder or builder), as train does: built
+    on the meta device, so no memory is spent and nothing is read."""
+    import torch
+
+    from iwu.models import build_model
+
+    with torch.device("meta"):
+        for m in config.members:
+            build_model(m.name, 2, output_stride=config.model.output_stride, pretrained=False, args=m.args)
 
 
 def _list_files(members) -> list:
