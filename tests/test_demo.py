@@ -89,3 +89,24 @@ def test_version_names_the_package_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"iwu {iwu.__version__}"
+
+
+def test_a_demo_stopped_by_ctrl_c_says_the_demo_resumes_by_itself_on_a_line_of_its_own(tmp_path, capsys,
+                                                                                      monkeypatch):
+    import lightning.pytorch as pl
+
+    from iwu.engine import train as engine_train
+
+    def interrupted(*args, **kwargs):  # Lightning's answer to Ctrl-C inside fit: SystemExit over the interrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1)
+
+    monkeypatch.setattr(pl.Trainer, "fit", interrupted)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a live bar's line is open on a terminal
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seeds", "1", *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "\niwu demo: " in err and "unfinished; the same `iwu demo` command continues it" in err
+    assert "resume=true" not in err.split("iwu demo: ", 1)[1]
+    assert engine_train.RESUME_HINT == "the same command with resume=true"  # what plain `iwu train` says

@@ -388,7 +388,7 @@ def test_a_signal_stops_the_run_unfinished_with_the_shells_status(base, tmp_path
               progress=False)
     assert err.value.status == status
     assert str(err.value).startswith(f"{out}: stopped by {name} at step ")
-    assert "resume=true continues it from its checkpoint" in str(err.value)  # validated at step 3
+    assert "the same command with resume=true continues it from its checkpoint" in str(err.value)  # validated at 3
     assert not (out / "final.json").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again
     final = train(_config(base, out, "mode=standard", "trainer.max_steps=8", "resume=true"), progress=False)
@@ -457,6 +457,12 @@ def test_resume_refuses_a_damaged_crafted_or_foreign_last_checkpoint(base, tmp_p
     last.write_bytes((other / "checkpoints" / "last.ckpt").read_bytes())  # another run's checkpoint
     with pytest.raises(UserError, match="a checkpoint of members deeplabv3plus_mobilenet, not this run's "
                                         "deeplabv3plus_mobilenet, deeplabv3plus_mobilenet"):
+        train(resume, progress=False)
+
+    weights_only = torch.load(out / "checkpoints" / "best_ensemble.ckpt", weights_only=True)
+    weights_only["global_step"] = 3  # as a hand-made or best checkpoint copied over last.ckpt
+    torch.save(weights_only, last)
+    with pytest.raises(UserError, match="last.ckpt: holds weights only .no optimiser or loop state."):
         train(resume, progress=False)
 
     last.write_bytes(good)

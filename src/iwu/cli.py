@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iwu {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Stopped as err:
-        print(f"iwu {args.command}: {err}", file=sys.stderr)
+        # on a terminal the live bar's line is still open: the message starts a line of its own
+        print(f"{chr(10) if sys.stderr.isatty() else ''}iwu {args.command}: {err}", file=sys.stderr)
         return err.status
     except BrokenPipeError:
         return reader_gone()

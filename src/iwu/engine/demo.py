@@ -91,7 +91,7 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
         for seed in range(seeds):
             run = out / mode / f"seed{seed}"
             config = load_config(config_path, [*where, f"mode={mode}", f"seed={seed}", f"out={run}", "resume=true"])
-            final = train(config)
+            final = train(config, resume_hint="the same `iwu demo` command")
             results[mode].append(final["results"][ENSEMBLE])
     counts = SegmentationDataModule(config.data).train_class_counts().astype(float)
     share = counts / counts.sum()

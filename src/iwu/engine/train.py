@@ -46,6 +46,10 @@ def _resume_step(path: Path, config: RunConfig, classes) -> int:
     about = saved.get("iwu") if isinstance(saved.get("iwu"), dict) else {}
     if "global_step" not in saved or "config" not in about:
         raise UserError(f"{path}: not a training checkpoint of an iwu run; delete it to start the run afresh")
+    if not isinstance(saved.get("optimizer_states"), list) or not isinstance(saved.get("loops"), dict):
+        raise UserError(f"{path}: holds weights only (no optimiser or loop state), so the run cannot continue "
+                        "exactly from it; restore the run's own last.ckpt, or delete it to start afresh "
+                        "(model.init_from=FILE starts a new run from its weights)")
     _same_run(path, about, config, classes)
     names = [m.name for m in config.members]
     today = names_at_revision(names, about.get("models_revision", 1))
@@ -175,12 +179,16 @@ def _final(config: RunConfig, dm, module: EnsembleModule, tracker: RunCheckpoint
     return final
 
 
-def train(config: RunConfig, *, callbacks=(), progress: bool = True) -> dict:
+RESUME_HINT = "the same command with resume=true"
+
+
+def train(config: RunConfig, *, callbacks=(), progress: bool = True, resume_hint: str = RESUME_HINT) -> dict:
     """Train as `config` says; returns what was written to `final.json`. `progress`: a live bar where
-    stderr is a terminal; without it, or elsewhere, a plain line every few steps (see iwu.engine.progress)."""
+    stderr is a terminal; without it, or elsewhere, a plain line every few steps (see iwu.engine.progress).
+    `resume_hint`: what continues the run after a signal stops it, in the line that says so."""
     out = run_dir(config)
     with _run_lock(out), quiet_lightning(config.trainer.verbose, cpu_chosen=config.trainer.accelerator == "cpu"):
-        return _train(config, out, callbacks, progress)
+        return _train(config, out, callbacks, progress, resume_hint)
 
 
 def _run_lock(out: Path):
@@ -194,7 +202,7 @@ def _run_lock(out: Path):
                              "or give this one another out=DIR")
 
 
-def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
+def _train(config: RunConfig, out: Path, callbacks, progress: bool, resume_hint: str = RESUME_HINT) -> dict:
     check_run_dir(config, out)
     remove_stale_temporaries(out / CHECKPOINTS)  # of a process killed mid-write; this one holds the run now
     if config.resume and (out / FINAL).exists():
@@ -229,7 +237,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
         kept = ", ".join(str(p) for p in (last, last.parent / BEFORE_NONFINITE) if p.exists())
         raise UserError(f"{err} (kept: {kept}); try a lower learning rate or trainer.precision=32-true") from None
     except SystemExit as err:  # Lightning's answer to SIGTERM and to Ctrl-C: exit status 0 and 1
-        raise _stopped(err, out, trainer.global_step, last) from None
+        raise _stopped(err, out, trainer.global_step, last, resume_hint) from None
     if module.validated_step != trainer.global_step:  # the last steps since a validation count too
         trainer.validate(module, datamodule=dm, verbose=False)
         trainer.save_checkpoint(last, weights_only=False)  # and the state they reached, as at any validation
@@ -241,7 +249,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool) -> dict:
     return final
 
 
-def _stopped(err: SystemExit, out: Path, step: int, last: Path) -> Stopped:
+def _stopped(err: SystemExit, out: Path, step: int, last: Path, resume_hint: str) -> Stopped:
     """The signal that stopped `trainer.fit`, as one line and its shell exit status.
 
     Lightning raises SIGTERMException (a SystemExit with status 0) on SIGTERM, and on Ctrl-C swallows the
@@ -255,5 +263,5 @@ def _stopped(err: SystemExit, out: Path, step: int, last: Path) -> Stopped:
     else:
         raise err  # not a signal: someone's own exit
     kept = f"from its checkpoint ({last})" if last.exists() else "from the start (no checkpoint yet)"
-    return Stopped(f"{out}: stopped by {name} at step {step}, unfinished; the same command with resume=true "
-                   f"continues it {kept}", status)
+    return Stopped(f"{out}: stopped by {name} at step {step}, unfinished; {resume_hint} continues it {kept}",
+                   status)
