@@ -9,7 +9,7 @@ import pytest
 
 from iwu.cli import main
 from iwu.data.prepare import class_counts_file
-from iwu.data.stats import read_class_counts
+from iwu.data.class_counts import read_class_counts
 from iwu.errors import UserError
 
 

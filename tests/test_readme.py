@@ -66,6 +66,7 @@ def test_inside_iwu_names_every_module_and_package():
     package = README.parent / "src" / "iwu"
     names = {p.name for p in package.glob("*.py") if not p.name.startswith("__")}
     names |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
-    names |= {f"{p.stem}.py" for p in (package / "data").glob("*.py") if not p.name.startswith("__")}
+    names |= {p.name for folder in package.iterdir() if (folder / "__init__.py").is_file()
+              for p in folder.glob("*.py") if not p.name.startswith("__")}
     missing = sorted(n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", section))
     assert not missing, f"not in README's 'Inside iwu': {missing}"

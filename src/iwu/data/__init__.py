@@ -26,7 +26,7 @@ _HOMES = {
     "iwu.data.datamodule": ["SegmentationDataModule"],
     "iwu.data.kinds": ["KINDS"],
     "iwu.data.sources": ["build_dataset", "parse_data_spec"],
-    "iwu.data.stats": ["format_proportions", "load_class_counts", "read_class_counts"],
+    "iwu.data.class_counts": ["format_proportions", "load_class_counts", "read_class_counts"],
     "iwu.data.synthetic": ["write_synthetic"],
 }
 for _kind in TABLE:  # every kind's reader, from the table of kinds

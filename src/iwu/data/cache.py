@@ -29,7 +29,7 @@ import torch
 
 from iwu.data.augment import as_pipeline
 from iwu.data.common import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Items, PairDataset, no_collate
-from iwu.data.stats import COUNTS_FILE, write_class_counts
+from iwu.data.class_counts import COUNTS_FILE, write_class_counts
 from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write_json, locked
 from iwu.util.bars import bar

@@ -35,7 +35,7 @@ from iwu.data.config import DataConfig, ValExtraConfig
 from iwu.data.sampler import EpochSampler, ShardSampler
 from iwu.data import kinds
 from iwu.data.sources import build_dataset
-from iwu.data.stats import load_class_counts
+from iwu.data.class_counts import load_class_counts
 from iwu.errors import UserError
 from iwu.util.atomic_files import locked
 

@@ -9,7 +9,7 @@ from iwu.data.cache import cache_dir, cache_root_dir, is_fresh, prepare_cache
 from iwu.data.checks import check_dataset
 from iwu.data import kinds
 from iwu.data.sources import build_dataset, parse_data_spec
-from iwu.data.stats import COUNTS_FILE, format_proportions, read_class_counts
+from iwu.data.class_counts import COUNTS_FILE, format_proportions, read_class_counts
 from iwu.errors import UserError
 
 

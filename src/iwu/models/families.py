@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from iwu.errors import UserError
-from iwu.models.arguments import check_args, named_keywords, near, refusal
+from iwu.models.member_args import check_args, named_keywords, near, refusal
 from iwu.models.weights import WeightsFile, hf_file, hub_file, offline, require
 
 

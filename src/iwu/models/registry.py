@@ -11,7 +11,7 @@ pretrained setting come from iwu, and so does `output_stride` for builders that
 take one.
 
 Registered names live here; the families are the table in iwu.models.families
-and the checks of `args` are in iwu.models.arguments, which both use (neither
+and the checks of `args` are in iwu.models.member_args, which both use (neither
 imports this module, so the imports run one way).
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from torch import nn
 
 from iwu.errors import UserError
-from iwu.models.arguments import check_args, named_keywords, near, refusal
+from iwu.models.member_args import check_args, named_keywords, near, refusal
 from iwu.models.families import FAMILIES, USAGES, family_of
 
 Builder = Callable[..., nn.Module]
