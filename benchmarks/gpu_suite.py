@@ -78,7 +78,7 @@ import train_step as step_bench  # noqa: E402
 
 from iwu.method.calibration import UncertaintyMeter  # noqa: E402
 from iwu.config.schema import load_config  # noqa: E402
-from iwu.engine.demo import demo_config_path  # noqa: E402
+from iwu.sweep.demo import demo_config_path  # noqa: E402
 from iwu.engine.ensemble import EnsembleModule  # noqa: E402
 from iwu.util.atomic_files import atomic_write_json  # noqa: E402
 from iwu.method.metrics import confusion_matrix  # noqa: E402

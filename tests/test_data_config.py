@@ -3,11 +3,10 @@
 import pytest
 import yaml
 
-import iwu.data.config as data_config
 from iwu.cli import main
 from iwu.config.schema import config_from_dict, load_config, save_config
 from iwu.data.config import DataConfig, SyntheticConfig, ValExtraConfig
-from iwu.engine.demo import demo_config_path
+from iwu.sweep.demo import demo_config_path
 from iwu.errors import UserError
 from iwu.engine.run_dir import check_run_dir
 

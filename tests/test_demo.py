@@ -8,7 +8,7 @@ import pytest
 
 from iwu.cli import main
 from iwu.config.schema import load_config
-from iwu.engine.demo import demo_config_path
+from iwu.sweep.demo import demo_config_path
 
 from drawn import drawn_figures
 
@@ -74,7 +74,7 @@ def test_user_mistake_is_one_line_without_traceback(tmp_path):
 
 
 def test_the_table_shows_a_spread_only_where_there_are_seeds_to_spread():
-    from iwu.engine.demo import per_class_table
+    from iwu.sweep.demo import per_class_table
 
     one = {"standard": [{"iou": [0.5, None], "miou": 0.5}], "instance_uncertainty": [{"iou": [0.6, None], "miou": 0.6}]}
     table = per_class_table(["road", "train"], one, [0.9, 0.1])

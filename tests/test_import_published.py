@@ -203,7 +203,7 @@ def test_an_unknown_dataset_names_the_known_ones(tmp_path, capsys):
 
 
 def test_a_published_file_as_init_from_says_to_import_it_first(tmp_path):
-    from iwu.inference.loading import read_run_checkpoint
+    from iwu.engine.checkpoint_io import read_run_checkpoint
 
     path, _ = published_file(tmp_path / "ckpt", MOBILENET)
     with pytest.raises(UserError, match=r"a checkpoint of the published code; turn it into a run with `iwu import"):

@@ -13,7 +13,8 @@ from iwu.cli import main
 from iwu.config.schema import load_config
 from iwu.engine.ensemble import AUX_WEIGHT, EnsembleModule
 from iwu.errors import UserError
-from iwu.inference.loading import init_members, load_models
+from iwu.engine.init_from import init_members
+from iwu.inference.loading import load_models
 from iwu.models import registry
 from iwu.engine.train import train
 from crashing import Crash, CrashAt

@@ -10,7 +10,7 @@ import pytest
 import iwu.engine.progress
 import iwu.engine.train
 from iwu.config.schema import load_config
-from iwu.engine.demo import demo_config_path
+from iwu.sweep.demo import demo_config_path
 from iwu.engine.progress import line_every, members_summary
 from iwu.engine.train import train
 from tiny_runs import tiny_config

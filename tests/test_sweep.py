@@ -12,7 +12,7 @@ import iwu.sweep.local as local
 import iwu.sweep.slurm as slurm
 from iwu.cli import main
 from iwu.config.schema import load_config
-from iwu.engine.demo import demo_config_path
+from iwu.sweep.demo import demo_config_path
 from iwu.errors import UserError
 from iwu.util.atomic_files import locked
 from iwu.sweep import expand, parse_modes, parse_seeds, run_sweep, split_values

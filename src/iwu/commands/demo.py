@@ -1,4 +1,4 @@
-"""`iwu demo`: the method against plain cross-entropy on the built-in synthetic data (iwu.engine.demo)."""
+"""`iwu demo`: the method against plain cross-entropy on the built-in synthetic data (iwu.sweep.demo)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iwu.engine.demo import run_demo
+    from iwu.sweep.demo import run_demo
 
     return run_demo(out=args.out, seeds=args.seeds, overrides=args.overrides)

@@ -1,5 +1,6 @@
-"""Checkpoint files as iwu writes and reads them: a digest of the weights beside them, and a reader
-that loads nothing but tensors and plain values and answers every unreadable file in one line.
+"""Checkpoint files as iwu writes and reads them: a digest of the weights beside them, a reader that loads
+nothing but tensors and plain values and answers every unreadable file in one line, and a run's
+checkpoint with its record checked.
 
 torch only (no Lightning), so commands that only read or write checkpoints start fast.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iwu.engine.run_dir import BEST
 from iwu.errors import UserError
 
 DIGEST = "weights_sha256"  # beside the weights in every checkpoint iwu writes
@@ -78,3 +80,48 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path}: not a checkpoint of iwu (no weights inside)")
     return checkpoint
+
+
+def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
+    """(file, checkpoint, its "iwu" record) of a run directory (its best ensemble) or checkpoint file."""
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise UserError(f"{path}: no {BEST} here; give a run directory of `iwu train` or a checkpoint file")
+        path = path / BEST
+    elif not path.is_file():
+        raise UserError(f"{path}: no such run directory or checkpoint")
+    checkpoint = read_checkpoint(path)
+    verify_weights(checkpoint, path)
+    about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
+    if not isinstance(about, dict) or "config" not in about:
+        raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
+    damage = _record_damage(about)
+    if damage:
+        raise UserError(f"{path}: its run record is damaged ({damage}); the file was altered, use another copy")
+    return path, checkpoint, about
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _record_damage(about: dict) -> str | None:
+    """What in a checkpoint's "iwu" record has not the shape iwu writes, or None."""
+    config = about["config"]
+    if not isinstance(config, dict):
+        return "its config is not a mapping"
+    if not _strings(about.get("classes")) or not about["classes"]:
+        return "`classes` is not a list of class names"
+    revision = about.get("models_revision", 1)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        return f"`models_revision` is {revision!r}, not a revision number"
+    if "imports" in config and not _strings(config["imports"]):
+        return "`imports` is not a list of module names"
+    members = config.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                               for m in members):
+        return "`members` is not a list of named members"
+    if "member" in about and not (isinstance(about["member"], dict) and isinstance(about["member"].get("name"), str)
+                                  and isinstance(about.get("name"), str)):
+        return "its member's record has no name"
+    return None

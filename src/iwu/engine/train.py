@@ -18,7 +18,6 @@ import signal
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,7 +37,7 @@ from iwu.plots import run_title
 from iwu.plots.curves import save_curves
 from iwu.engine.progress import RunProgress, live_bar
 from iwu.engine.run_dir import CHECKPOINTS, CONFIG, CURVES, FINAL, LAST, LOCK, METRICS, as_loaded_today, check_run_dir, run_dir
-from iwu.inference.loading import init_members
+from iwu.engine.init_from import init_members
 
 def _resume_step(path: Path, config: RunConfig, classes) -> int:
     """The step `last.ckpt` was saved at, if today's members are the networks its weights were trained as."""
@@ -244,7 +243,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool, resume_hint:
     final = _final(config, dm, module, tracker, trainer.global_step)
     if trainer.is_global_zero:
         save_curves(out / METRICS, out / CURVES,
-                    title=run_title(config, f"training, validated on {final['dataset']}/val"))
+                    title=run_title(config, f"training, validated on {final['dataset']}/val"), mode=config.mode)
         atomic_write_json(out / FINAL, final)
     return final
 

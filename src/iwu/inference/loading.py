@@ -14,12 +14,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from iwu.engine.checkpoint_io import read_checkpoint, verify_weights
+from iwu.engine.checkpoint_io import read_run_checkpoint
 from iwu.config.schema import RunConfig, config_from_dict
 from iwu.engine.ensemble import EnsembleModule, member_names
 from iwu.errors import UserError
 from iwu.models import names_at_revision, registry
-from iwu.engine.run_dir import BEST, CHECKPOINTS
+from iwu.engine.run_dir import CHECKPOINTS
 
 
 class Loaded(NamedTuple):
@@ -65,92 +65,6 @@ def _require_recorded_imports(raw: dict, path: Path) -> None:
         given = " ".join(f"--import {module}" for module in imports)
         raise UserError(f"{path}: its {unknown[0]} comes from a module the run was trained with; if you trust "
                         f"that module, pass {given} (iwu imports nothing a file names)")
-
-
-def read_run_checkpoint(path: Path) -> tuple[Path, dict, dict]:
-    """(file, checkpoint, its "iwu" record) of a run directory (its best ensemble) or checkpoint file."""
-    if path.is_dir():
-        if not (path / BEST).is_file():
-            raise UserError(f"{path}: no {BEST} here; give a run directory of `iwu train` or a checkpoint file")
-        path = path / BEST
-    elif not path.is_file():
-        raise UserError(f"{path}: no such run directory or checkpoint")
-    checkpoint = read_checkpoint(path)
-    verify_weights(checkpoint, path)
-    about = checkpoint.get("iwu") if isinstance(checkpoint, dict) else None
-    if not isinstance(about, dict) or "config" not in about:
-        raise UserError(f"{path}: not a checkpoint of an iwu run (no run config inside)")
-    damage = _record_damage(about)
-    if damage:
-        raise UserError(f"{path}: its run record is damaged ({damage}); the file was altered, use another copy")
-    return path, checkpoint, about
-
-
-def _strings(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _record_damage(about: dict) -> str | None:
-    """What in a checkpoint's "iwu" record has not the shape iwu writes, or None."""
-    config = about["config"]
-    if not isinstance(config, dict):
-        return "its config is not a mapping"
-    if not _strings(about.get("classes")) or not about["classes"]:
-        return "`classes` is not a list of class names"
-    revision = about.get("models_revision", 1)
-    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
-        return f"`models_revision` is {revision!r}, not a revision number"
-    if "imports" in config and not _strings(config["imports"]):
-        return "`imports` is not a list of module names"
-    members = config.get("members")
-    if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str)
-                                               for m in members):
-        return "`members` is not a list of named members"
-    if "member" in about and not (isinstance(about["member"], dict) and isinstance(about["member"].get("name"), str)
-                                  and isinstance(about.get("name"), str)):
-        return "its member's record has no name"
-    return None
-
-
-def init_members(module: EnsembleModule, source, strict: bool = False) -> None:
-    """Start `module`'s members from the trained weights of `source` (model.init_from): a run directory or
-    ensemble checkpoint gives member k to member k; a member's .pt gives itself to every member of its kind.
-    A tensor whose shape differs (a head for another class count) keeps its fresh initialisation, with a
-    note, unless `strict`."""
-    path, checkpoint, about = read_run_checkpoint(Path(source))
-    state = checkpoint["state_dict"]
-    ours = [m.name for m in module.config.members]
-    if "member" in about:
-        kind = names_at_revision([about["member"]["name"]], about.get("models_revision", 1))[0]
-        targets = {k: state for k, name in enumerate(ours) if name == kind}
-        if not targets:
-            raise UserError(f"model.init_from {path}: holds a {kind}, and no member is one ({', '.join(ours)})")
-    else:
-        raw = about["config"].get("members", []) if isinstance(about["config"], dict) else []
-        theirs = names_at_revision([m.get("name") for m in raw], about.get("models_revision", 1))
-        if theirs != ours:
-            raise UserError(f"model.init_from {path}: its members ({', '.join(map(str, theirs))}) are not this "
-                            f"run's ({', '.join(ours)}); give a member's best_<member>.pt to start one kind")
-        targets = {k: {key[len(f"members.{k}."):]: v for key, v in state.items() if key.startswith(f"members.{k}.")}
-                   for k in range(len(ours))}
-    for k, weights in targets.items():
-        _load_fitting(module.members[k], weights, f"model.init_from {path}, member {module.names[k]}", strict)
-
-
-def _load_fitting(member, weights: dict, where: str, strict: bool) -> None:
-    own = member.state_dict()
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise UserError(f"{where}: not the same network ({len(missing)} tensors missing from the checkpoint, "
-                        f"{len(unexpected)} it has in excess, e.g. {(missing or unexpected)[0]})")
-    other = [key for key in own if own[key].shape != weights[key].shape]
-    if other and strict:
-        raise UserError(f"{where}: {len(other)} tensors of other shapes (e.g. {other[0]}: "
-                        f"{tuple(weights[other[0]].shape)} here {tuple(own[other[0]].shape)}); model.init_strict=true")
-    if other:
-        print(f"note: {where}: {len(other)} tensors of other shapes ({', '.join(other[:3])}"
-              f"{', ...' if len(other) > 3 else ''}) keep their fresh initialisation", file=sys.stderr)
-    member.load_state_dict({key: (own[key] if key in other else weights[key]) for key in own})
 
 
 def load_models(target, device=None) -> Loaded:
