@@ -153,3 +153,41 @@ def test_save_curves_writes_a_png_atomically_creating_folders(tmp_path):
     with Image.open(out) as img:
         assert img.format == "PNG" and img.size[0] > img.size[1]
     assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # no temporary left
+
+
+def test_the_ensemble_has_one_colour_however_many_members_it_has():
+    from matplotlib.colors import same_color
+
+    from iwu.plots.colours import ENSEMBLE_COLOUR
+
+    for count in (1, 3, 12):  # the ensemble came after its members: orange with one, red with three
+        members = [f"deeplabv3plus_mobilenet_{i}" for i in range(count)]
+        metrics = {**{f"val/{m}/miou": [(1, 0.3)] for m in members}, "val/ensemble/miou": [(1, 0.4)],
+                   "val_acdc/ensemble/miou": [(1, 0.2)]}
+        drawn = {line.get_label(): line.get_color() for line in curves_figure(metrics).axes[1].get_lines()}
+        assert same_color(drawn["ensemble"], ENSEMBLE_COLOUR) and same_color(drawn["ensemble (acdc)"], ENSEMBLE_COLOUR)
+        assert not any(same_color(drawn[m], ENSEMBLE_COLOUR) for m in members)
+        assert len({drawn[m] for m in members}) == min(count, 10)  # the members keep the colour cycle
+
+
+def test_the_loss_panel_names_the_loss_of_the_runs_mode(tmp_path, monkeypatch):
+    import iwu.plots.curves as curves
+    from iwu.method.modes import MODES
+
+    from drawn import drawn_figures
+
+    metrics = read_metrics(write(tmp_path, IU))
+    assert curve_panels(metrics, "instance_uncertainty")[0].ylabel == "uncertainty-weighted cross-entropy"
+    assert curve_panels(metrics, "standard")[0].ylabel == "cross-entropy"
+    assert curve_panels(metrics, "sqrt_uncertainty")[0].ylabel == "sqrt_uncertainty loss"  # a mode of one's own
+    assert curve_panels(metrics)[0].ylabel == "loss"  # the mode not known
+    weighted = "uncertainty-weighted cross-entropy"
+    assert {name: mode.loss_name for name, mode in MODES.items() if mode.loss.__module__ == "iwu.method.modes"} == {
+        "standard": "cross-entropy", "class_weighted": "class-weighted cross-entropy", "focal": "focal loss",
+        "dice": "Dice loss", "ce_dice": "cross-entropy + Dice", "pixel_uncertainty": weighted,
+        "offline_masks": weighted, "instance_uncertainty": weighted}  # every mode iwu ships says its loss
+    drawn = drawn_figures(monkeypatch, curves)
+    save_curves(write(tmp_path, IU), tmp_path / "curves.png", title="a run", mode="offline_masks")
+    (fig,) = drawn.values()
+    assert fig.axes[0].get_title() == "training loss"
+    assert fig.axes[0].get_ylabel() == "uncertainty-weighted cross-entropy"

@@ -2,6 +2,9 @@
 heat maps' colour bar runs 0..log C whatever the values, and a panel puts an image's maps side by side."""
 
 import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -93,3 +96,69 @@ def test_run_title_names_experiment_mode_and_seed():
     assert run_title(Config()) == "acdc_ensemble / instance_uncertainty / seed 2"
     assert run_title(Config(), "ensemble on acdc/val") == ("acdc_ensemble / instance_uncertainty / seed 2: "
                                                            "ensemble on acdc/val")
+
+
+# --- what `iwu predict` gives the figures: the title of an image, the run's dataset's palette ---------------
+
+
+RUN = SimpleNamespace(experiment="cracks", mode="instance_uncertainty", seed=0)
+
+
+def test_a_file_name_that_is_not_utf8_is_drawn_with_its_bytes_replaced(tmp_path):
+    from iwu.inference.prediction import prediction_title, save_maps
+
+    path = Path(os.fsdecode(b"scan_\xff.png"))  # as Python keeps a name of bytes that are not UTF-8
+    title = prediction_title(RUN, path)
+    assert title == "cracks / instance_uncertainty / seed 0: ensemble on scan_\ufffd.png"
+    maps = {"pred": PRED, "entropy": np.zeros((3, 4), np.float32), "instance": np.zeros((3, 4), np.float32)}
+    save_maps(tmp_path, "scan", Image.new("RGB", (4, 3)), maps, CLASSES, PALETTE, title)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"scan_{k}.png" for k in ("entropy", "instance", "overlay",
+                                                                                      "seg")]
+
+
+def folder_dataset(root, classes_yaml: str):
+    root.mkdir(parents=True)
+    (root / "classes.yaml").write_text(classes_yaml)
+    return SimpleNamespace(kind="folder", root=str(root), classes=None)
+
+
+def test_the_palette_is_the_runs_datasets(tmp_path):
+    from iwu.data.cityscapes import CLASSES as CITYSCAPES, PALETTE as CITYSCAPES_PALETTE
+    from iwu.data.folder import default_palette
+    from iwu.data.kvasir import CLASSES as KVASIR, PALETTE as KVASIR_PALETTE
+    from iwu.inference.prediction import palette_for, run_palette
+
+    def palette(data, classes):
+        return run_palette(data, classes).tolist()
+
+    cracks = folder_dataset(tmp_path / "cracks", "classes: [background, crack]\npalette: [[1, 2, 3], [250, 0, 9]]\n")
+    assert palette(cracks, ("background", "crack")) == [[1, 2, 3], [250, 0, 9]]
+    plain = folder_dataset(tmp_path / "plain", "classes: [background, crack]\n")  # the folder's own default
+    assert palette(plain, ["background", "crack"]) == [list(c) for c in default_palette(2)]
+    given = SimpleNamespace(kind="folder", root=str(tmp_path / "plain"), classes=["a", "b", "c"])  # data.classes
+    assert palette(given, ["a", "b", "c"]) == [list(c) for c in default_palette(3)]
+    assert palette(SimpleNamespace(kind="kvasir", root=None), KVASIR) == [list(c) for c in KVASIR_PALETTE]
+    assert palette(SimpleNamespace(kind="acdc", root="/nowhere"), CITYSCAPES) == [list(c) for c in CITYSCAPES_PALETTE]
+    # without the dataset here (a run copied elsewhere), or with classes that are no longer the model's
+    moved = SimpleNamespace(kind="folder", root=str(tmp_path / "gone"), classes=None)
+    assert palette(moved, ["background", "crack"]) == palette_for(["background", "crack"]).tolist()
+    assert palette(cracks, ["background", "crack", "rust"]) == palette_for(["background", "crack", "rust"]).tolist()
+
+
+def test_predict_draws_in_the_runs_palette_and_names_the_image(tmp_path, monkeypatch):
+    import iwu.inference.prediction as prediction
+
+    data = folder_dataset(tmp_path / "cracks", "classes: [background, crack]\npalette: [[1, 2, 3], [250, 0, 9]]\n")
+    config = SimpleNamespace(**vars(RUN), data=SimpleNamespace(**vars(data), size=8),
+                             loss=SimpleNamespace(connectivity=8))
+    loaded = SimpleNamespace(config=config, module=SimpleNamespace(classes=("background", "crack")), device="cpu")
+    monkeypatch.setattr(prediction, "load_models", lambda target, device: loaded)
+    monkeypatch.setattr(prediction, "predict_image", lambda loaded, image, size, connectivity: {"pred": None})
+    drawn = []
+    monkeypatch.setattr(prediction, "save_maps", lambda out, stem, image, maps, classes, palette, title, panel:
+                        drawn.append((palette.tolist(), title)))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (8, 8)).save(photos / os.fsdecode(b"\xff.png"))
+    assert prediction.run_predict("run", [photos], tmp_path / "maps") == 0
+    assert drawn == [([[1, 2, 3], [250, 0, 9]], "cracks / instance_uncertainty / seed 0: ensemble on \ufffd.png")]

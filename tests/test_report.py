@@ -642,7 +642,9 @@ def test_cli_population_std_and_student_test(runs, capsys, tmp_path, monkeypatch
     assert (tmp_path / "out" / "difference.png").is_file()
     (figure,) = drawn.values()
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-    assert legend[0] == "higher, Student p (BH-adjusted) < 0.05" and "population std" in figure.axes[0].get_title()
+    # the whiskers are the table's intervals, those of the test asked for (the std does not enter them)
+    assert legend[0] == "higher, Student p (BH-adjusted) < 0.05" and legend[-1] == "95% CI of the difference"
+    assert "95% CI of the difference (Student's t)" in figure.axes[0].get_title()
     # the defaults are the sample std and Welch's test
     assert main(["report", str(runs)]) == 0
     text = capsys.readouterr().out
@@ -778,6 +780,47 @@ def test_a_malformed_final_json_is_named(tmp_path, runs, content, needle):
     one_line(err, bad, needle)
 
 
+SCORES = [0.9, 0.8, 0.1, 0.5, 0.3]
+
+
+@pytest.mark.parametrize("iou, miou, shown", [
+    ([0.9, -3, 0.1, 0.5, 0.3], 0.5, "-3"),  # as a tampered file holds them
+    (SCORES, 7.5, "7.5"),
+    ([0.9, 1.5, 0.1, 0.5, 0.3], 0.5, "1.5"),
+    ([0.9, float("inf"), 0.1, 0.5, 0.3], 0.5, "inf"),  # JSON's Infinity
+    (SCORES, float("-inf"), "-inf"),
+    ([0.9, float("nan"), 0.1, 0.5, 0.3], 0.5, "nan"),  # iwu writes null for a class it did not score
+    (SCORES, float("nan"), "nan"),  # a NaN mIoU beside scored classes
+    (SCORES, 10 ** 400, "1000"),  # too large for a float
+])
+def test_scores_outside_0_to_1_are_refused_naming_the_file(tmp_path, runs, capsys, iou, miou, shown):
+    bad = tmp_path / "bad" / "seed0" / "final.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"mode": "standard", "dataset": "acdc", "classes": CLASSES,
+                               "results": {"ensemble": {"miou": miou, "iou": iou}}}))
+    with pytest.raises(UserError) as err:
+        collect([runs, tmp_path / "bad"])
+    one_line(err, bad, "results['ensemble']", shown, "a number from 0 to 1")
+    assert main(["report", str(runs), str(tmp_path / "bad")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and str(bad) in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_scores_of_an_eval_file_are_checked_too_and_a_set_without_labels_is_not_refused(tmp_path):
+    run = write_run(tmp_path / "r", "standard", 0, {"ensemble": SCORES})
+    unlabelled = {"miou": float("nan"), "iou": [None] * 5}  # how iwu scores a set without one labelled pixel
+    (run / "eval_darkzurich.json").write_text(json.dumps({"dataset": "darkzurich", "split": "val", "classes": CLASSES,
+                                                          "results": {"ensemble": unlabelled}}))
+    got = {r.eval: r for r in collect(run)}
+    assert got["darkzurich"].miou is None and got["darkzurich"].iou == (None,) * 5
+    assert got["acdc"].iou == tuple(SCORES) and got["acdc"].miou == pytest.approx(sum(SCORES) / 5)
+    (run / "eval_darkzurich.json").write_text(json.dumps({"dataset": "darkzurich", "split": "val", "classes": CLASSES,
+                                                          "results": {"ensemble": {"miou": 0.5, "iou": [2] * 5}}}))
+    with pytest.raises(UserError) as err:
+        collect(run)
+    one_line(err, run / "eval_darkzurich.json", "2")
+
+
 def test_runs_with_other_classes_or_members_are_refused(tmp_path, runs):
     odd = write_run(tmp_path / "odd", "standard", 7, {"ensemble": [0.5] * 4}, classes=CLASSES[:4])
     with pytest.raises(UserError) as err:
@@ -795,7 +838,14 @@ def test_runs_with_other_classes_or_members_are_refused(tmp_path, runs):
 # ----------------------------------------------------------------------------------------------- files
 
 
-def test_difference_figure_shows_each_difference_its_error_and_significance(tmp_path, runs):
+def welch_half_width(x, y, level=0.95):
+    """Half the Welch interval of mean(y) - mean(x), by hand: t quantile at the Welch-Satterthwaite df times se."""
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
+    return sp_stats.t.ppf((1 + level) / 2, df) * math.sqrt(va + vb)
+
+
+def test_difference_figure_shows_each_difference_its_interval_and_significance(tmp_path, runs):
     from matplotlib.colors import to_rgba
 
     table = summarise(group(collect(runs)))
@@ -808,14 +858,16 @@ def test_difference_figure_shows_each_difference_its_error_and_significance(tmp_
     order = ["road", "car", "train", "bicycle", "rider"]  # the most to the least frequent in training
     a, b = [values("standard", c) for c in order], [values("instance_uncertainty", c) for c in order]
     diff = [y.mean() - x.mean() for x, y in zip(a, b)] + [mious("instance_uncertainty").mean() - mious("standard").mean()]
-    se = [math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)) if len(x) > 1 else math.nan
-          for x, y in zip(a, b)] + [math.sqrt(mious("standard").var(ddof=1) / 4 + mious("instance_uncertainty").var(
-              ddof=1) / 5)]
+    half = [welch_half_width(x, y) if len(x) > 1 else math.nan
+            for x, y in zip(a, b)] + [welch_half_width(mious("standard"), mious("instance_uncertainty"))]
     bars, whiskers = ax.containers
     assert [r.get_height() for r in bars] == pytest.approx([100 * d for d in diff])
-    # whiskers: one standard error either side, none for bicycle (one standard run), marked n<2 instead
+    # whiskers: the 95% interval the table gives (Welch's), none for bicycle (one standard run), marked n<2 instead
     segments = whiskers.lines[2][0].get_segments()
-    assert [(s[1][1] - s[0][1]) / 2 for s in segments] == pytest.approx([100 * e for e in se if not math.isnan(e)])
+    assert [(s[1][1] - s[0][1]) / 2 for s in segments] == pytest.approx([100 * h for h in half if not math.isnan(h)])
+    cmp = table.comparison
+    table_ci = [cmp.ci[CLASSES.index(c)] for c in order if c != "bicycle"] + [cmp.miou_ci]
+    assert [y for s in segments for y in (s[0][1], s[1][1])] == pytest.approx([100 * v for ci in table_ci for v in ci])
     assert [s[0][0] for s in segments] == [r.get_x() + r.get_width() / 2 for i, r in enumerate(bars) if i != 3]
     assert [t.get_text() for t in ax.texts] == ["n<2"]
     adjusted = dict(zip([*CLASSES, "mIoU"], welch_p_adj()))
@@ -831,16 +883,28 @@ def test_difference_figure_shows_each_difference_its_error_and_significance(tmp_
     assert fig.get_suptitle() == "instance_uncertainty - standard (acdc_ensemble, ensemble, on acdc/val)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "higher, Welch p (BH-adjusted) < 0.05", "lower, Welch p (BH-adjusted) < 0.05",
-        "not significant after Benjamini-Hochberg"]
+        "not significant after Benjamini-Hochberg", "95% CI of the difference"]
+    assert "whiskers: the table's 95% CI of the difference (Welch's t)" in ax.get_title()
 
 
-def test_difference_figure_follows_the_tables_std_and_test(runs):
+def student_half_width(x, y, level=0.95):
+    """Half the Student interval of mean(y) - mean(x), by hand: pooled se, df = n_x + n_y - 2."""
+    df = len(x) + len(y) - 2
+    pooled = (((len(x) - 1) * x.var(ddof=1) if len(x) > 1 else 0.0) + (len(y) - 1) * y.var(ddof=1)) / df
+    return sp_stats.t.ppf((1 + level) / 2, df) * math.sqrt(pooled * (1 / len(x) + 1 / len(y)))
+
+
+def test_difference_figure_follows_the_tables_test(runs):
+    # the population std changes the table's cells, not the intervals: those are the test's
     table = summarise(group(collect(runs)), std="population", test="student")
     bars = difference_bars(table, 0, 1)
-    x, y = values("standard", "rider"), values("instance_uncertainty", "rider")
-    assert bars.errors[2] == pytest.approx(math.sqrt(x.var() / len(x) + y.var() / len(y)))
+    for i, cls in ((2, "rider"), (4, "bicycle")):  # bicycle: one standard run, an interval all the same
+        x, y = values("standard", cls), values("instance_uncertainty", cls)
+        d, h = y.mean() - x.mean(), student_half_width(x, y)
+        assert bars.intervals[i] == pytest.approx((d - h, d + h)) == table.comparison.ci[i]
+    assert bars.notes == ("",) * 6
     assert bars.names == (*CLASSES, "mIoU")  # no class shares: the table's order
-    assert bars.legend[0] == "higher, Student p (BH-adjusted) < 0.05" and "population std" in bars.subtitle
+    assert bars.legend[0] == "higher, Student p (BH-adjusted) < 0.05" and "(Student's t)" in bars.subtitle
     assert bars.significant == tuple(table.comparison.significant(i) for i in (*range(5), None))
 
 
@@ -875,6 +939,47 @@ def test_write_report_writes_the_table_and_the_figure(tmp_path, runs, capsys):
     assert "| road |" in printed and f"wrote {tmp_path / 'r2' / 'report.md'}" in printed
     with pytest.raises(UserError, match="choose from md, tex, csv"):
         write_report(runs, out, fmt="html")
+
+
+def test_a_class_scored_0_in_both_columns_is_marked_on_the_axis(tmp_path):
+    from iwu.plots.difference import WHISKERS
+
+    classes = ["road", "rare"]
+    for mode, road in (("standard", [0.90, 0.92]), ("instance_uncertainty", [0.93, 0.96])):
+        for seed, value in enumerate(road):
+            write_run(tmp_path / mode / f"seed{seed}", mode, seed, {"ensemble": [value, 0.0]}, classes=classes)
+    table = summarise(group(collect(tmp_path)))
+    bars = difference_bars(table, "standard", "instance_uncertainty")
+    assert bars.diffs[1] == 0.0 and bars.notes == ("", "no spread", "")  # 0 in every run: no interval
+    fig = difference_figure(bars)
+    (ax,) = fig.axes
+    bar = ax.containers[0][1]
+    assert bar.get_height() == 0  # nothing to see of the bar itself
+    (marker,) = [line for line in ax.get_lines() if line.get_marker() == "D"]
+    assert list(marker.get_xdata()) == [bar.get_x() + bar.get_width() / 2] and list(marker.get_ydata()) == [0.0]
+    assert marker.get_color() == WHISKERS
+    assert [t.get_text() for t in ax.texts] == ["no spread"]
+
+
+def test_a_line_break_in_a_name_is_escaped_in_every_format(tmp_path):
+    classes = ["road", "car\r\nbus"]
+    for experiment, base in (("night\nruns", 0.5), ("day runs", 0.6)):
+        for seed in range(2):
+            write_run(tmp_path / experiment.replace("\n", "_") / f"seed{seed}", "standard", seed,
+                      {"ensemble": [base + 0.01 * seed, base - 0.01 * seed]}, classes=classes, experiment=experiment)
+    table = summarise(group(collect(tmp_path), by="experiment"))
+    md = to_markdown(table)
+    rows = md.split("\n\n")[0].splitlines()
+    assert len(rows) == 2 + len(classes) + 1 and all(r.startswith("|") and r.endswith("|") for r in rows)
+    assert "| day runs | night\\nruns |" in rows[0] and rows[3].startswith("| car\\r\\nbus |")
+    assert "night\\nruns - day runs" in md
+    tex = to_latex(table)
+    body = tex.split(r"\end{tabular}")[0].splitlines()[2:]
+    assert all(line.endswith((r"\\", r"\midrule", r"\bottomrule")) for line in body)
+    assert r"night\textbackslash{}nruns" in tex and r"car\textbackslash{}r\textbackslash{}nbus" in tex
+    assert all(line.startswith("%") for line in tex.split(r"\end{tabular}")[1].splitlines()[1:])
+    rows = list(csv.reader(io.StringIO(to_csv(table))))
+    assert len(rows) == 1 + len(classes) + 1 and "night\\nruns mean" in rows[0] and rows[2][0] == "car\\r\\nbus"
 
 
 def test_one_group_writes_no_figure(tmp_path, runs):

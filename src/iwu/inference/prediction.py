@@ -6,7 +6,8 @@ scale, 0 to log C, with its colour bar) and the segmentation over the image;
 or, with ``panel``, all of them side by side in one figure. The ensemble sees
 the image at its training size; the maps are brought back to the image's own
 size. An unreadable image is reported by name and skipped; the others are still
-done.
+done. The colours are the run's dataset's (`run_palette`); a figure names an image
+by its file name, bytes that are not UTF-8 shown as U+FFFD (`shown_name`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from iwu.constants import IMAGE_SUFFIXES
+from iwu.data import kinds
 from iwu.data.common import image_tensor
+from iwu.data.folder import folder_classes
 from iwu.data.sources import image_statistics
 from iwu.errors import UserError
 from iwu.util.bars import bar
@@ -68,7 +71,42 @@ def _unique_stems(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
     return renamed
 
 
+def run_palette(data, classes) -> np.ndarray:
+    """(C,3) uint8 colours of the run's dataset (`data`: its ``config.data``) for the model's `classes`.
+
+    A folder dataset's colours come from its classes.yaml (its `palette`, or the colour map iwu.data.folder
+    gives a dataset without one), read as iwu.data.folder reads it; a dataset of fixed classes has its
+    reader module's PALETTE. Where the dataset's palette cannot be had (its folder is not on this machine, or its
+    classes are no longer the model's), `palette_for(classes)`.
+    """
+    palette = _dataset_palette(data, list(classes))
+    return np.array(palette, dtype=np.uint8) if palette is not None else palette_for(classes)
+
+
+def _dataset_palette(data, classes: list[str]):
+    """The palette of the dataset `data` names, if its classes are `classes`; else None."""
+    kind = getattr(data, "kind", None)
+    if kind == "folder":
+        if not data.root:
+            return None
+        try:
+            spec = folder_classes(data.root, data.classes)
+        except (UserError, OSError):  # no classes.yaml here (the run was copied elsewhere), or a broken one
+            return None
+        names, palette = spec["classes"], spec["palette"]
+    elif kind in kinds.BY_NAME:
+        reader = kinds.BY_NAME[kind]
+        try:
+            names, palette = reader.load("CLASSES"), reader.load("PALETTE")
+        except AttributeError:  # a reader without colours of its own
+            return None
+    else:
+        return None
+    return palette if list(names) == classes else None
+
+
 def palette_for(classes) -> np.ndarray:
+    """Colours without a dataset: Cityscapes' for its classes, tab20 for any others."""
     from iwu.data.cityscapes import CLASSES, PALETTE
 
     if tuple(classes) == tuple(CLASSES):
@@ -99,6 +137,17 @@ def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) 
             "instance": _back_to(instance[0].cpu().numpy(), image.size, nearest=False)}
 
 
+def shown_name(name: str) -> str:
+    """A file name as text to draw: bytes that are not UTF-8 (which Python keeps as lone surrogates, and
+    matplotlib cannot draw) replaced by U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def prediction_title(config, path: Path) -> str:
+    """What the figures of image `path` say: the run (`run_title`), and the image by its file name."""
+    return run_title(config, f"ensemble on {shown_name(path.name)}")
+
+
 def save_maps(out: Path, stem: str, image: Image.Image, maps: dict, classes, palette, title: str,
               panel: bool = False) -> None:
     """The figures of one image's `predict_image` maps: ``<stem>_<output>.png`` for each of OUTPUTS, or
@@ -126,7 +175,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     loaded = load_models(target, device)
     size = size or loaded.config.data.size
     classes = loaded.module.classes
-    palette = palette_for(classes)
+    palette = run_palette(loaded.config.data, classes)
     out = Path(out)
     skipped = []
     for path, stem in bar(files, desc="predict", unit="img"):
@@ -139,8 +188,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
             skipped.append(path)
             continue
         maps = predict_image(loaded, image, size, loaded.config.loss.connectivity)
-        save_maps(out, stem, image, maps, classes, palette, run_title(loaded.config, f"ensemble on {path.name}"),
-                  panel)
+        save_maps(out, stem, image, maps, classes, palette, prediction_title(loaded.config, path), panel)
     done = len(files) - len(skipped)
     print(f"wrote {done} prediction(s) to {out} ({', '.join(f'*_{o}' for o in outputs)}.png)"
           + (f"; skipped {len(skipped)} unreadable" if skipped else ""))

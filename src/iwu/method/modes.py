@@ -59,6 +59,7 @@ class Mode:
     needs: tuple[str, ...]
     order: float  # columns of a report, ascending
     exponent: float | None  # default of loss.exponent for modes weighted by (1 + U)^exponent
+    loss_name: str = "loss"  # what its loss is, on the axes of figures ("uncertainty-weighted cross-entropy")
 
 
 MODES: dict[str, Mode] = {}
@@ -146,8 +147,9 @@ def check_needs(name: str, when: str, run: RunFacts) -> None:
 
 
 def register_mode(name: str, *, weights: Callable | None = None, needs=(), order: float = 100.0,
-                  exponent: float | None = None) -> Callable:
-    """Register `loss(ctx, logits, target, weight)` as mode `name`."""
+                  exponent: float | None = None, loss_name: str | None = None) -> Callable:
+    """Register `loss(ctx, logits, target, weight)` as mode `name` (`loss_name`: what the loss is, for the
+    axes of figures; `<name> loss` by default)."""
 
     def decorator(loss: Callable) -> Callable:
         if name in MODES:
@@ -155,7 +157,7 @@ def register_mode(name: str, *, weights: Callable | None = None, needs=(), order
         unknown = set(needs) - set(NEEDS)
         if unknown:
             raise ValueError(f"mode {name!r}: needs {sorted(unknown)}; known needs: {', '.join(NEEDS)}")
-        MODES[name] = Mode(name, loss, weights, tuple(needs), order, exponent)
+        MODES[name] = Mode(name, loss, weights, tuple(needs), order, exponent, loss_name or f"{name} loss")
         return loss
 
     return decorator
@@ -233,41 +235,45 @@ def _weighted_ce(ctx, logits, target, u):
                                               normalize=ctx.loss.normalize, exponent=exponent(ctx))
 
 
-@register_mode("standard", order=10)
+@register_mode("standard", order=10, loss_name="cross-entropy")
 def standard(ctx, logits, target, u):
     import torch.nn.functional as F
 
     return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
 
 
-@register_mode("class_weighted", needs=("class_weights",), order=20)
+@register_mode("class_weighted", needs=("class_weights",), order=20, loss_name="class-weighted cross-entropy")
 def class_weighted(ctx, logits, target, u):
     from iwu.method.losses import class_weighted_cross_entropy
 
     return class_weighted_cross_entropy(logits, target, ctx.class_weights, ignore_index=IGNORE_INDEX)
 
 
-@register_mode("focal", order=30)
+@register_mode("focal", order=30, loss_name="focal loss")
 def focal(ctx, logits, target, u):
     from iwu.method.losses import focal_loss
 
     return focal_loss(logits, target, gamma=ctx.loss.focal_gamma, normalize=ctx.loss.normalize)
 
 
-@register_mode("dice", needs=("two_classes",), order=40)
+@register_mode("dice", needs=("two_classes",), order=40, loss_name="Dice loss")
 def dice(ctx, logits, target, u):
     from iwu.method.losses import dice_loss
 
     return dice_loss(logits, target, ignore_index=IGNORE_INDEX)
 
 
-@register_mode("ce_dice", needs=("two_classes",), order=45)
+@register_mode("ce_dice", needs=("two_classes",), order=45, loss_name="cross-entropy + Dice")
 def ce_dice(ctx, logits, target, u):
     """The published `hybrid`: (1 - w) CE + w Dice, w = loss.dice_weight (0.5)."""
     w = ctx.loss.dice_weight
     return (1 - w) * standard(ctx, logits, target, u) + w * dice(ctx, logits, target, u)
 
 
-register_mode("pixel_uncertainty", weights=uncertainty_weights(instance=False), order=60, exponent=1.0)(_weighted_ce)
-register_mode("offline_masks", weights=stored_masks, needs=("masks",), order=70, exponent=2.0)(_weighted_ce)
-register_mode("instance_uncertainty", weights=uncertainty_weights(instance=True), order=80, exponent=2.0)(_weighted_ce)
+_WEIGHTED = "uncertainty-weighted cross-entropy"
+register_mode("pixel_uncertainty", weights=uncertainty_weights(instance=False), order=60, exponent=1.0,
+              loss_name=_WEIGHTED)(_weighted_ce)
+register_mode("offline_masks", weights=stored_masks, needs=("masks",), order=70, exponent=2.0,
+              loss_name=_WEIGHTED)(_weighted_ce)
+register_mode("instance_uncertainty", weights=uncertainty_weights(instance=True), order=80, exponent=2.0,
+              loss_name=_WEIGHTED)(_weighted_ce)

@@ -1,4 +1,5 @@
-"""Colours for display: class ids in a palette, normalised images back to [0, 1]. The figures are `iwu.plots`."""
+"""Colours for display: the ensemble's in every figure, class ids in a palette, normalised images back to
+[0, 1]. The figures are `iwu.plots`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import torch
 
 from iwu.constants import IGNORE_INDEX
 from iwu.data.common import IMAGENET_MEAN, IMAGENET_STD
+
+# The ensemble's colour wherever a figure draws it beside its members, whatever their number: outside the
+# colour cycle ("C0".."C9") the members are drawn in, so no member takes it.
+ENSEMBLE_COLOUR = "black"
 
 
 def colorize(label: np.ndarray, palette, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

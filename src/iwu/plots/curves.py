@@ -4,7 +4,9 @@ The CSV is sparse: every ``log`` call writes a row with only its own columns
 filled (training loss on some steps, validation mIoU once per validation), so
 each column is read as its own series of ``(step, value)`` pairs. `curve_panels`
 groups them into panels with readable labels (loss, validation mIoU, learning
-rate, uncertainty), and `curves_figure` draws the panels.
+rate, uncertainty), and `curves_figure` draws the panels. The loss panel names the
+run's loss (`loss_name`): the weighted modes' is on another scale than plain
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from matplotlib.ticker import MaxNLocator
 
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
-from iwu.plots import save_png
+from iwu.plots import plain_text, save_png
+from iwu.plots.colours import ENSEMBLE_COLOUR
 
 # val/<model>/miou for the main validation set, val_<dataset>/<model>/miou for another
 VAL_MIOU = re.compile(r"^(val[^/]*)/(.+)/miou$")
 LR_PREFIX = "lr/"  # lr/<parameter group>: the learning rate of each member's parts (iwu.engine.optim.param_groups)
-
-
+# the training loss of each built-in mode (iwu.method.modes), as the loss panel names it
 def read_metrics(metrics_csv) -> dict[str, list[tuple[int, float]]]:
     """Every column except ``step`` as ``(step, value)`` pairs in file order, skipping empty cells.
 
@@ -96,13 +98,25 @@ UNCERTAINTY_PANELS = (("train/most_uncertain_instance", "most uncertain instance
                       ("train/instances_per_image", "instances per image", "predicted instances"))
 
 
-def curve_panels(metrics: dict[str, list[tuple[int, float]]]) -> list[Panel]:
-    """The panels of a run's curves: training loss and validation mIoU always; the learning rate and
-    the uncertainty statistics of uncertainty-weighted modes when they were logged."""
+def loss_name(mode: str | None) -> str:
+    """What mode `mode` trains with (``uncertainty-weighted cross-entropy``), ``<mode> loss`` for a mode of
+    one's own; ``loss`` when the mode is not known."""
+    from iwu.method.modes import MODES
+
+    if mode is None:
+        return "loss"
+    return MODES[mode].loss_name if mode in MODES else f"{mode} loss"
+
+
+def curve_panels(metrics: dict[str, list[tuple[int, float]]], mode: str | None = None) -> list[Panel]:
+    """The panels of a run's curves: training loss (named for `mode`, see `loss_name`) and validation
+    mIoU always; the learning rate and the uncertainty statistics of uncertainty-weighted modes when
+    they were logged."""
     series = {column: _series(column, pairs) for column, pairs in metrics.items()}
     logged = {column: s for column, s in series.items() if s.steps}
     losses = [s for c, s in logged.items() if c.startswith("train") and "loss" in c]
-    panels = [Panel("training loss", "loss", tuple(losses), "no training loss logged yet", log=_decades(losses)),
+    panels = [Panel("training loss", loss_name(mode), tuple(losses), "no training loss logged yet",
+                    log=_decades(losses)),
               Panel("validation mIoU", "mIoU", tuple(s for s in logged.values() if s.model), "no validation yet",
                     score=True)]
     rates = _merged([s for c, s in logged.items() if c.startswith(LR_PREFIX)])
@@ -160,13 +174,14 @@ COLUMNS = 3  # panels per row
 FEW = 20  # series with at most this many points are drawn with markers: a lone point shows
 
 
-def curves_figure(metrics: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
-    """The panels of `curve_panels(metrics)` side by side, three to a row, all on one step axis from 0.
+def curves_figure(metrics: dict[str, list[tuple[int, float]]], title: str = "",
+                  mode: str | None = None) -> Figure:
+    """The panels of `curve_panels(metrics, mode)` side by side, three to a row, all on one step axis from 0.
 
-    Validation curves: the ensemble thicker, validation sets other than the training dataset's dashed,
-    each model keeping its colour across sets; mIoU from 0.
+    Validation curves: the ensemble thicker and in `ENSEMBLE_COLOUR`, validation sets other than the
+    training dataset's dashed, each model keeping its colour across sets; mIoU from 0.
     """
-    panels = curve_panels(metrics)
+    panels = curve_panels(metrics, mode)
     rows = -(-len(panels) // COLUMNS)
     columns = min(len(panels), COLUMNS)
     fig = Figure(figsize=(5 * columns, 4.2 * rows + (0.4 if title else 0)), layout="constrained")
@@ -182,12 +197,17 @@ def curves_figure(metrics: dict[str, list[tuple[int, float]]], title: str = "") 
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return fig
+    return plain_text(fig)
+
+
+def _model_colours(series) -> dict[str, str]:
+    """The ensemble in `ENSEMBLE_COLOUR`, the other models in the colour cycle, in order of appearance."""
+    members = [m for m in dict.fromkeys(s.model for s in series if s.model) if m != ENSEMBLE]
+    return {ENSEMBLE: ENSEMBLE_COLOUR, **{m: f"C{i % 10}" for i, m in enumerate(members)}}
 
 
 def _draw(ax, panel: Panel) -> None:
-    models = list(dict.fromkeys(s.model for s in panel.series if s.model))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    colors = _model_colours(panel.series)
     for s in panel.series:
         few = len(s.steps) <= FEW
         if s.model:
@@ -210,6 +230,7 @@ def _draw(ax, panel: Panel) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def save_curves(metrics_csv, path, title: str = "") -> Path:
-    """`curves_figure` of a run's ``metrics.csv`` written to `path` as a PNG, atomically."""
-    return save_png(curves_figure(read_metrics(metrics_csv), title), path)
+def save_curves(metrics_csv, path, title: str = "", mode: str | None = None) -> Path:
+    """`curves_figure` of a run's ``metrics.csv`` written to `path` as a PNG, atomically; `mode`, the run's
+    (``config.mode``), names its loss."""
+    return save_png(curves_figure(read_metrics(metrics_csv), title, mode), path)

@@ -1,7 +1,12 @@
 """What an ensemble predicts for images: the segmentation with a legend of its classes, the uncertainty
 heat maps with a colour bar from 0 to log C (the largest entropy of C classes), and side-by-side panels.
 
-The maps come from `iwu.inference.prediction` and `iwu.engine.demo`; colours from `iwu.plots.colours`.
+The maps come from `iwu.inference.prediction` and `iwu.sweep.demo`; colours from `iwu.plots.colours`.
+
+A figure of one map names the run in a title wrapped to fit, however small the image: over the image,
+left of the legend, for the segmentation; over the whole figure for a heat map (its colour bar's width
+follows the map's height, so a title over the map alone would wrap to a width the layout has not
+settled yet).
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from iwu.constants import IGNORE_INDEX
-from iwu.plots import save_png
+from iwu.plots import plain_text, save_png
 from iwu.plots.colours import colorize
 
 CMAP = "inferno"
 DPI = 100
 UNCERTAINTIES = {"entropy": "pixel entropy", "instance": "instance uncertainty"}  # map key -> what it shows
 MAX_LEGEND = 25  # classes named in a legend; the rarest beyond it are left out
+LEGEND_INCHES = 1.2  # added to a figure's width for its legend, so the image and its title keep theirs
 
 
 def _side(width: int, height: int) -> tuple[float, float]:
@@ -48,28 +54,34 @@ def _scale_label(classes: int) -> str:
 
 def segmentation_figure(pred: np.ndarray, classes, palette, title: str = "", image: np.ndarray | None = None) -> Figure:
     """The predicted classes (H,W) in `palette`, over `image` (H,W,3 uint8) half-transparent when given,
-    with a legend of the classes present."""
+    with a legend of the classes present; `title` over the image, wrapped to the image's column."""
     shown = colorize(pred, palette)
     if image is not None:
         shown = (0.5 * np.asarray(image, np.float32) + 0.5 * shown).astype(np.uint8)
-    fig = Figure(figsize=_side(pred.shape[1], pred.shape[0]), layout="constrained", dpi=DPI)
+    patches = class_patches([pred], classes, palette)
+    width, height = _side(pred.shape[1], pred.shape[0])
+    fig = Figure(figsize=(width + (LEGEND_INCHES if patches else 0.0), height), layout="constrained", dpi=DPI)
     ax = fig.subplots()
     ax.imshow(shown, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title, fontsize="medium")
-    _legend(fig, class_patches([pred], classes, palette))
-    return fig
+    # wrapped to twice the distance from the image's centre to the figure's nearer edge: the image's
+    # column, left of the legend
+    ax.set_title(title, fontsize="medium", wrap=True)
+    _legend(fig, patches)
+    return plain_text(fig)
 
 
 def uncertainty_figure(values: np.ndarray, classes: int, what: str = "pixel entropy", title: str = "") -> Figure:
-    """A heat map of `values` (H,W) on the fixed scale 0..log `classes`, with its colour bar."""
+    """A heat map of `values` (H,W) on the fixed scale 0..log `classes`, with its colour bar; `title` over
+    the figure, wrapped to its width."""
     fig = Figure(figsize=_side(values.shape[1], values.shape[0]), layout="constrained", dpi=DPI)
     ax = fig.subplots()
     shown = ax.imshow(values, cmap=CMAP, vmin=0.0, vmax=math.log(classes))
     ax.set_axis_off()
-    ax.set_title(title, fontsize="medium")
     fig.colorbar(shown, ax=ax, label=f"{what}, {_scale_label(classes)}", shrink=0.9)
-    return fig
+    if title:
+        fig.suptitle(title, fontsize="medium", wrap=True)
+    return plain_text(fig)
 
 
 def panel_figure(rows: list[dict], classes, palette, title: str = "") -> Figure:
@@ -103,7 +115,7 @@ def panel_figure(rows: list[dict], classes, palette, title: str = "") -> Figure:
     _legend(fig, class_patches(ids, classes, palette))
     if title:
         fig.suptitle(title)
-    return fig
+    return plain_text(fig)
 
 
 def save_segmentation(path, pred, classes, palette, title: str = "", image=None) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from iwu.plots import save_png
+from iwu.plots import plain_text, save_png
 
 
 def reliability_figure(result: dict, title: str = "", classes=None):
@@ -67,8 +67,7 @@ def reliability_figure(result: dict, title: str = "", classes=None):
         ax.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
-
-    return fig
+    return plain_text(fig)
 
 
 def save_reliability_diagram(result: dict, path, title: str = "", classes=None) -> Path:

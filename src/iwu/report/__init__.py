@@ -15,8 +15,8 @@ Statistics, per group (column) and class, over the runs (seeds) of the group:
 mean, standard deviation and n, the number of runs whose IoU for the class is
 not null (a class absent from a validation set scores null, so n can differ
 between cells). The mIoU row is the mean and spread of each run's own mIoU.
-``--std`` (``std=``) picks the standard deviation of every cell, CSV and error
-bar: ``sample`` (ddof=1, the default; with n = 1 it is NaN and the cell shows
+``--std`` (``std=``) picks the standard deviation of every cell and of the
+CSV: ``sample`` (ddof=1, the default; with n = 1 it is NaN and the cell shows
 no spread) or ``population`` (ddof=0, as the paper's scripts' ``np.std``; with
 n = 1 it is 0 and the cell shows ``± 0.000 (1)``); with n = 0 the cell shows
 ``--``. ``--test`` (``test=``) picks the t-test comparing two groups:
@@ -30,7 +30,11 @@ or pooled with n_a + n_b - 2; it excludes 0 exactly when p < 0.05), Hedges' g
 Benjamini-Hochberg adjusted p over the table's classes and mIoU
 (``scipy.stats.false_discovery_control``; NaN p-values are left out of the
 family); the cells are marked, in the tables and the figure, where the
-adjusted p < 0.05. Every format says which std and which test it used.
+adjusted p < 0.05. Every format says which std and which test it used. The
+figure's whiskers are the table's 95% intervals.
+
+A score outside [0, 1] in a run's files (or infinite, or NaN beside scored
+classes) is refused, naming the file: iwu never writes one.
 """
 
 from __future__ import annotations

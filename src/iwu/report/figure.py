@@ -1,5 +1,6 @@
 """What the difference figure shows, from a report table: per-class IoU difference of two columns,
-its standard error and the adjusted test; `iwu.plots.difference` draws it."""
+its 95% confidence interval and the adjusted test, as the table gives them; `iwu.plots.difference`
+draws it."""
 
 from __future__ import annotations
 
@@ -8,18 +9,19 @@ from pathlib import Path
 
 from iwu.plots.difference import DifferenceBars, save_difference
 from iwu.report.records import shared_value
-from iwu.report.stats import ALPHA, MIOU, TEST_NAMES, is_missing
+from iwu.report.stats import ALPHA, LEVEL, MIOU, TEST_NAMES, WELCH, Stat, is_missing
 from iwu.report.table import Column, Table, class_shares, compare
 
 
 def difference_bars(table: Table, a, b, class_share=None, *, percent: bool = False) -> DifferenceBars:
-    """Per-class IoU difference b - a (and mIoU) with the standard error of each.
+    """Per-class IoU difference b - a (and mIoU) with its 95% confidence interval.
 
-    `a`, `b` are column labels or indices. The errors are sqrt(s_a^2/n_a + s_b^2/n_b), s the
-    table's std (sample or population; none where a side has one run). With `class_share` (or the
-    table's) classes run from the most to the least frequent in training, their share in the names.
-    A bar is significant where the table's t-test (Welch's or Student's) gives a Benjamini-Hochberg
-    adjusted p < 0.05 (over the classes and mIoU).
+    `a`, `b` are column labels or indices. The intervals are the table's: `iwu.report.stats.confidence_interval`
+    of its test (Welch-Satterthwaite df, or pooled with df = n_a + n_b - 2); none where the test has too few
+    runs (``n<2``) or no spread to go on (``no spread``). With `class_share` (or the table's) classes run from
+    the most to the least frequent in training, their share in the names. A bar is significant where the
+    table's t-test (Welch's or Student's) gives a Benjamini-Hochberg adjusted p < 0.05 (over the classes
+    and mIoU).
     """
     col_a, col_b = table.column(a), table.column(b)
     cmp = compare(col_a, col_b, table.test)
@@ -33,20 +35,34 @@ def difference_bars(table: Table, a, b, class_share=None, *, percent: bool = Fal
     def scaled(values) -> tuple[float, ...]:
         return tuple(math.nan if is_missing(v) else v * scale for v in values)
 
+    intervals = [cmp.ci[c] for c in order] + [cmp.miou_ci]
+    cells = [(col_a.cells[c], col_b.cells[c]) for c in order] + [(col_a.miou, col_b.miou)]
+    level = f"{100 * LEVEL:.0f}% CI"
     return DifferenceBars(
         names=tuple(f"{table.classes[c]} ({100 * share[c]:.2f}%)" if share is not None else table.classes[c]
                     for c in order) + (MIOU,),
         diffs=scaled([cmp.diff[c] for c in order] + [cmp.miou_diff]),
-        errors=scaled([cmp.se[c] for c in order] + [cmp.miou_se]),
+        intervals=tuple(scaled(ci) for ci in intervals),
+        notes=tuple(_no_interval(ci, *sides, table.test) for ci, sides in zip(intervals, cells)),
         significant=tuple(cmp.significant(c) for c in order) + (cmp.significant(None),),
         title=_title(col_a, col_b),
         subtitle=f"per class, means over {len(col_b.records)} and {len(col_a.records)} runs; "
-                 f"whiskers: standard error, {table.std} std",
+                 f"whiskers: the table's {level} of the difference ({name}'s t)",
         ylabel=f"difference in {'IoU x 100' if percent else 'IoU'}",
         legend=(f"higher, {name} p (BH-adjusted) < {ALPHA:g}", f"lower, {name} p (BH-adjusted) < {ALPHA:g}",
-                "not significant after Benjamini-Hochberg"),
+                "not significant after Benjamini-Hochberg", f"{level} of the difference"),
         xlabel="classes from the most to the least frequent in training (share of labelled pixels)"
         if share is not None else "")
+
+
+def _no_interval(ci: tuple[float, float], a: Stat, b: Stat, test: str) -> str:
+    """Why a difference has no interval: too few runs for `test` (Welch's: fewer than 2 on a side;
+    Student's: n_a + n_b - 2 < 1), or no spread on either side; ``""`` when it has one, or when there is
+    no difference to put one on."""
+    if not is_missing(ci[0]) or a.n == 0 or b.n == 0:
+        return ""
+    too_few = min(a.n, b.n) < 2 if test == WELCH else a.n + b.n - 2 < 1
+    return "n<2" if too_few else "no spread"
 
 
 def _title(col_a: Column, col_b: Column) -> str:

@@ -1,4 +1,8 @@
-"""The table as text: Markdown, LaTeX (booktabs) and CSV."""
+"""The table as text: Markdown, LaTeX (booktabs) and CSV.
+
+Names come from run files (experiments, modes, classes) and may hold anything: a line break in one is
+written as its escape (``\\n``) in every format, so it never breaks a row, a header or a note.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ _CI_NOTES = {WELCH: "Welch-Satterthwaite df", STUDENT: "pooled se, df = n_a + n_
 CI_HEADER = f"{100 * LEVEL:.0f}% CI"
 BH_HEADER = "p (BH)"
 SIG_HEADER = f"p (BH) < {ALPHA:g}"
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits at
+
+
+def _one_line(text: str) -> str:
+    """`text` with each line break written as its escape: ``a\\nb`` for a, a newline, b."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if ch in _LINE_BREAKS else ch for ch in text)
 
 
 class _Cmp:
@@ -151,13 +161,13 @@ def to_markdown(table: Table, *, percent: bool = False, decimals: int | None = N
     header, rows = _rows(table, style, tex=False)
 
     def line(cells):
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(_one_line(c).replace("|", "\\|") for c in cells) + " |"
 
     align = ["---"] + ["---:"] * (len(header) - 1)
     if table.comparison:
         align[-1] = ":---:"
     out = [line(header), "|" + "|".join(align) + "|", *(line(r) for r in rows), ""]
-    out += _notes(table, style)
+    out += [_one_line(note) for note in _notes(table, style)]
     return "\n".join(out) + "\n"
 
 
@@ -166,8 +176,8 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
 
 
 def _tex(text: str) -> str:
-    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text).replace("->", r"$\to$").replace("±", r"$\pm$")
-    return text.replace("<", "$<$")
+    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in _one_line(text))
+    return text.replace("->", r"$\to$").replace("±", r"$\pm$").replace("<", "$<$")
 
 
 def to_latex(table: Table, *, percent: bool = False, decimals: int | None = None) -> str:
@@ -185,7 +195,7 @@ def to_latex(table: Table, *, percent: bool = False, decimals: int | None = None
         cells = [_tex(row[0])] + [c if c.startswith("$") else _tex(c) for c in row[1:]]
         out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
-    out += [f"% {note}" for note in _notes(table, style)]
+    out += [f"% {_one_line(note)}" for note in _notes(table, style)]
     return "\n".join(out) + "\n"
 
 
@@ -220,7 +230,7 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
         header.append("test")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(map(_one_line, header))
     for i in range(len(table.classes) + 1):
         is_miou = i == len(table.classes)
         row = [MIOU if is_miou else table.classes[i]]
@@ -243,7 +253,7 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
         row.append(STD_LABELS[table.std])
         if cmp:
             row.append(TEST_LABELS[cmp.test])
-        writer.writerow(row)
+        writer.writerow(map(_one_line, row))
     return buffer.getvalue()
 
 

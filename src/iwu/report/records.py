@@ -71,14 +71,25 @@ def _text(path: Path, data: dict, key: str, required: bool = True) -> str | None
     return value
 
 
-def _score(value) -> float | None:
-    """An IoU or mIoU: a finite number, or None for null/NaN (nothing to score)."""
+def _score(value, nan: bool = False) -> float | None:
+    """An IoU or mIoU: a number from 0 to 1, or None for null (nothing to score) and, where `nan`, NaN.
+
+    A TypeError for what is not a number, a ValueError for a number outside [0, 1], infinite, or NaN
+    where `nan` is False.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(value)
-    value = float(value)
-    return value if math.isfinite(value) else None
+    try:
+        score = float(value)
+    except OverflowError:  # a whole number too large for a float
+        raise ValueError(value) from None
+    if nan and math.isnan(score):
+        return None
+    if not 0.0 <= score <= 1.0:  # False for NaN too
+        raise ValueError(value)
+    return score
 
 
 def _scores(path: Path, where: str, entry, classes: tuple[str, ...]) -> tuple[tuple[float | None, ...], float | None]:
@@ -88,9 +99,13 @@ def _scores(path: Path, where: str, entry, classes: tuple[str, ...]) -> tuple[tu
         raise UserError(f"{path}: {where} has {len(entry['iou'])} IoUs for {len(classes)} classes")
     try:
         iou = tuple(_score(v) for v in entry["iou"])
-        miou = _score(entry.get("miou"))
+        # a set without one labelled pixel scores every class null, and its mIoU NaN, as iwu writes it
+        miou = _score(entry.get("miou"), nan=all(v is None for v in iou))
     except TypeError as err:
         raise UserError(f"{path}: {where} holds {err.args[0]!r} where a number or null belongs") from None
+    except ValueError as err:
+        raise UserError(f"{path}: {where} holds {err.args[0]!r} where an IoU belongs: a number from 0 to 1, "
+                        "or null") from None
     return iou, miou
 
 
