@@ -64,6 +64,11 @@ class LossConfig:
     source: Literal["ensemble", "mc_dropout"] = "ensemble"  # the members, or each member's dropout passes
     mc_samples: int = 10  # stochastic passes per member with source mc_dropout
     dice_weight: float = 0.5  # ce_dice: (1 - w) CE + w Dice, as the published hybrid
+    ohem_threshold: float = 0.7  # ohem: keep the labeled pixels whose true class has a probability below this
+    ohem_min_kept: int | None = None  # ohem: and at least this many of the hardest; null: a share of the batch's pixels
+    lovasz_weight: float = 0.5  # ce_lovasz: (1 - w) CE + w Lovasz-softmax
+    class_weights: Literal["inverse", "median_frequency", "effective_number"] = "inverse"  # class_weighted's weights
+    cb_beta: float = 0.9999  # class_weights effective_number: Cui et al.'s beta, in [0, 1)
 
 
 @dataclass
@@ -389,6 +394,11 @@ def _check_values(c: RunConfig) -> None:
     require("loss.exponent", c.loss.exponent, c.loss.exponent is None or c.loss.exponent >= 0, "a number >= 0")
     require("loss.mc_samples", c.loss.mc_samples, c.loss.mc_samples >= 2, "an integer >= 2 (passes to compare)")
     require("loss.dice_weight", c.loss.dice_weight, 0 <= c.loss.dice_weight <= 1, "a number in [0, 1]")
+    require("loss.ohem_threshold", c.loss.ohem_threshold, 0 < c.loss.ohem_threshold < 1, "a number in (0, 1)")
+    require("loss.ohem_min_kept", c.loss.ohem_min_kept, c.loss.ohem_min_kept is None or c.loss.ohem_min_kept >= 1,
+            "an integer >= 1, or null")
+    require("loss.lovasz_weight", c.loss.lovasz_weight, 0 <= c.loss.lovasz_weight <= 1, "a number in [0, 1]")
+    require("loss.cb_beta", c.loss.cb_beta, 0 <= c.loss.cb_beta < 1, "a number in [0, 1)")
     for key in ("max_epochs", "max_steps"):  # -1 is Lightning's "no limit"
         value = getattr(c.trainer, key)
         require(f"trainer.{key}", value, value == -1 or value >= 1, "-1 (no limit) or an integer >= 1")
