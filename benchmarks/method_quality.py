@@ -9,7 +9,8 @@ skipped, interrupted ones resume: the same command finishes an interrupted
 benchmark) and the tables through `iwu report`: for each mode against
 `standard`, in-domain and cross-domain, per-class IoU and mIoU, the mean IoU of
 the five classes rarest in training, the difference with its 95% interval,
-Hedges' g, Welch's test and Benjamini-Hochberg adjusted p, and the figure.
+the effect size, the report's test (paired by seed where both columns hold the same seeds, Welch's
+otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 
     python benchmarks/method_quality.py --budget cpu      # about an hour on 2 CPU cores
     python benchmarks/method_quality.py --budget gpu      # the paper's members at 768x768, 10 seeds

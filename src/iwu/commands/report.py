@@ -32,9 +32,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--std", choices=["sample", "population"], default="sample",
                    help="standard deviation of the cells and error bars: sample (ddof=1, default) or "
                         "population (ddof=0, np.std as in the paper's scripts)")
-    p.add_argument("--test", choices=["welch", "student"], default="welch",
-                   help="t-test of two columns: welch (unequal variances, default) or student "
-                        "(pooled, scipy.stats.ttest_ind(a, b) as in the paper's scripts)")
+    p.add_argument("--test", choices=["paired", "welch", "student"], default=None,
+                   help="t-test of two columns: paired (on the per-seed differences; the default where both "
+                        "columns hold the same seeds of one experiment), welch (unequal variances; the default "
+                        "otherwise) or student (pooled, scipy.stats.ttest_ind(a, b) as in the paper's scripts)")
     p.set_defaults(func=run)
 
 

@@ -11,15 +11,20 @@ import io
 
 from iwu.report.paper import PaperCell
 from iwu.report.stats import (
-    ALPHA, DDOF, LEVEL, MIOU, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat, is_missing,
+    ALPHA, DDOF, LEVEL, MIOU, PAIRED, POPULATION, SAMPLE, STUDENT, TEST_NAMES, WELCH, Stat, is_missing, seed_list,
 )
 from iwu.report.table import Comparison, Table
 
 RAW = "\u2020"  # marks a difference to the paper left in IoU units because the published std is 0
 STD_LABELS = {SAMPLE: "sample (ddof=1)", POPULATION: "population (ddof=0)"}  # as the CSV's `std` column says
-TEST_LABELS = {test: f"{name}'s t-test" for test, name in TEST_NAMES.items()}  # as the CSV's `test` column says
-_TEST_NOTES = {WELCH: "unequal variances", STUDENT: "equal variances, pooled, df = n_a + n_b - 2"}
-_CI_NOTES = {WELCH: "Welch-Satterthwaite df", STUDENT: "pooled se, df = n_a + n_b - 2"}
+# as the CSV's `test` column says
+TEST_LABELS = {WELCH: "Welch's t-test", STUDENT: "Student's t-test", PAIRED: "paired t-test"}
+_TEST_NOTES = {WELCH: "unequal variances", STUDENT: "equal variances, pooled, df = n_a + n_b - 2",
+               PAIRED: "on the per-seed differences, df = n - 1"}
+_CI_NOTES = {WELCH: "Welch-Satterthwaite df", STUDENT: "pooled se, df = n_a + n_b - 2",
+             PAIRED: "se of the differences, df = n - 1"}
+EFFECT_HEADERS = {False: "g", True: "d_z"}  # the effect size's column: Hedges' g, or Cohen's d_z when paired
+_CSV_EFFECT = {False: "hedges g", True: "cohen d_z"}
 CI_HEADER = f"{100 * LEVEL:.0f}% CI"
 BH_HEADER = "p (BH)"
 SIG_HEADER = f"p (BH) < {ALPHA:g}"
@@ -106,7 +111,8 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
             header += [f"paper {table.paper[col.label].column.table}", "(ours - paper) / paper std"]
     cmp = table.comparison
     if cmp:
-        header += [f"{cmp.b} - {cmp.a}", CI_HEADER, "g", f"p ({TEST_NAMES[cmp.test]})", BH_HEADER, SIG_HEADER]
+        header += [f"{cmp.b} - {cmp.a}", CI_HEADER, EFFECT_HEADERS[cmp.paired], f"p ({TEST_NAMES[cmp.test]})",
+                   BH_HEADER, SIG_HEADER]
     rows = []
     for i in range(len(table.classes) + 1):
         is_miou = i == len(table.classes)
@@ -136,7 +142,15 @@ def _notes(table: Table, style: _Style) -> list[str]:
     one = "; with one run, 0" if table.std == POPULATION else ""
     notes = [f"Cells: {unit}, mean ± {table.std} std (ddof={DDOF[table.std]}{one}) over runs "
              f"(n runs with a score for the class); the mIoU row is over each run's mIoU."]
-    if table.comparison:
+    if table.comparison and table.comparison.paired:
+        cmp = table.comparison
+        notes.append(f"Runs paired by seed ({seed_list(cmp.seeds)}): mean of the per-seed differences (over the seeds "
+                     f"both columns score), its "
+                     f"{CI_HEADER} ({_CI_NOTES[PAIRED]}) and Cohen's d_z (mean difference / sd of the differences, "
+                     f"not small-sample corrected); {TEST_LABELS[PAIRED]} ({_TEST_NOTES[PAIRED]}), two-sided, raw p "
+                     f"and {BH_HEADER}, Benjamini-Hochberg adjusted over the table's classes and mIoU; the last "
+                     f"column marks adjusted p < {ALPHA:g}.")
+    elif table.comparison:
         test = table.comparison.test
         notes.append(f"Difference of means, its {CI_HEADER} ({_CI_NOTES[test]}) and Hedges' g (pooled sd, "
                      f"small-sample corrected); {TEST_LABELS[test]} ({_TEST_NOTES[test]}), two-sided, raw p and "
@@ -213,7 +227,9 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
     ``t`` (of b against a), ``df``, ``p``, ``p (BH)`` (Benjamini-Hochberg adjusted over the classes
     and mIoU), ``p (BH) < 0.05`` (``*`` or empty);
     last, on every row, ``std`` (``sample (ddof=1)`` or ``population (ddof=0)``) and, with two groups,
-    ``test`` (``Welch's t-test`` or ``Student's t-test``).
+    ``test`` (``Welch's t-test``, ``Student's t-test`` or ``paired t-test``). Paired, ``difference``
+    is the mean per-seed difference, ``se`` that of the differences, ``cohen d_z`` stands where
+    ``hedges g`` does, and ``df`` is the number of seeds both score, less one.
     """
     scale = 100.0 if percent else 1.0
     header = ["class"] + (["train share"] if table.share is not None else [])
@@ -224,7 +240,8 @@ def to_csv(table: Table, *, percent: bool = False) -> str:
                        f"{col.label} (ours-paper)/paper std"]
     cmp = table.comparison
     if cmp:
-        header += ["difference", "se", "ci low", "ci high", "hedges g", "t", "df", "p", BH_HEADER, SIG_HEADER]
+        header += ["difference", "se", "ci low", "ci high", _CSV_EFFECT[cmp.paired], "t", "df", "p", BH_HEADER,
+                   SIG_HEADER]
     header.append("std")
     if cmp:
         header.append("test")

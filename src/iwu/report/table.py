@@ -12,8 +12,8 @@ from iwu.errors import UserError
 from iwu.report.paper import PaperCell, PaperMatch, match_paper, paper_columns
 from iwu.report.records import Record, class_key, read_json, shared_value
 from iwu.report.stats import (
-    ALPHA, DDOF, MIOU, SAMPLE, TESTS, WELCH, Samples, Stat, TTest, bh_adjust, check_choice, confidence_interval,
-    describe, hedges_g, samples, t_tests,
+    ALPHA, DDOF, MIOU, PAIRED, SAMPLE, TESTS, WELCH, Samples, Stat, TTest, bh_adjust, check_choice, cohen_dz,
+    confidence_interval, describe, differences, hedges_g, paired_samples, samples, seed_list, seeds_of, t_tests,
 )
 
 
@@ -39,9 +39,14 @@ class Column:
 @dataclass(frozen=True)
 class Comparison:
     """Column b against column a: b - a per class, the standard error of that (from the columns' std),
-    a t-test (`test`: welch or student) of b against a, its Benjamini-Hochberg adjusted p (over the
-    classes and mIoU, NaN left out), the 95% confidence interval of b - a that goes with the test,
-    and Hedges' g of b against a."""
+    a t-test (`test`: welch, student or paired) of b against a, its Benjamini-Hochberg adjusted p (over
+    the classes and mIoU, NaN left out), the 95% confidence interval of b - a that goes with the test,
+    and Hedges' g of b against a.
+
+    Paired (the runs of both columns matched by seed): b - a is the mean of the per-seed differences
+    over the seeds both score (the difference of the means where every seed scores), its se the std
+    of those differences (as the table's std) over sqrt(n), and `g` holds Cohen's d_z, not Hedges' g;
+    `seeds` are the seeds paired, `pairs` (and `miou_pairs`) how many of them each row tests."""
 
     a: str
     b: str
@@ -58,6 +63,13 @@ class Comparison:
     miou_p_adj: float = math.nan
     miou_ci: tuple[float, float] = (math.nan, math.nan)
     miou_g: float = math.nan
+    seeds: tuple[int, ...] = ()  # paired: the seeds matched, ascending
+    pairs: tuple[int, ...] = ()  # paired: per class, the seeds both columns score
+    miou_pairs: int = 0
+
+    @property
+    def paired(self) -> bool:
+        return self.test == PAIRED
 
     def significant(self, i: int | None = None) -> bool:
         """Whether the adjusted p of class `i` (None: mIoU) is below ALPHA (False for NaN)."""
@@ -72,8 +84,9 @@ class Table:
     paper: Mapping[str, PaperMatch | None] = field(default_factory=dict)  # column label -> match
     share: tuple[float, ...] | None = None  # training-set share per class
     std: str = SAMPLE  # the columns' standard deviation: sample (ddof=1) or population (ddof=0)
-    test: str = WELCH  # the comparison's t-test: welch or student
+    test: str = WELCH  # the comparison's t-test: welch, student or paired
     rarest: tuple[str, ...] = ()  # the classes averaged in the last class row (rarest first), if it is one
+    unpaired: str = ""  # why the default test is Welch's, not the paired one, where it could not pair the runs
 
     def column(self, which) -> Column:
         if isinstance(which, int):
@@ -97,44 +110,94 @@ def _se(a: Stat, b: Stat) -> float:
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
 
 
-def compare(a: Column, b: Column, test: str = WELCH) -> Comparison:
+def _paired_diff(b_values, a_values, std: str) -> tuple[float, float, int]:
+    """Mean of the per-seed differences b - a, its se (their std, as `std`, over sqrt(n); NaN for
+    n < 2) and n, over the seeds both score."""
+    d = describe(differences(b_values, a_values), std)
+    return d.mean, (d.std / math.sqrt(d.n) if d.n > 1 else math.nan), d.n
+
+
+def unpaired_reason(a: Column, b: Column) -> str:
+    """Why the runs of columns `a` and `b` cannot be paired by seed; ``""`` when they can: both hold
+    runs of one experiment, every run names its seed, and both hold the same seeds, each once."""
+    experiments = {r.experiment for r in a.records + b.records}
+    if len(experiments) > 1:
+        def named(col: Column) -> str:
+            return ", ".join(sorted({str(r.experiment) for r in col.records}))
+
+        return f"the columns hold runs of other experiments ({a.label}: {named(a)}; {b.label}: {named(b)})"
+    seeds_a, seeds_b = seeds_of(a.records), seeds_of(b.records)
+    held = f"({a.label}: {seed_list(seeds_a)}; {b.label}: {seed_list(seeds_b)})"
+    if None in seeds_a or None in seeds_b:
+        return f"not every run names its seed {held}"
+    if len(set(seeds_a)) != len(seeds_a) or len(set(seeds_b)) != len(seeds_b):
+        return f"a column holds a seed more than once {held}"
+    if set(seeds_a) != set(seeds_b):
+        return f"the columns hold other seeds {held}"
+    return ""
+
+
+def compare(a: Column, b: Column, test: str = WELCH, std: str = SAMPLE) -> Comparison:
     """b against a: differences of the means, their standard errors (from the columns' std), `test`,
-    Benjamini-Hochberg adjusted p-values over the classes and mIoU, 95% intervals and Hedges' g."""
-    tests = t_tests(b.sampled, a.sampled, test)
+    Benjamini-Hochberg adjusted p-values over the classes and mIoU, 95% intervals and Hedges' g.
+
+    ``paired``: the runs matched by seed (a UserError naming the seeds unless both columns hold the
+    same ones, see `unpaired_reason`); the mean per-seed difference, its se from the std (`std`) of
+    the differences, and Cohen's d_z (see `Comparison`).
+    """
+    if check_choice(test, TESTS, "test") == PAIRED:
+        why = unpaired_reason(a, b)
+        if why:
+            raise UserError(f"--test paired: {why}; pair runs of the same seeds, or choose --test welch")
+        sb, sa = paired_samples(b.records, a.records)  # aligned by seed, null kept
+        *rows, miou_row = [_paired_diff(y, x, std) for y, x in (*zip(sb.per_class, sa.per_class), (sb.miou, sa.miou))]
+        diff, se, n = (tuple(r[k] for r in rows) for k in range(3))
+        miou_diff, miou_se, miou_n = miou_row
+        seeds, effect = tuple(sorted(seeds_of(a.records))), cohen_dz
+    else:
+        sb, sa = b.sampled, a.sampled
+        diff = tuple(cb.mean - ca.mean for ca, cb in zip(a.cells, b.cells))
+        se = tuple(_se(ca, cb) for ca, cb in zip(a.cells, b.cells))
+        miou_diff, miou_se, n, miou_n, seeds = b.miou.mean - a.miou.mean, _se(a.miou, b.miou), (), 0, ()
+        effect = hedges_g
+    tests = t_tests(sb, sa, test)
     per_class = tuple(tests[c] for c in a.records[0].classes)
     *p_adj, miou_p_adj = bh_adjust([t.p for t in per_class] + [tests[MIOU].p])
-    pairs = list(zip(b.samples, a.samples))
+    pairs = list(zip(sb.per_class, sa.per_class))
     return Comparison(
-        a.label, b.label,
-        diff=tuple(cb.mean - ca.mean for ca, cb in zip(a.cells, b.cells)),
-        se=tuple(_se(ca, cb) for ca, cb in zip(a.cells, b.cells)),
-        tests=per_class,
-        miou_diff=b.miou.mean - a.miou.mean, miou_se=_se(a.miou, b.miou), miou_test=tests[MIOU], test=test,
-        p_adj=tuple(p_adj), ci=tuple(confidence_interval(sb, sa, test) for sb, sa in pairs),
-        g=tuple(hedges_g(sb, sa) for sb, sa in pairs), miou_p_adj=miou_p_adj,
-        miou_ci=confidence_interval(b.miou_samples, a.miou_samples, test),
-        miou_g=hedges_g(b.miou_samples, a.miou_samples))
+        a.label, b.label, diff=diff, se=se, tests=per_class,
+        miou_diff=miou_diff, miou_se=miou_se, miou_test=tests[MIOU], test=test,
+        p_adj=tuple(p_adj), ci=tuple(confidence_interval(y, x, test) for y, x in pairs),
+        g=tuple(effect(y, x) for y, x in pairs), miou_p_adj=miou_p_adj,
+        miou_ci=confidence_interval(sb.miou, sa.miou, test), miou_g=effect(sb.miou, sa.miou),
+        seeds=seeds, pairs=n, miou_pairs=miou_n)
 
 
 def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = None, class_share=None,
-              std: str = SAMPLE, test: str = WELCH) -> Table:
+              std: str = SAMPLE, test: str | None = None) -> Table:
     """Per column and class: mean, std, n over the runs; a t-test when there are two columns.
 
-    `std` is ``sample`` (ddof=1) or ``population`` (ddof=0, as ``np.std``), `test` is ``welch``
-    (unequal variances) or ``student`` (pooled, as ``scipy.stats.ttest_ind``'s default); the
-    table keeps both for the formats and the figure. `paper` names a published table to set
+    `std` is ``sample`` (ddof=1) or ``population`` (ddof=0, as ``np.std``), `test` is ``paired``
+    (on the per-seed differences, as ``scipy.stats.ttest_rel``; a UserError naming each column's
+    seeds unless both hold the same seeds of one experiment), ``welch`` (unequal variances) or
+    ``student`` (pooled, as ``scipy.stats.ttest_ind``'s default); None (the default) pairs the runs
+    where they can be paired and takes Welch's test otherwise, the table's ``unpaired`` saying why.
+    The table keeps both for the formats and the figure. `paper` names a published table to set
     beside each column it matches (a UserError if it matches none); `class_share` (one
     training-set share per class, or {class: share}) is kept for the formats and the figure.
     """
     check_choice(std, DDOF, "std")
-    check_choice(test, TESTS, "test")
+    if test is not None:
+        check_choice(test, TESTS, "test")
     if not groups:
         raise UserError("no runs to report")
     columns = tuple(_column(label, rs, std) for label, rs in groups.items())
     classes = columns[0].records[0].classes
     # two columns of other validation sets (in-domain and cross-domain of the same runs) are not a contrast
     comparable = len(columns) == 2 and columns[0].shared("eval") == columns[1].shared("eval")
-    comparison = compare(*columns, test=test) if comparable else None
+    unpaired = unpaired_reason(*columns) if comparable else ""
+    chosen = (WELCH if unpaired or not comparable else PAIRED) if test is None else test
+    comparison = compare(*columns, test=chosen, std=std) if comparable else None
     matches: dict[str, PaperMatch | None] = {}
     if paper is not None:
         published = paper_columns(paper)
@@ -155,7 +218,8 @@ def summarise(groups: Mapping[str, Sequence[Record]], *, paper: str | None = Non
             theirs = "; ".join(c.label for c in published)
             raise UserError(f"--paper {paper}: no published column matches a column of this report "
                             f"(ours: {ours}; published: {theirs}); pick runs or --member to match")
-    return Table(classes, columns, comparison, matches, class_shares(classes, class_share), std, test)
+    return Table(classes, columns, comparison, matches, class_shares(classes, class_share), std, chosen,
+                 unpaired=unpaired if test is None else "")
 
 
 def class_shares(classes: tuple[str, ...], share) -> tuple[float, ...] | None:

@@ -105,5 +105,5 @@ def run_demo(out="runs/demo", seeds: int = 2, overrides=(), config_path=None) ->
     atomic_write_json(out / "demo.json", {"classes": final["classes"], "train_share": share.tolist(),
                                           "results": results})
     print(f"\nwrote {figure}, {out / 'demo.json'}, and {written['md']} with {written['figure']} "
-          f"(Welch's t-test per class: iwu report {out}); the runs are in {out}/<mode>/seed<k>")
+          f"(a paired t-test per class: iwu report {out}); the runs are in {out}/<mode>/seed<k>")
     return 0
