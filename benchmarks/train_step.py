@@ -61,7 +61,8 @@ TARGET = 5.0  # percent overhead, on a GPU
 TARGET_SIZE, TARGET_BATCH = 768, 2
 MODES = ("standard", "instance_uncertainty")
 # the other modes' cost; mc_dropout's T passes (loss.mc_samples, 10) cost about T forwards more
-ALSO = ("class_weighted", "focal", "dice", "ce_dice", "pixel_uncertainty", "instance_uncertainty+mc_dropout")
+ALSO = ("class_weighted", "focal", "dice", "ce_dice", "ohem", "lovasz", "ce_lovasz", "recall", "pixel_uncertainty",
+        "instance_uncertainty+mc_dropout")
 BATCHES = 4  # distinct batches, cycled
 
 

@@ -127,7 +127,7 @@ def test_list_items_are_set_by_position(empty):
         (["optim.min_lr=.nan"], r"^optim\.min_lr: expected a number"),
         (["out=3"], r"^out: expected a string or null, got 3"),
         (["mode=instance_uncertanty"], r"^mode: unknown mode 'instance_uncertanty'; did you mean instance_uncertainty\? "
-                                       r"\(modes: ce_dice, class_weighted, dice, .*register_mode and --import\)$"),
+                                       r"\(modes: ce_dice, ce_lovasz, class_weighted, dice, .*register_mode and --import\)$"),
         (["loss.normalize=some"], r"^loss\.normalize: expected one of all, valid, got 'some'"),
         (["loss.backend=gpu"], r"^loss\.backend: expected one of auto, cc3d, torch"),
         (["loss.connectivity=6"], r"^loss\.connectivity: expected one of 4, 8"),

@@ -184,7 +184,9 @@ def test_the_loss_panel_names_the_loss_of_the_runs_mode(tmp_path, monkeypatch):
     weighted = "uncertainty-weighted cross-entropy"
     assert {name: mode.loss_name for name, mode in MODES.items() if mode.loss.__module__ == "iwu.method.modes"} == {
         "standard": "cross-entropy", "class_weighted": "class-weighted cross-entropy", "focal": "focal loss",
-        "dice": "Dice loss", "ce_dice": "cross-entropy + Dice", "pixel_uncertainty": weighted,
+        "dice": "Dice loss", "ce_dice": "cross-entropy + Dice", "ohem": "OHEM cross-entropy",
+        "lovasz": "Lovasz-softmax loss", "ce_lovasz": "cross-entropy + Lovasz-softmax",
+        "recall": "recall-weighted cross-entropy", "pixel_uncertainty": weighted,
         "offline_masks": weighted, "instance_uncertainty": weighted}  # every mode iwu ships says its loss
     drawn = drawn_figures(monkeypatch, curves)
     save_curves(write(tmp_path, IU), tmp_path / "curves.png", title="a run", mode="offline_masks")

@@ -270,6 +270,41 @@ def ce_dice(ctx, logits, target, u):
     return (1 - w) * standard(ctx, logits, target, u) + w * dice(ctx, logits, target, u)
 
 
+@register_mode("ohem", order=50, loss_name="OHEM cross-entropy")
+def ohem(ctx, logits, target, u):
+    """Online hard example mining (mmsegmentation's OhemCrossEntropy): the mean CE of the labeled pixels
+    whose true class has a probability below loss.ohem_threshold (0.7), at least loss.ohem_min_kept of the
+    hardest (null: a tenth of the batch's pixels); see `iwu.method.losses.ohem_cross_entropy`."""
+    from iwu.method.losses import ohem_cross_entropy
+
+    return ohem_cross_entropy(logits, target, threshold=ctx.loss.ohem_threshold, min_kept=ctx.loss.ohem_min_kept,
+                              ignore_index=IGNORE_INDEX)
+
+
+@register_mode("lovasz", needs=("two_classes",), order=52, loss_name="Lovasz-softmax loss")
+def lovasz(ctx, logits, target, u):
+    """Lovasz-softmax (Berman et al. 2018), segmentation_models_pytorch's, over the batch."""
+    from iwu.method.losses import lovasz_softmax_loss
+
+    return lovasz_softmax_loss(logits, target, ignore_index=IGNORE_INDEX)
+
+
+@register_mode("ce_lovasz", needs=("two_classes",), order=54, loss_name="cross-entropy + Lovasz-softmax")
+def ce_lovasz(ctx, logits, target, u):
+    """(1 - w) CE + w Lovasz-softmax, w = loss.lovasz_weight (0.5)."""
+    w = ctx.loss.lovasz_weight
+    return (1 - w) * standard(ctx, logits, target, u) + w * lovasz(ctx, logits, target, u)
+
+
+@register_mode("recall", order=56, loss_name="recall-weighted cross-entropy")
+def recall(ctx, logits, target, u):
+    """Recall loss (Tian et al. 2022): CE weighted by 1 - the batch recall of each pixel's class, the mean
+    as loss.normalize says (all: the paper's code)."""
+    from iwu.method.losses import recall_cross_entropy
+
+    return recall_cross_entropy(logits, target, ignore_index=IGNORE_INDEX, normalize=ctx.loss.normalize)
+
+
 _WEIGHTED = "uncertainty-weighted cross-entropy"
 register_mode("pixel_uncertainty", weights=uncertainty_weights(instance=False), order=60, exponent=1.0,
               loss_name=_WEIGHTED)(_weighted_ce)
