@@ -5,7 +5,7 @@ One folder per (kind, root, split, size, conditions) under the cache root
 
     images-<fp>.npy        N x S x S x 3 uint8 (PIL bilinear, as the PNG path)
     labels-<fp>.npy        N x S x S uint8 train ids (255 = ignore)
-    class_counts.json      pixels per class of this split at size S
+    class_counts.json      pixels per class of this split at size S, in all and per image
     manifest.json          identity, source fingerprint, names; written last
 
 `<fp>` fingerprints the source files (paths, sizes, mtimes), so a changed
@@ -34,7 +34,7 @@ from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write_json, locked
 from iwu.util.bars import bar
 
-CACHE_VERSION = 1  # bump when resizing or the store format changes
+CACHE_VERSION = 2  # bump when resizing or the store format changes (2: per-image class counts)
 MANIFEST = "manifest.json"
 _STALE_TMP_S = 3600
 
@@ -156,11 +156,14 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
         for path in tmp.values():
             _reserve(path)
         counts = np.zeros(256, dtype=np.int64)
+        per_image = np.zeros((n, dataset.num_classes), dtype=np.int64)  # for rare-class sampling
         loader = torch.utils.data.DataLoader(_Resized(dataset), batch_size=None, num_workers=workers, collate_fn=no_collate)
         desc = f"caching {dataset.kind} {dataset.split} at {s}"
         for i, (image, label) in enumerate(bar(loader, total=n, desc=desc, unit="img")):
             images[i], labels[i] = image, label
-            counts += np.bincount(label.ravel(), minlength=256)
+            in_image = np.bincount(label.ravel(), minlength=256)
+            counts += in_image
+            per_image[i] = in_image[: dataset.num_classes]
         images.flush(), labels.flush()
         del images, labels
         for key in names:
@@ -169,7 +172,7 @@ def _build(dataset: PairDataset, directory: Path, fp: str, workers: int) -> None
         for path in tmp.values():
             path.unlink(missing_ok=True)
     write_class_counts(directory / COUNTS_FILE, dataset.classes, counts[: dataset.num_classes], counts[IGNORE_INDEX],
-                       split=dataset.split, size=s, fingerprint=fp)
+                       per_image, split=dataset.split, size=s, fingerprint=fp)
     manifest = {"version": CACHE_VERSION, **dataset.identity(), "fingerprint": fp, "count": n,
                 "classes": list(dataset.classes), "palette": [list(c) for c in dataset.palette],
                 "mean": list(dataset.mean), "std": list(dataset.std),

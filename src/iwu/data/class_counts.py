@@ -1,4 +1,5 @@
-"""Pixels per class of a split: written beside the cache, read for class weights and reports."""
+"""Pixels per class of a split, in all and per image: written beside the cache, read for class weights,
+rare-class sampling and reports."""
 
 from __future__ import annotations
 
@@ -7,19 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
-from iwu.util.atomic_files import atomic_write_json
+from iwu.util.atomic_files import atomic_write_bytes
 from iwu.errors import UserError
 
 COUNTS_FILE = "class_counts.json"
 
 
-def write_class_counts(path: Path, classes, counts, ignored, **about) -> None:
+def write_class_counts(path: Path, classes, counts, ignored, per_image, **about) -> None:
+    """The record as JSON; `per_image` (N, C), one row per image in the store's order, one line each."""
     record = {**about, "classes": list(classes), "counts": [int(c) for c in counts], "ignored": int(ignored)}
-    atomic_write_json(path, record)
+    rows = ",\n".join(f"  {json.dumps([int(c) for c in row])}" for row in per_image)
+    # the record as json.dumps(indent=1) writes it, with the rows last, one line each rather than one number
+    text = json.dumps(record, indent=1).removesuffix("\n}") + f',\n "per_image": [\n{rows}\n ]\n}}'
+    atomic_write_bytes(path, text.encode())
 
 
 def read_class_counts(path) -> dict:
-    """The record: `classes`, `counts` (one per class), `ignored`, `split`, `size`, `fingerprint`."""
+    """The record: `classes`, `counts` (one per class), `ignored`, `split`, `size`, `fingerprint`, and
+    `per_image` (pixels per class of each image, in the store's order; absent from stores before it)."""
     path = Path(path)
     if path.is_dir():
         path = path / COUNTS_FILE
@@ -32,6 +38,17 @@ def read_class_counts(path) -> dict:
 def load_class_counts(path) -> np.ndarray:
     """Pixels per class (int64, one per class) from a cache folder or a class_counts.json."""
     return np.asarray(read_class_counts(path)["counts"], dtype=np.int64)
+
+
+def load_image_class_counts(path) -> np.ndarray:
+    """Pixels per class of each image (int64, N x C, in the store's order) from a cache folder or a
+    class_counts.json."""
+    record = read_class_counts(path)
+    if "per_image" not in record:
+        raise UserError(f"{path}: class counts without the per-image ones; run `iwu prepare --rebuild` for "
+                        "this dataset")
+    counts = np.asarray(record["per_image"], dtype=np.int64)
+    return counts.reshape(len(counts), len(record["classes"]))
 
 
 def format_proportions(classes, counts) -> str:

@@ -8,6 +8,7 @@ before it starts one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from iwu.data import kinds
 from iwu.util.bounded import MAX_SIDE
@@ -59,6 +60,9 @@ class DataConfig:
     cache_workers: int = 0  # loader processes reading the cache
     cache_dir: str | None = None  # where the cache lives; null: $IWU_CACHE or ~/.cache/iwu
     augment: list | None = None  # training transforms: names (hflip) or {name: {args}}; null: none (the paper's)
+    sampler: Literal["shuffle", "rare_class"] = "shuffle"  # training order: shuffled, or rare_class (DAFormer's RCS)
+    rcs_temperature: float = 0.01  # rare_class: T of p_c ~ exp((1 - f_c) / T), f_c c's pixel share; lower: rarer
+    rcs_min_pixels: int | None = None  # rare_class: c's pixels an image needs to be drawn for c; null: 1.14% of size^2
     pin_memory: bool | None = None  # page-locked batches; null: when CUDA is available
     val_extra: ValExtraConfig | None = None  # a second validation set, e.g. {kind: acdc, root: /data/acdc}
     synthetic: SyntheticConfig | None = None  # {n_train, n_val, width}: scenes written to root when it has none
@@ -88,6 +92,12 @@ def check_data(d: DataConfig, key: str = "data") -> None:
     for name in ("num_workers", "cache_workers"):
         _require(f"{key}.{name}", getattr(d, name), getattr(d, name) >= 0, "an integer >= 0")
     _require(f"{key}.val_fraction", d.val_fraction, 0 < d.val_fraction < 1, "a number between 0 and 1")
+    _require(f"{key}.rcs_temperature", d.rcs_temperature, d.rcs_temperature > 0, "a number > 0")
+    _require(f"{key}.rcs_min_pixels", d.rcs_min_pixels, d.rcs_min_pixels is None or d.rcs_min_pixels >= 1,
+             "null or an integer >= 1")
+    if d.sampler == "rare_class" and not d.cache:
+        raise UserError(f"{key}.sampler: rare_class draws by each image's class counts, which the cache holds; "
+                        f"set {key}.cache=true")
     _check_source(d, key)
     if d.augment:
         # the transforms need torchvision: imported only when there are steps, so that reading the

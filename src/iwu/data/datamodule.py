@@ -7,10 +7,13 @@
 
 Training shuffles and drops the last partial batch (the poly schedule counts
 full batches); the order is a pure function of (seed, epoch) so a run resumes
-mid-epoch exactly (`start_at`). Validation keeps order. With `val_extra` a second validation
-loader follows the main one (dataloader_idx 1), for cross-domain evaluation.
-With `cache` on, both read the memory-mapped store (`iwu prepare`), built here
-on first use, in the main process unless `cache_workers` says otherwise.
+mid-epoch exactly (`start_at`). With `sampler: rare_class` each epoch's items
+are drawn by rare-class sampling instead (`iwu.data.rare_class`), from the
+per-image class counts of the training split's cache store. Validation keeps
+order. With `val_extra` a second validation loader follows the main one
+(dataloader_idx 1), for cross-domain evaluation. With `cache` on, both read
+the memory-mapped store (`iwu prepare`), built here on first use, in the main
+process unless `cache_workers` says otherwise.
 
 `root: null` must be given before training (`data.root=/data/acdc`); a
 `val_extra` whose root is null is left out, so a config can name the
@@ -32,10 +35,11 @@ from torch.utils.data import DataLoader
 from iwu.config.schema import data_config
 from iwu.data.cache import CachedDataset, open_cached, prepare_cache
 from iwu.data.config import DataConfig, ValExtraConfig
-from iwu.data.sampler import EpochSampler, ShardSampler
+from iwu.data.rare_class import RareClassPlan, default_min_pixels, rare_class_plan
+from iwu.data.sampler import EpochSampler, RareClassSampler, ShardSampler
 from iwu.data import kinds
 from iwu.data.sources import build_dataset
-from iwu.data.class_counts import load_class_counts
+from iwu.data.class_counts import load_class_counts, load_image_class_counts
 from iwu.errors import UserError
 from iwu.util.atomic_files import locked
 
@@ -62,7 +66,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.val_sets: list = []
         self._sampler: EpochSampler | None = None
         self._set_up: dict | None = None  # the specs of the datasets built last
+        self._train_store: Path | None = None  # the training split's cache store, once found or built
         self._train_counts: np.ndarray | None = None
+        self._image_counts: np.ndarray | None = None
+        self._rare_class: RareClassPlan | None = None  # with sampler rare_class, from the training split
         self._prepared = False
         self.masks = None  # a MaskStore: training items carry their stored mask (`use_masks`)
 
@@ -117,6 +124,8 @@ class SegmentationDataModule(L.LightningDataModule):
             if len(self.train_set) < self.config.batch_size:
                 raise UserError(f"data.batch_size: the {self.config.train_split} split has {len(self.train_set)} "
                                 f"images, fewer than batch_size {self.config.batch_size}")
+            if self.config.sampler == "rare_class":  # here, so that a split it cannot draw from stops a run early
+                self._rare_class = self._rare_class_plan()
         self.val_sets = [datasets[k] for k in ("val", "val_extra") if k in datasets]
         for extra in self.val_sets[1:]:  # the models take every image as they were trained on the main set's
             extra.mean, extra.std = self.val_sets[0].mean, self.val_sets[0].std
@@ -165,7 +174,10 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         if self._sampler is None:  # one for the module's life: Lightning may ask for the loader twice
-            self._sampler = EpochSampler(len(self.train_set), self.config.batch_size, self.seed)
+            if self._rare_class is not None:
+                self._sampler = RareClassSampler(self._rare_class, self.config.batch_size, self.seed)
+            else:
+                self._sampler = EpochSampler(len(self.train_set), self.config.batch_size, self.seed)
         return self._loader(self.train_set, self.config.batch_size, self._sampler)
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
@@ -193,7 +205,26 @@ class SegmentationDataModule(L.LightningDataModule):
         again (the empty-split check, then class weights), it answers from memory.
         """
         if self._train_counts is None:
-            dataset = build_dataset(_source(self.config, self.config.val_fraction), self.config.train_split, self.config.size)
-            store = prepare_cache(dataset, self.config.cache_dir, self.config.num_workers)
-            self._train_counts = load_class_counts(store)
+            self._train_counts = load_class_counts(self._store())
         return self._train_counts
+
+    def train_image_class_counts(self) -> np.ndarray:
+        """Pixels per class of each training image (N x C, in the training set's order), as
+        `train_class_counts` finds them."""
+        if self._image_counts is None:
+            self._image_counts = load_image_class_counts(self._store())
+        return self._image_counts
+
+    def _store(self) -> Path:
+        if self._train_store is None:
+            dataset = build_dataset(_source(self.config, self.config.val_fraction), self.config.train_split, self.config.size)
+            self._train_store = prepare_cache(dataset, self.config.cache_dir, self.config.num_workers)
+        return self._train_store
+
+    def _rare_class_plan(self) -> RareClassPlan:
+        cfg = self.config
+        min_pixels = cfg.rcs_min_pixels or default_min_pixels(cfg.size)
+        try:
+            return rare_class_plan(self.train_image_class_counts(), cfg.rcs_temperature, min_pixels)
+        except ValueError as err:
+            raise UserError(f"data.rcs_min_pixels: in the {cfg.train_split} split, {err}; set it lower") from None

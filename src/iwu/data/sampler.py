@@ -15,6 +15,10 @@ augmentation from them alone, in whichever worker process reads it.
 Under DDP each rank takes every `world`-th item of the same permutation (the
 tail that does not divide evenly is dropped, as `drop_last` does), so the
 sampler replaces Lightning's DistributedSampler and keeps the same property.
+
+`RareClassSampler` (`data.sampler: rare_class`) draws each epoch's items
+instead of shuffling them, as many as the set has images, with the same
+epochs, resumption and sharding.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from iwu.data.augment import ItemKey
+from iwu.data.rare_class import RareClassPlan
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -52,14 +57,19 @@ class EpochSampler(Sampler[ItemKey]):
     def order(self) -> list[int]:
         """This rank's full order for the current epoch."""
         rank, world = _rank_and_world()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.size, generator=generator)
+        perm = torch.randperm(self.size, generator=self._generator())
         per_rank = self.size // world
         return perm[: per_rank * world][rank::world].tolist()
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def keys(self) -> list[ItemKey]:
+        """This rank's keys for the current epoch."""
+        return [ItemKey(i, self.epoch, self.seed) for i in self.order()]
+
     def __iter__(self):
-        order = self.order()[self._skip :]
-        keys = [ItemKey(i, self.epoch, self.seed) for i in order]
+        keys = self.keys()[self._skip :]
         self._skip = 0
         self.epoch += 1
         return iter(keys)
@@ -67,6 +77,28 @@ class EpochSampler(Sampler[ItemKey]):
     def __len__(self) -> int:
         # the whole epoch, also right after a resume: Lightning counts the epoch's batches from this
         return self.size // _rank_and_world()[1]
+
+
+class RareClassSampler(EpochSampler):
+    """Rare-class sampling (DAFormer's RCS): each of an epoch's draws is a class by `plan`'s probabilities,
+    then an image holding enough of it, so an image may come several times in an epoch and another not.
+
+    An epoch is as many draws as the set has images, all a function of (seed, epoch) and rank r taking
+    draws r, r + world, ..., as the shuffle's items. Each draw carries a seed of its own for the item's
+    augmentation, so an image drawn twice is not augmented twice alike.
+    """
+
+    def __init__(self, plan: RareClassPlan, batch_size: int, seed: int = 0):
+        super().__init__(plan.size, batch_size, seed)
+        self.plan = plan
+
+    def keys(self) -> list[ItemKey]:
+        rank, world = _rank_and_world()
+        generator = self._generator()
+        images = self.plan.draw(self.size, generator).tolist()
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        mine = range(rank, self.size // world * world, world)
+        return [ItemKey(images[i], self.epoch, seeds[i]) for i in mine]
 
 
 class ShardSampler(Sampler[int]):

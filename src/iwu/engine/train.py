@@ -99,15 +99,26 @@ def build_module(config: RunConfig, dm) -> EnsembleModule:
     class_weights = None
     needs = MODES[config.mode].needs
     if "class_weights" in needs:
-        from iwu.method.losses import class_weights_from_counts
-
-        class_weights = class_weights_from_counts(labeled_counts(dm))
+        class_weights = _class_weights(config.loss, dm)
     check_needs(config.mode, "training", RunFacts(config.loss, dm.classes, class_weights=class_weights))
     if "masks" in needs:
         from iwu.data.mask_store import MaskStore
 
         dm.use_masks(MaskStore(config.loss.masks_dir))
     return EnsembleModule(config, dm.classes, class_weights=class_weights, val_names=dm.val_names)
+
+
+def _class_weights(loss, dm):
+    """The class weights `loss.class_weights` names, from the training split's counts."""
+    from iwu.method.class_weights import effective_number_weights, median_frequency_weights
+    from iwu.method.losses import class_weights_from_counts
+
+    counts = labeled_counts(dm)
+    if loss.class_weights == "median_frequency":  # of the images a class appears in: per-image counts
+        return median_frequency_weights(dm.train_image_class_counts())
+    if loss.class_weights == "effective_number":
+        return effective_number_weights(counts, loss.cb_beta)
+    return class_weights_from_counts(counts)
 
 
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
