@@ -1,6 +1,7 @@
 """What a run prints: a start line, a few plain lines and one per validation; Lightning's chatter only on request."""
 
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -98,6 +99,24 @@ def test_a_resumed_run_says_it_resumes_exactly_and_lightning_does_not_warn_other
     assert f"iwu train: resuming at step 4 from {out / 'checkpoints' / 'last.ckpt'}; iwu resumes exactly" in text
     assert not [words for words in LIGHTNING_CHATTER if words in text], text
     assert text.startswith("iwu train: tiny / standard / seed 0") and "\r" not in text
+
+
+def test_lightnings_srun_hint_is_chatter_on_a_machine_with_slurm(tiny, tmp_path, monkeypatch):
+    """A login node has SLURM's client: `srun` on PATH, no job around the command."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    for name in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(name)
+    args = ["val_every=2", "trainer.max_steps=2"]
+    quiet = _iwu("train", str(tiny), f"out={tmp_path / 'quiet'}", *args, log=tmp_path / "quiet.log")
+    hint = "The `srun` command is available on your system but is not used"
+    assert hint not in quiet and "HINT" not in quiet, quiet
+    verbose = _iwu("train", str(tiny), f"out={tmp_path / 'verbose'}", *args, "trainer.verbose=true",
+                   log=tmp_path / "verbose.log")
+    assert hint in verbose  # asked for: shown
 
 
 @pytest.mark.slow

@@ -79,18 +79,22 @@ _NEEDLESS_WARNINGS = [
     (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
 ]
 _CPU_CHOSEN = (r"GPU available but not used", Warning)
+# Where SLURM's client is installed (every login node), Lightning hints at srun on every run it starts
+# outside a job: chatter like its info messages, so it shows again with trainer.verbose=true.
+_SRUN_HINT = (r"The `srun` command is available on your system but is not used", Warning)
 
 
 @contextlib.contextmanager
 def quiet_lightning(verbose: bool = False, cpu_chosen: bool = False):
     """Lightning's chatter off inside: its info messages (devices found, tips, checkpoint restored, fit
-    stopped) unless `verbose`; always the warnings above, and the unused GPU's where the config chose the
-    CPU (`cpu_chosen`). Lightning's warnings about the user's own settings still show."""
+    stopped) and its srun hint unless `verbose`; always the warnings above, and the unused GPU's where the
+    config chose the CPU (`cpu_chosen`). Lightning's warnings about the user's own settings still show."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
     try:
         with warnings.catch_warnings():
-            for message, category in [*_NEEDLESS_WARNINGS, *([_CPU_CHOSEN] if cpu_chosen else [])]:
+            chatter = [*([_CPU_CHOSEN] if cpu_chosen else []), *([] if verbose else [_SRUN_HINT])]
+            for message, category in [*_NEEDLESS_WARNINGS, *chatter]:
                 warnings.filterwarnings("ignore", message=message, category=category)
             if not verbose:
                 for logger in loggers:
