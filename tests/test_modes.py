@@ -342,3 +342,14 @@ def test_every_need_is_one_entry_and_a_missing_one_is_refused_by_the_one_check(m
     with pytest.raises(UserError, match="^mode=dice: needs at least two classes; this dataset has 1$"):
         check_needs("dice", "built", RunFacts(LossConfig(), ["only"]))
     check_needs("dice", "training", RunFacts(LossConfig(), ["only"]))
+
+
+def test_class_weighted_without_weights_says_what_it_needs():
+    import torch
+
+    from iwu.config.schema import LossConfig
+    from iwu.method.modes import MODES, ModeContext
+
+    ctx = ModeContext("class_weighted", LossConfig())
+    with pytest.raises(ValueError, match="class_weighted mode needs class_weights, one per class"):
+        MODES["class_weighted"].loss(ctx, torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), None)

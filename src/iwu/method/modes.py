@@ -246,6 +246,8 @@ def standard(ctx, logits, target, u):
 def class_weighted(ctx, logits, target, u):
     from iwu.method.losses import class_weighted_cross_entropy
 
+    if ctx.class_weights is None:  # a module fitted by hand, not through iwu.engine.train
+        raise ValueError("class_weighted mode needs class_weights, one per class")
     return class_weighted_cross_entropy(logits, target, ctx.class_weights, ignore_index=IGNORE_INDEX)
 
 
