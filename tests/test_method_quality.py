@@ -49,3 +49,12 @@ def test_the_cpu_protocol_keeps_its_promises(method_quality):
     assert gpu.size == 768 and all(n >= 10 for n in gpu.seeds.values())
     assert [m["name"] for m in gpu.members] == ["deeplabv3plus_resnet101", "deeplabv3plus_resnet50",
                                                 "deeplabv3plus_mobilenet"]
+
+
+def test_the_long_protocol_is_the_cpu_one_with_four_times_the_steps_for_two_modes(method_quality):
+    """Fixed before any of its runs: a change here is a change of protocol, to be said, never tuned."""
+    cpu, long = method_quality.PROTOCOLS["cpu"], method_quality.PROTOCOLS["cpu-long"]
+    same = ("size", "n_train", "n_val", "members", "batch_size", "parallel", "accelerator", "bn_momentum")
+    assert all(getattr(long, key) == getattr(cpu, key) for key in same)
+    assert (long.steps, long.val_every) == (4 * cpu.steps, 400)
+    assert long.seeds == {"standard": 3, "instance_uncertainty": 3}
