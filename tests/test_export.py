@@ -29,7 +29,10 @@ def test_export_json_holds_the_classes_the_normalisation_and_the_files(run, tmp_
     assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"].values(), "export.json"])
     ensemble = torch.jit.load(str(out / manifest["files"]["ensemble"]))
     assert ensemble(torch.zeros(1, 3, 32, 32)).sum(dim=1).allclose(torch.ones(1, 32, 32))
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(out)]) == 0  # its own: replaced
+    before = {p.name: p.stat().st_ino for p in out.iterdir()}
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(out)]) == 0
+    after = {p.name: p.stat().st_ino for p in out.iterdir()}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in after)  # its own: each rewritten
 
 
 def test_a_users_file_of_an_exports_name_is_refused_unless_overwrite(run, tmp_path, capsys):

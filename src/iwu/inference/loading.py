@@ -53,12 +53,10 @@ def _require_recorded_imports(raw: dict, path: Path) -> None:
     a member or mode only those modules register is refused with the `--import` that would trust them."""
     from iwu.method.modes import MODES
 
-    imports = raw.get("imports")
-    if not isinstance(imports, list) or not imports or not all(isinstance(m, str) for m in imports):
-        return  # nothing recorded (or a malformed record, which the config's own check refuses)
-    members = raw.get("members") if isinstance(raw.get("members"), list) else []
-    names = [m.get("name") for m in members if isinstance(m, dict) and isinstance(m.get("name"), str)]
-    unknown = [f"member {n}" for n in names if ":" not in n and n not in registry.MODELS]
+    imports = raw.get("imports") or []  # its shape was checked with the record (read_run_checkpoint)
+    if not imports:
+        return
+    unknown = [f"member {m['name']}" for m in raw["members"] if ":" not in m["name"] and m["name"] not in registry.MODELS]
     if isinstance(raw.get("mode"), str) and raw["mode"] not in MODES:
         unknown.append(f"mode {raw['mode']}")
     if unknown:
@@ -77,8 +75,7 @@ def load_models(target, device=None) -> Loaded:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device here; use --device cpu")
     path, checkpoint, about = read_run_checkpoint(path)
-    if isinstance(about["config"], dict):
-        _require_recorded_imports(about["config"], path)
+    _require_recorded_imports(about["config"], path)
     config = config_from_dict(about["config"], str(path))
     config.model.pretrained = False  # the weights come from the checkpoint
     run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent

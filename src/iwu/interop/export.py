@@ -134,9 +134,9 @@ def export_run(target, fmt: str = "onnx", out=None, size: int | None = None, ove
     models = {name: MemberLogits(m) for name, m in zip(loaded.module.names, loaded.module.members)}
     models[ENSEMBLE] = EnsembleProbabilities(loaded.module.members)
     files = {name: folder / f"{name.replace(':', '-')}{FORMATS[fmt]}" for name in models}
-    ours = _earlier_exports(folder)
-    refuse_existing([p for p in [*files.values(), folder / MANIFEST] if p.name not in ours and
-                     not (p.name == MANIFEST and ours)], "--out", overwrite)
+    ours = _earlier_exports(folder)  # none: no readable export.json, so that file is not ours either
+    refuse_existing([p for p in files.values() if p.name not in ours] + ([] if ours else [folder / MANIFEST]),
+                    "--out", overwrite)
     atomic_write_json(folder / MANIFEST, _manifest(loaded, fmt, size, files))
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     written = []

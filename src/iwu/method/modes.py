@@ -265,11 +265,15 @@ def dice(ctx, logits, target, u):
     return dice_loss(logits, target, ignore_index=IGNORE_INDEX)
 
 
+def _with_ce(w: float, other, ctx, logits, target, u):
+    """`(1 - w) CE + w other`: cross-entropy mixed with a region loss, as the published hybrid."""
+    return (1 - w) * standard(ctx, logits, target, u) + w * other(ctx, logits, target, u)
+
+
 @register_mode("ce_dice", needs=("two_classes",), order=45, loss_name="cross-entropy + Dice")
 def ce_dice(ctx, logits, target, u):
     """The published `hybrid`: (1 - w) CE + w Dice, w = loss.dice_weight (0.5)."""
-    w = ctx.loss.dice_weight
-    return (1 - w) * standard(ctx, logits, target, u) + w * dice(ctx, logits, target, u)
+    return _with_ce(ctx.loss.dice_weight, dice, ctx, logits, target, u)
 
 
 @register_mode("ohem", order=50, loss_name="OHEM cross-entropy")
@@ -294,8 +298,7 @@ def lovasz(ctx, logits, target, u):
 @register_mode("ce_lovasz", needs=("two_classes",), order=54, loss_name="cross-entropy + Lovasz-softmax")
 def ce_lovasz(ctx, logits, target, u):
     """(1 - w) CE + w Lovasz-softmax, w = loss.lovasz_weight (0.5)."""
-    w = ctx.loss.lovasz_weight
-    return (1 - w) * standard(ctx, logits, target, u) + w * lovasz(ctx, logits, target, u)
+    return _with_ce(ctx.loss.lovasz_weight, lovasz, ctx, logits, target, u)
 
 
 @register_mode("recall", order=56, loss_name="recall-weighted cross-entropy")
