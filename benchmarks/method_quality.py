@@ -20,7 +20,9 @@ otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 Written under `--out` (default runs/method_quality/<budget>): the scenes, the
 runs, `class_counts.json`, and `report/<eval>/<mode>/report.{md,csv}` with
 `difference.png`, plus `report/<eval>/all/report.md` with every mode side by
-side; the last lines printed are the Markdown of the main comparison.
+side, and `report/learning_gap/<mode>/learning_gap.{md,png}`: each mode's paired
+difference from `standard` at every validation step (`iwu report --gap`); the
+last lines printed are the Markdown of the main comparison and its gap.
 
 The protocol is fixed here and is not to be tuned after looking at a
 difference between modes: a benchmark adjusted until one mode wins measures
@@ -180,6 +182,27 @@ def write_reports(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[tupl
     return written
 
 
+GAP_SETS = {"val": "in-domain (acdc)", "val_cityscapes": "cross-domain (cityscapes)"}  # metrics.csv's names
+
+
+def write_learning_gaps(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[str, Path]:
+    """Per mode against the baseline: the paired difference at every validation step (mIoU and the RARE
+    rarest classes, both validation sets), as `iwu report --gap` writes it: learning_gap.md and .png."""
+    from iwu.plots.learning_gap import save_learning_gap
+    from iwu.report.learning_gap import gap_markdown, learning_gap, rare_names, seed_runs
+
+    first = seed_runs(runs / BASELINE)
+    rare = rare_names(first[min(first)], counts, RARE)
+    written = {}
+    for mode in (m for m in p.seeds if m != BASELINE):
+        curves = learning_gap(runs / BASELINE, runs / mode, rare)
+        table = gap_markdown(curves, GAP_SETS, method=mode, baseline=BASELINE)
+        written[mode] = atomic_write_bytes(out / mode / "learning_gap.md", table.encode())
+        save_learning_gap(curves, out / mode / "learning_gap.png", GAP_SETS,
+                          title=f"{mode} - {BASELINE} at every validation, paired by seed")
+    return written
+
+
 def learned_by_baseline(runs: Path, counts: Path) -> dict[str, tuple[int, int]]:
     """Per eval set: (classes whose mean IoU over the baseline's seeds is >= LEARNED, classes scored)."""
     from iwu.report import build_table
@@ -212,6 +235,7 @@ def main(argv=None) -> int:
         counts = class_counts(config_file, out / "class_counts.json")
         written = write_reports(out / "runs", out / "report", counts, p)
         learned = learned_by_baseline(out / "runs", counts)
+        gaps = write_learning_gaps(out / "runs", out / "report" / "learning_gap", counts, p)
     except UserError as err:
         print(f"method_quality: {err}", file=sys.stderr)
         return 2
@@ -226,6 +250,9 @@ def main(argv=None) -> int:
         if (eval_set, METHOD) in written:
             print(f"\n{METHOD} against {BASELINE}, trained on acdc, scored on {eval_set}:\n")
             print(written[eval_set, METHOD]["md"].read_text(), end="")
+    if METHOD in gaps:
+        print(f"\nThe gap as training goes on ({gaps[METHOD].with_suffix('.png')}):\n")
+        print(gaps[METHOD].read_text(), end="")
     return 0
 
 

@@ -34,6 +34,15 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
         assert rows[-1]["test"] == "paired t-test"  # the same seeds in both columns: paired by seed
     assert "trained on acdc, scored on cityscapes" in printed
     assert "learns" in printed and "| 5 rarest (mean) |" in printed
+    # the gap at every validation step (after 2 and 4 steps), both validation sets, mIoU and the rare row
+    gap = out / "report" / "learning_gap" / method_quality.METHOD
+    assert (gap / "learning_gap.png").is_file()
+    table = (gap / "learning_gap.md").read_text()
+    assert table in printed
+    assert ("| step | in-domain (acdc): mIoU | in-domain (acdc): 5 rarest (mean) | cross-domain (cityscapes): mIoU "
+            "| cross-domain (cityscapes): 5 rarest (mean) |") in table
+    assert [line.split(" |")[0] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()] == [
+        "| 2", "| 4"]
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()

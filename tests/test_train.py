@@ -489,6 +489,14 @@ def test_logged_steps_count_from_one_as_final_json_does(base, tmp_path):
     best = final["results"]["ensemble"]
     row = next(r for r in rows if r["val/ensemble/miou"] and int(r["step"]) == best["best_step"])
     assert float(row["val/ensemble/miou"]) == pytest.approx(best["miou"])
+    # the ensemble's IoU of each class at every validation, the best one's equal to final.json's
+    classes = final["classes"]
+    for name, iou in zip(classes, best["iou"]):
+        column = f"val/ensemble/iou/{name}"
+        assert (float(row[column]) if row.get(column) else None) == pytest.approx(iou)
+        if iou is not None:  # scored at the best validation: a class in the set, scored at every one
+            assert [int(r["step"]) for r in rows if r.get(column)] == [3, 6, 7]
+    assert any(iou is not None for iou in best["iou"])
     # the learning rate each step applied, per member and part: the poly schedule from the member's rate
     for column, base_lr in (("lr/member0/head", 1e-3), ("lr/member1/head", 5e-4), ("lr/member1/backbone", 5e-5)):
         logged = [float(r[column]) for r in rows if r["train/loss"]]

@@ -27,6 +27,10 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="only the scores on this validation set (e.g. cityscapes for a cross-domain column alone)")
     p.add_argument("--rare", type=int, default=None, metavar="K",
                    help="add a row: each run's mean IoU over the K classes rarest in training (needs --class-counts)")
+    p.add_argument("--gap", action="store_true",
+                   help="the learning curve of the gap instead of the table: two folders of runs (the baseline's, "
+                        "then another mode's), their paired difference at every validation step with its 95%% "
+                        "interval, mIoU and --rare's row, on every validation set (learning_gap.md and .png in --out)")
     p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
     # the choices are iwu.report.stats.DDOF and TESTS, spelled out so the parser imports no numpy
     p.add_argument("--std", choices=["sample", "population"], default="sample",
@@ -40,6 +44,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gap:
+        from iwu.report.learning_gap import run_learning_gap
+
+        return run_learning_gap(args.runs, out=args.out, class_counts=args.class_counts, rare=args.rare)
     from iwu.report import run_report
 
     return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,

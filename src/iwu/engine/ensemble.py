@@ -224,7 +224,15 @@ class EnsembleModule(L.LightningModule):
                 # every rank holds the global score already (the confusion matrices were summed), so
                 # sync_dist's mean returns it; it also spares Lightning's warning about unsynced epoch logs
                 self.log(f"{prefix}/{name}/miou", miou, prog_bar=(i == 0 and name == ENSEMBLE), sync_dist=True)
+            self._log_class_ious(prefix, scores[ENSEMBLE][0])
             self.latest[loader] = scores
         # after global_step steps, as final.json's best_step says
         self.log("step", float(self.global_step), sync_dist=True)
         self.validated_step = self.global_step
+
+    def _log_class_ious(self, prefix: str, ious: list) -> None:
+        """The ensemble's IoU of every class scored at this validation (`<prefix>/ensemble/iou/<class>`):
+        how a rare class's score moves with training, which the final table alone cannot show."""
+        for name, iou in zip(self.classes, ious):
+            if iou is not None:  # a class absent from the set and never predicted has no IoU
+                self.log(f"{prefix}/{ENSEMBLE}/iou/{name}", iou, sync_dist=True)

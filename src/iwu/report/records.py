@@ -193,7 +193,9 @@ def _as_evaluated(ev: dict) -> dict:
     return {f"{model}@{Path(checkpoint).stem}": scores for model, scores in ev["results"].items()}
 
 
-def _final_files(folder) -> list[Path]:
+def final_files(folder) -> list[Path]:
+    """Every final.json at or below `folder` (a run, a folder of runs, or a final.json itself), sorted;
+    one line if there is none."""
     path = Path(folder)
     if path.is_file() and path.name == FINAL:
         return [path]
@@ -220,7 +222,7 @@ def collect(run_dirs, member: str = ENSEMBLE) -> list[Record]:
         raise UserError("no run folders given")
     files: dict[Path, Path] = {}
     for folder in run_dirs:
-        for path in _final_files(folder):
+        for path in final_files(folder):
             files.setdefault(path.resolve(), path)  # the same run reached twice counts once
     records = [r for path in files.values() for r in _run_records(path, member)]
     if not records:

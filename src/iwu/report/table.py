@@ -271,6 +271,17 @@ def rarest_label(k: int) -> str:
     return f"{k} rarest (mean)"
 
 
+def rarest_indices(share: Sequence[float], k: int) -> list[int]:
+    """The indices of the `k` classes rarest in training by `share`, rarest first (classes never seen in
+    training left out); a one-line error for a `k` that is not a whole number from 1 to the classes seen."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"--rare {k!r}: give a whole number of classes, 1 or more")
+    seen = sorted((s, i) for i, s in enumerate(share) if s > 0)
+    if len(seen) < k:
+        raise UserError(f"--rare {k}: the training set has only {len(seen)} classes with pixels")
+    return [i for _, i in seen[:k]]
+
+
 def with_rarest(records: Sequence[Record], share: Sequence[float],
                 k: int) -> tuple[list[Record], tuple[float, ...], tuple[str, ...]]:
     """Records with one more class: the mean IoU of the `k` classes rarest in training (by `share`,
@@ -281,13 +292,8 @@ def with_rarest(records: Sequence[Record], share: Sequence[float],
     the t-test, its interval and effect size, and a place in the Benjamini-Hochberg family. A run
     scores it from the rare classes present in its validation set (null if none is).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"--rare {k!r}: give a whole number of classes, 1 or more")
     classes = records[0].classes
-    seen = sorted((s, i) for i, s in enumerate(share) if s > 0)
-    if len(seen) < k:
-        raise UserError(f"--rare {k}: the training set has only {len(seen)} classes with pixels")
-    picked = [i for _, i in seen[:k]]
+    picked = rarest_indices(share, k)
     out = []
     for r in records:
         present = [r.iou[i] for i in picked if r.iou[i] is not None]
