@@ -187,7 +187,7 @@ GAP_SETS = {"val": "in-domain (acdc)", "val_cityscapes": "cross-domain (cityscap
 
 def write_learning_gaps(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[str, Path]:
     """Per mode against the baseline: the paired difference at every validation step (mIoU and the RARE
-    rarest classes, both validation sets), as `iwu report --gap` writes it: learning_gap.md and .png."""
+    rarest classes, both validation sets), its table and figure as `iwu report --gap --out` writes them."""
     from iwu.plots.learning_gap import save_learning_gap
     from iwu.report.learning_gap import gap_markdown, learning_gap, rare_names, seed_runs
 

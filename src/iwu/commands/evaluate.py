@@ -29,6 +29,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-predictions", metavar="DIR", default=None,
                    help="also write the ensemble's predictions as PNGs (Cityscapes: labelIds); a folder "
                         "outside the dataset")
+    p.add_argument("--segments", action="store_true",
+                   help="also gather every predicted segment's uncertainty and geometry features and its IoU "
+                        "(RUN/segments_<dataset>.csv), and say how well they flag wrong segments: AUROC of "
+                        "IoU = 0 and R2 of the IoU, cross-validated by image (the eval file's `segments`, "
+                        "RUN/segments_<dataset>.png)")
     add_overwrite_option(p, "prediction PNGs")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_import_option(p, "")
@@ -42,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
     return run_evaluate(args.run, args.data, split=args.split, size=args.size, batch_size=args.batch_size,
                         workers=args.workers, uncertainty_threshold=args.uncertainty_threshold,
                         save_predictions=args.save_predictions, device=args.device, overwrite=args.overwrite,
-                        native=args.native)
+                        native=args.native, segments=args.segments)

@@ -23,6 +23,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--panel", action="store_true",
                    help="one figure per image, <stem>_panel.png: the image, segmentation and uncertainty side by "
                         "side (instead of the four maps)")
+    p.add_argument("--segments", metavar="DATASET", default=None,
+                   help="with --panel: outline the segments the meta classifier of `iwu evaluate --segments` on "
+                        "DATASET (as in eval_<DATASET>.json) flags as wrong, with their probability")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     add_import_option(p, "")
     p.set_defaults(func=run)
@@ -33,4 +36,4 @@ def run(args: argparse.Namespace) -> int:
     from iwu.inference.prediction import run_predict
 
     return run_predict(args.run, args.images, args.out, size=args.size, device=args.device,
-                       overwrite=args.overwrite, panel=args.panel)
+                       overwrite=args.overwrite, panel=args.panel, segments=args.segments)

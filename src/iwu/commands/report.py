@@ -31,6 +31,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="the learning curve of the gap instead of the table: two folders of runs (the baseline's, "
                         "then another mode's), their paired difference at every validation step with its 95%% "
                         "interval, mIoU and --rare's row, on every validation set (learning_gap.md and .png in --out)")
+    p.add_argument("--segments", action="store_true",
+                   help="the modes compared on how well uncertainty flags wrong segments instead of the IoU table: "
+                        "AUROC of IoU = 0, R2 of the IoU (iwu evaluate --segments first; report_segments.md in --out)")
     p.add_argument("--percent", action="store_true", help="IoU x100 with one decimal")
     # the choices are iwu.report.stats.DDOF and TESTS, spelled out so the parser imports no numpy
     p.add_argument("--std", choices=["sample", "population"], default="sample",
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         from iwu.report.learning_gap import run_learning_gap
 
         return run_learning_gap(args.runs, out=args.out, class_counts=args.class_counts, rare=args.rare)
+    if args.segments:
+        from iwu.report.segments import run_segment_report
+
+        return run_segment_report(args.runs, out=args.out, std=args.std, test=args.test, eval_set=args.eval)
     from iwu.report import run_report
 
     return run_report(args.runs, out=args.out, by=args.by, member=args.member, fmt=args.format, paper=args.paper,

@@ -43,6 +43,21 @@ def eval_file(name: str) -> str:
     return f"eval_{name}.json"
 
 
+def segments_file(name: str) -> str:
+    """`iwu evaluate --segments`'s table of `name` (as in `eval_file`): one row per predicted segment."""
+    return f"segments_{name}.csv"
+
+
+def segments_classifier_file(name: str) -> str:
+    """`iwu evaluate --segments`'s meta classifier of `name`, fitted on all its segments (JSON)."""
+    return f"segments_classifier_{name}.json"
+
+
+def segments_figure_file(name: str) -> str:
+    """`iwu evaluate --segments`'s figure of `name`: segment IoU against uncertainty, the meta classifiers' ROC."""
+    return f"segments_{name}.png"
+
+
 def _flat(tree, prefix: str = "") -> dict:
     if isinstance(tree, dict):
         return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}

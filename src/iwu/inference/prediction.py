@@ -30,6 +30,9 @@ from iwu.data.sources import image_statistics
 from iwu.errors import UserError
 from iwu.util.bars import bar
 from iwu.inference.loading import load_models, member_probabilities
+from iwu.inference.meta_seg import flag_segments, read_classifier
+from iwu.engine.run_dir import segments_classifier_file
+from iwu.method.segments import feature_names
 from iwu.util.output_paths import refuse_existing, refuse_overlap
 from iwu.plots import run_title
 from iwu.plots.predictions import UNCERTAINTIES, save_panel, save_segmentation, save_uncertainty
@@ -124,17 +127,24 @@ def _back_to(array: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndar
 
 
 @torch.no_grad()
-def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8) -> dict:
-    """Prediction, pixel entropy and instance uncertainty at the image's own size."""
+def predict_image(loaded, image: Image.Image, size: int, connectivity: int = 8, classifier=None) -> dict:
+    """Prediction, pixel entropy and instance uncertainty at the image's own size; with a segment
+    `classifier` (`iwu.inference.meta_seg.read_classifier`), ``flags``: each pixel's segment and each
+    segment's probability of IoU 0."""
     resized = np.asarray(image.resize((size, size), Image.BILINEAR))
     x = image_tensor(resized, *image_statistics(loaded.config.data.kind))  # as the model was trained
-    mean = member_probabilities(loaded.module, x[None].to(loaded.device)).mean(dim=0)
+    members = member_probabilities(loaded.module, x[None].to(loaded.device))
+    mean = members.mean(dim=0)
     pred = mean.argmax(dim=1)
     entropy = pixel_entropy(mean)
     instance = instance_uncertainty(pred, entropy, connectivity=connectivity)
-    return {"pred": _back_to(pred[0].cpu().numpy().astype(np.uint8), image.size, nearest=True),
+    maps = {"pred": _back_to(pred[0].cpu().numpy().astype(np.uint8), image.size, nearest=True),
             "entropy": _back_to(entropy[0].cpu().numpy(), image.size, nearest=False),
             "instance": _back_to(instance[0].cpu().numpy(), image.size, nearest=False)}
+    if classifier is not None:
+        ids, probability = flag_segments(classifier, members, connectivity=connectivity)
+        maps["flags"] = (_back_to(ids.astype(np.int32), image.size, nearest=True), probability)
+    return maps
 
 
 def shown_name(name: str) -> str:
@@ -163,8 +173,13 @@ def save_maps(out: Path, stem: str, image: Image.Image, maps: dict, classes, pal
                       f"{title}\nsegmentation over the image", image=pixels)
 
 
-def run_predict(target, images, out, size=None, device=None, overwrite: bool = False, panel: bool = False) -> int:
-    """Figures of the ensemble's prediction for each image (see the module); 1 if an image was skipped."""
+def run_predict(target, images, out, size=None, device=None, overwrite: bool = False, panel: bool = False,
+                segments: str | None = None) -> int:
+    """Figures of the ensemble's prediction for each image (see the module); 1 if an image was skipped.
+    `segments`: with `panel`, outline the segments the meta classifier `iwu evaluate --segments` fitted on that
+    dataset flags (probability of IoU 0 at least 0.5), with the probability."""
+    if segments is not None and not panel:
+        raise UserError("--segments outlines segments on the panel: add --panel")
     refuse_overlap(out, images, "--out")
     files = expand(images)
     if not files:
@@ -176,6 +191,12 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
     size = size or loaded.config.data.size
     classes = loaded.module.classes
     palette = run_palette(loaded.config.data, classes)
+    classifier = None
+    if segments is not None:
+        path = loaded.run_dir / segments_classifier_file(segments)
+        if not path.exists():
+            raise UserError(f"--segments {segments}: no {path}; run iwu evaluate RUN --data KIND:ROOT --segments first")
+        classifier = read_classifier(path, feature_names(len(classes)))
     out = Path(out)
     skipped = []
     for path, stem in bar(files, desc="predict", unit="img"):
@@ -187,7 +208,7 @@ def run_predict(target, images, out, size=None, device=None, overwrite: bool = F
             tqdm.write(f"iwu predict: skipped {path}: unreadable image ({reason})", file=sys.stderr)
             skipped.append(path)
             continue
-        maps = predict_image(loaded, image, size, loaded.config.loss.connectivity)
+        maps = predict_image(loaded, image, size, loaded.config.loss.connectivity, classifier)
         save_maps(out, stem, image, maps, classes, palette, prediction_title(loaded.config, path), panel)
     done = len(files) - len(skipped)
     print(f"wrote {done} prediction(s) to {out} ({', '.join(f'*_{o}' for o in outputs)}.png)"

@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 from iwu.constants import IGNORE_INDEX
 from iwu.plots import plain_text, save_png
 from iwu.plots.colours import colorize
+from iwu.plots.segments import outline_flagged
 
 CMAP = "inferno"
 DPI = 100
@@ -89,7 +90,8 @@ def panel_figure(rows: list[dict], classes, palette, title: str = "") -> Figure:
     the pixel entropy and the instance uncertainty; one legend of the classes and one colour bar, 0 to log C.
 
     A row holds ``image`` (H,W,3: uint8, or floats in [0, 1]), ``pred`` and optionally ``label`` (H,W class
-    ids), ``entropy`` and ``instance`` (H,W).
+    ids), ``entropy`` and ``instance`` (H,W), and optionally ``flags``: (each pixel's segment (H,W), each
+    segment's probability of IoU 0), outlined on the prediction where flagged (`outline_flagged`).
     """
     top = math.log(len(classes))
     labelled = all("label" in r for r in rows)
@@ -103,6 +105,8 @@ def panel_figure(rows: list[dict], classes, palette, title: str = "") -> Figure:
         maps = [row["image"], *([colorize(row["label"], palette)] if labelled else []), colorize(row["pred"], palette)]
         for ax, shown in zip(axes_row, maps):
             ax.imshow(shown, interpolation="nearest")
+        if "flags" in row:  # the segments a meta classifier flags, outlined on the prediction
+            outline_flagged(axes_row[len(maps) - 1], *row["flags"])
         for ax, key in zip(axes_row[len(maps):], UNCERTAINTIES):
             heat = ax.imshow(np.asarray(row[key]), cmap=CMAP, vmin=0.0, vmax=top)
         for ax in axes_row:
