@@ -142,14 +142,21 @@ def run_config(p: Protocol, budget: str, roots: dict[str, Path], cache: Path, pr
 
 
 def train_all(config_file: Path, runs: Path, p: Protocol) -> None:
-    """One sweep per seed count, baseline and method first; finished runs are skipped."""
+    """Every run, baseline and method first; finished runs are skipped. Seed by seed (one sweep each, every
+    mode of that seed in it), so a benchmark stopped half-way holds whole pairs of runs to compare (the
+    order runs in changes none of their results); in one sweep per seed count where all runs go at once."""
     from iwu.sweep import run_sweep
 
-    by_count: dict[int, list[str]] = {}
-    for mode, n in p.seeds.items():
-        by_count.setdefault(n, []).append(mode)
-    for n, modes in sorted(by_count.items(), reverse=True):
-        status = run_sweep(config_file, seeds=str(n), modes=",".join(modes), overrides=[f"out={runs}"],
+    if p.parallel >= sum(p.seeds.values()):
+        by_count: dict[int, list[str]] = {}
+        for mode, n in p.seeds.items():
+            by_count.setdefault(n, []).append(mode)
+        sweeps = [(str(n), modes) for n, modes in sorted(by_count.items(), reverse=True)]
+    else:
+        sweeps = [(f"{seed}-{seed}", [mode for mode, n in p.seeds.items() if n > seed])
+                  for seed in range(max(p.seeds.values()))]
+    for seeds, modes in sweeps:
+        status = run_sweep(config_file, seeds=seeds, modes=",".join(modes), overrides=[f"out={runs}"],
                            parallel=p.parallel)
         if status:
             raise UserError(f"some runs failed (see {runs / 'sweep' / 'summary.json'}); run the same command "
