@@ -13,8 +13,9 @@ the effect size, the report's test (paired by seed where both columns hold the s
 otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 
     python benchmarks/method_quality.py --budget cpu      # about an hour on 2 CPU cores
-    python benchmarks/method_quality.py --budget cpu-long # the same, 3,200 steps: about 1.5 hours
+    python benchmarks/method_quality.py --budget cpu-long # the same, 2,400 steps, two modes: about 1.5 hours
     python benchmarks/method_quality.py --budget gpu      # the paper's members at 768x768, 10 seeds
+    python benchmarks/method_quality.py --budget gpu-day  # benchmarks/gpu_day.py's stage 2: minutes on one H200
     python benchmarks/method_quality.py --quick           # minutes: a check that the script runs
 
 Written under `--out` (default runs/method_quality/<budget>): the scenes, the
@@ -87,6 +88,13 @@ class Protocol:
     parallel: int = 1  # runs at a time (iwu sweep --parallel)
     accelerator: str = "auto"
     bn_momentum: float = 0.01  # the paper's, for runs long enough to settle it
+    max_epochs: int = 60  # trainer.max_epochs, iwu's default: the first of it and `steps` reached ends a run
+
+    @property
+    def trained_steps(self) -> int:
+        """The steps a run trains (and its poly schedule spans): `steps`, or the epoch bound if it comes first
+        (`iwu.engine.train.total_steps`: full batches of `n_train` scenes per epoch)."""
+        return min(self.steps, self.max_epochs * (self.n_train // self.batch_size))
 
 
 PROTOCOLS = {
@@ -96,12 +104,21 @@ PROTOCOLS = {
                     parallel=2, accelerator="cpu", bn_momentum=0.1),
     # Does the gap close with training? The cpu protocol's scenes, members, size and batch, the two modes
     # only, three seeds, four times the steps. Fixed here before any of its runs, not to be tuned after.
+    # It trains 2,400 steps, three times the cpu protocol's: 60 epochs of 40 batches end a run before
+    # its 3,200 (`trained_steps`). Seen in the runs' logs after they had started and before any of their
+    # scores was read, and kept, with its validation every 400 steps: the protocol that ran.
     "cpu-long": Protocol(size=128, n_train=160, n_val=40, members=(MOBILENET, MOBILENET), steps=3200,
                          val_every=400, batch_size=4, seeds={BASELINE: 3, METHOD: 3}, parallel=2,
                          accelerator="cpu", bn_momentum=0.1),
     "gpu": Protocol(size=768, n_train=400, n_val=100, members=PAPER_MEMBERS, steps=4000, val_every=500,
                     batch_size=2, seeds={BASELINE: 10, METHOD: 10, "class_weighted": 10, "focal": 10,
                                          "pixel_uncertainty": 10}),
+    # The GPU day (benchmarks/gpu_day.py): the cpu protocol's members on a GPU at 384x384, batch 8, all ten runs
+    # at once; its steps are that script's estimate of what fits its six minutes on one H200, fixed there before
+    # any of its runs (the first GPU day may correct the step count once, from the measured rate alone).
+    "gpu-day": Protocol(size=384, n_train=320, n_val=40, members=(MOBILENET, MOBILENET), steps=700, val_every=100,
+                        batch_size=8, seeds={BASELINE: 5, METHOD: 5}, parallel=10, accelerator="gpu",
+                        bn_momentum=0.1),
     "quick": Protocol(size=32, n_train=8, n_val=4, members=(MOBILENET, MOBILENET), steps=4, val_every=2,
                       batch_size=2, seeds={BASELINE: 2, METHOD: 2}, parallel=2, accelerator="cpu",
                       bn_momentum=0.1),
@@ -137,7 +154,8 @@ def run_config(p: Protocol, budget: str, roots: dict[str, Path], cache: Path, pr
         "data": {"kind": "acdc", "root": str(roots["acdc"]), "size": p.size, "batch_size": p.batch_size,
                  "val_batch_size": 8, "num_workers": 0, "cache_dir": str(cache),
                  "val_extra": {"kind": "cityscapes", "root": str(roots["cityscapes"])}},
-        "trainer": {"max_steps": p.steps, "accelerator": p.accelerator, "log_every_n_steps": 20},
+        "trainer": {"max_steps": p.steps, "max_epochs": p.max_epochs, "accelerator": p.accelerator,
+                    "log_every_n_steps": 20},
     }
 
 

@@ -231,3 +231,40 @@ def test_a_failing_measurement_keeps_the_others_and_exits_1(tmp_path, capsys, mo
     assert doc["measurements"]["cuda_tests"]["summary"] == "1 passed"
     assert doc["failed"] == ["agreement"]
     assert "bench-gpu: FAILED agreement" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- sized for the GPU day
+
+
+def test_compile_is_measured_last_on_its_own_members_and_not_at_tiny_sizes(monkeypatch):
+    assert list(suite.MEASUREMENTS)[-1] == "train_step_compile"  # a time cap that cuts it loses nothing else
+    assert suite.COMPILE not in suite.FULL.settings and suite.FULL.compile_members == "mobilenet"
+    assert suite.train_step_compile(CPU, TINY) == {
+        "skipped": "no torch.compile at these sizes (inductor compiles for minutes on a CPU)"}
+    monkeypatch.setattr(suite, "train_steps", lambda device, sizes: {"sizes": sizes})
+    sizes = suite.train_step_compile(CPU, suite.dataclasses.replace(TINY, compile_members="mobilenet"))["sizes"]
+    assert (sizes.members, sizes.settings) == ("mobilenet", (suite.COMPILE,))
+
+
+def test_each_measurement_is_written_as_it_ends(tmp_path, monkeypatch):
+    """A suite stopped part way (a time cap, a crash) keeps the JSON and Markdown of what it measured."""
+    on_disk = {}
+
+    def first(device, sizes):
+        return {"ok": True, "summary": "1 passed"}
+
+    def second(device, sizes):
+        (path,) = tmp_path.glob("gpu_suite_*.json")
+        on_disk["json"] = json.loads(path.read_text())
+        on_disk["md"] = path.with_suffix(".md").read_text()
+        return {"skipped": "not here"}
+
+    monkeypatch.setitem(suite.MEASUREMENTS, "cuda_tests", (first, "first"))
+    monkeypatch.setitem(suite.MEASUREMENTS, "train_step_compile", (second, "second"))
+    assert suite.main(["--device", "cpu", "--tiny", "--only", "cuda_tests,train_step_compile",
+                       "--out", str(tmp_path)]) == 0
+    assert on_disk["json"]["measurements"] == {"cuda_tests": {"ok": True, "summary": "1 passed"}}
+    assert "| CUDA tests | PASS | 1 passed |" in on_disk["md"] and "train_step_compile" not in on_disk["md"]
+    (path,) = tmp_path.glob("gpu_suite_*.json")
+    assert list(json.loads(path.read_text())["measurements"]) == ["cuda_tests", "train_step_compile"]
+    assert "train_step_compile: skipped, not here" in path.with_suffix(".md").read_text()

@@ -70,3 +70,14 @@ def test_the_long_protocol_is_the_cpu_one_with_four_times_the_steps_for_two_mode
     assert all(getattr(long, key) == getattr(cpu, key) for key in same)
     assert (long.steps, long.val_every) == (4 * cpu.steps, 400)
     assert long.seeds == {"standard": 3, "instance_uncertainty": 3}
+    # what ran: the epoch bound ends it at three times the cpu protocol's steps (the docstring says so)
+    assert (long.max_epochs, long.trained_steps) == (60, 3 * cpu.steps)
+
+
+def test_every_other_protocol_trains_the_steps_it_names(method_quality, tmp_path):
+    for name, p in method_quality.PROTOCOLS.items():
+        if name != "cpu-long":
+            assert p.trained_steps == p.steps, name
+    config = method_quality.run_config(method_quality.PROTOCOLS["cpu-long"], "cpu-long", {"acdc": tmp_path,
+                                       "cityscapes": tmp_path}, tmp_path, False)
+    assert (config["trainer"]["max_steps"], config["trainer"]["max_epochs"]) == (3200, 60)
