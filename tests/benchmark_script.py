@@ -14,3 +14,14 @@ def load_benchmark(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def assert_one_usage_error(capsys, parse, argv, message: str) -> None:
+    """`parse(argv)` exits with argparse's status 2 and one `error:` line holding `message`."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:
+        parse(argv)
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0]

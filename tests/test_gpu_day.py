@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark_script import load_benchmark
+from benchmark_script import assert_one_usage_error, load_benchmark
 from iwu.config.schema import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,11 +96,7 @@ def test_run_without_wheels_is_one_line(tmp_path, capsys):
     (["run", "--stages", "suite,speed"], "expected some of suite, protocol"),
 ])
 def test_bad_options_are_one_line_errors(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_:
-        day.parse_args(argv)
-    assert exit_.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0]
+    assert_one_usage_error(capsys, day.parse_args, argv, message)
 
 
 # --------------------------------------------------------------------------- the import check

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark_script import load_benchmark
+from benchmark_script import assert_one_usage_error, load_benchmark
 from iwu.method import uncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +55,7 @@ def test_without_cuda_it_prints_one_line_and_exits_0():
     (["--device", "cpu", "--tiny", "--only", "masks,speed"], "unknown measurement speed; choose from masks"),
 ])
 def test_bad_options_are_one_line_errors(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_:
-        suite.main(argv)
-    assert exit_.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(errors) == 1 and message in errors[0]
+    assert_one_usage_error(capsys, suite.main, argv, message)
 
 
 # --------------------------------------------------------------------------- each measurement, tiny, on the CPU
