@@ -45,6 +45,12 @@ wide scene squeezed to a square loses poles and lights to resampling), batch
 (walls, fences, poles, traffic lights and signs: thin or pale-on-pale shapes)
 is unlearned by `standard`, not by choice. Seeds: 5 each for `standard` and
 `instance_uncertainty`, 2 for the other baselines, 16 runs, two at a time.
+The baselines added since join it at 2 seeds each without changing the runs
+above: `ohem`, `lovasz`, `ce_lovasz`, `recall`, and as variants (a mode with
+options, its runs under runs/variants/<name>, another experiment in the
+report, so compared by Welch's test) `class_weighted` with median-frequency
+and effective-number weights, and `standard` and `instance_uncertainty` with
+rare-class sampling: 32 runs in all.
 
 The GPU protocol is the paper's: DeepLabV3+ ResNet-101, ResNet-50 and
 MobileNetV2 at their learning rates, 768x768, batch 2, 10 seeds per mode;
@@ -89,6 +95,9 @@ class Protocol:
     accelerator: str = "auto"
     bn_momentum: float = 0.01  # the paper's, for runs long enough to settle it
     max_epochs: int = 60  # trainer.max_epochs, iwu's default: the first of it and `steps` reached ends a run
+    # a mode with options, by name: (mode, overrides), `variant_seeds` seeds each, in runs/variants/<name>
+    variants: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    variant_seeds: int = 2
 
     @property
     def trained_steps(self) -> int:
@@ -97,11 +106,24 @@ class Protocol:
         return min(self.steps, self.max_epochs * (self.n_train // self.batch_size))
 
 
+# The class-imbalance options on the modes they apply to: class weights other than inverse frequency, and
+# rare-class sampling under the baseline and under the method.
+BASELINE_VARIANTS = {
+    "class_weighted+median_frequency": ("class_weighted", ("loss.class_weights=median_frequency",)),
+    "class_weighted+effective_number": ("class_weighted", ("loss.class_weights=effective_number",)),
+    "standard+rare_class": (BASELINE, ("data.sampler=rare_class",)),
+    "instance_uncertainty+rare_class": (METHOD, ("data.sampler=rare_class",)),
+}
+VARIANTS = "variants"  # their runs' folder, beside the modes'
+
 PROTOCOLS = {
+    # The baselines added later (ohem to recall, and the variants) join at 2 seeds each after the first
+    # five modes, whose protocol and runs stay as they were; fixed here before any of their runs.
     "cpu": Protocol(size=128, n_train=160, n_val=40, members=(MOBILENET, MOBILENET), steps=800, val_every=200,
                     batch_size=4, seeds={BASELINE: 5, METHOD: 5, "class_weighted": 2, "focal": 2,
-                                         "pixel_uncertainty": 2},
-                    parallel=2, accelerator="cpu", bn_momentum=0.1),
+                                         "pixel_uncertainty": 2, "ohem": 2, "lovasz": 2, "ce_lovasz": 2,
+                                         "recall": 2},
+                    parallel=2, accelerator="cpu", bn_momentum=0.1, variants=BASELINE_VARIANTS),
     # Does the gap close with training? The cpu protocol's scenes, members, size and batch, the two modes
     # only, three seeds, four times the steps. Fixed here before any of its runs, not to be tuned after.
     # It trains 2,400 steps, three times the cpu protocol's: 60 epochs of 40 batches end a run before
@@ -121,7 +143,8 @@ PROTOCOLS = {
                         bn_momentum=0.1),
     "quick": Protocol(size=32, n_train=8, n_val=4, members=(MOBILENET, MOBILENET), steps=4, val_every=2,
                       batch_size=2, seeds={BASELINE: 2, METHOD: 2}, parallel=2, accelerator="cpu",
-                      bn_momentum=0.1),
+                      bn_momentum=0.1, variants={"standard+rare_class": (BASELINE, ("data.sampler=rare_class",
+                                                                                   "data.rcs_min_pixels=1"))}),
 }
 EVAL_SETS = ("acdc", "cityscapes")  # in-domain, cross-domain
 
@@ -159,7 +182,7 @@ def run_config(p: Protocol, budget: str, roots: dict[str, Path], cache: Path, pr
     }
 
 
-def train_all(config_file: Path, runs: Path, p: Protocol) -> None:
+def train_all(config_file: Path, runs: Path, p: Protocol, experiment: str) -> None:
     """Every run, baseline and method first; finished runs are skipped. Seed by seed (one sweep each, every
     mode of that seed in it), so a benchmark stopped half-way holds whole pairs of runs to compare (the
     order runs in changes none of their results); in one sweep per seed count where all runs go at once."""
@@ -176,9 +199,22 @@ def train_all(config_file: Path, runs: Path, p: Protocol) -> None:
     for seeds, modes in sweeps:
         status = run_sweep(config_file, seeds=seeds, modes=",".join(modes), overrides=[f"out={runs}"],
                            parallel=p.parallel)
-        if status:
-            raise UserError(f"some runs failed (see {runs / 'sweep' / 'summary.json'}); run the same command "
-                            "again to retry them")
+        _check(status, runs)
+    for name, (mode, overrides) in p.variants.items():
+        folder = runs / VARIANTS / name
+        # its own experiment, so that the report tells a variant from its mode (the sweep names experiments)
+        config = yaml.safe_load(config_file.read_text()) | {"experiment": f"{experiment}+{name}"}
+        variant_file = atomic_write_bytes(config_file.with_name(f"config+{name}.yaml"),
+                                          yaml.safe_dump(config, sort_keys=False).encode())
+        status = run_sweep(variant_file, seeds=str(p.variant_seeds), modes=mode, parallel=p.parallel,
+                           overrides=[f"out={folder}", *overrides])
+        _check(status, folder)
+
+
+def _check(status: int, runs: Path) -> None:
+    if status:
+        raise UserError(f"some runs failed (see {runs / 'sweep' / 'summary.json'}); run the same command "
+                        "again to retry them")
 
 
 def class_counts(config_file: Path, out: Path) -> Path:
@@ -197,14 +233,22 @@ def write_reports(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[tupl
     from iwu.report import write_report
 
     written = {}
-    modes = [m for m in p.seeds if m != BASELINE]
+    folders = compared(runs, p)
     for eval_set in EVAL_SETS:
-        write_report([runs / m for m in p.seeds], out / eval_set / "all", class_counts=counts, fmt="md,csv",
+        write_report(list(folders.values()), out / eval_set / "all", class_counts=counts, fmt="md,csv",
                      eval_set=eval_set, rare=RARE)
-        for mode in modes:
-            written[eval_set, mode] = write_report([runs / BASELINE, runs / mode], out / eval_set / mode,
-                                                   class_counts=counts, fmt="md,csv", eval_set=eval_set, rare=RARE)
+        for name, folder in folders.items():
+            if name != BASELINE:
+                written[eval_set, name] = write_report([runs / BASELINE, folder], out / eval_set / name,
+                                                       class_counts=counts, fmt="md,csv", eval_set=eval_set,
+                                                       rare=RARE)
     return written
+
+
+def compared(runs: Path, p: Protocol) -> dict[str, Path]:
+    """Every mode's and variant's folder of runs, by name, the baseline first. A variant's runs are another
+    experiment than the baseline's (the report tells them apart by it), so its test is Welch's, not paired."""
+    return {**{m: runs / m for m in p.seeds}, **{name: runs / VARIANTS / name for name in p.variants}}
 
 
 GAP_SETS = {"val": "in-domain (acdc)", "val_cityscapes": "cross-domain (cityscapes)"}  # metrics.csv's names
@@ -219,8 +263,10 @@ def write_learning_gaps(runs: Path, out: Path, counts: Path, p: Protocol) -> dic
     first = seed_runs(runs / BASELINE)
     rare = rare_names(first[min(first)], counts, RARE)
     written = {}
-    for mode in (m for m in p.seeds if m != BASELINE):
-        curves = learning_gap(runs / BASELINE, runs / mode, rare)
+    for mode, folder in compared(runs, p).items():
+        if mode == BASELINE:
+            continue
+        curves = learning_gap(runs / BASELINE, folder, rare)
         table = gap_markdown(curves, GAP_SETS, method=mode, baseline=BASELINE)
         written[mode] = atomic_write_bytes(out / mode / "learning_gap.md", table.encode())
         save_learning_gap(curves, out / mode / "learning_gap.png", GAP_SETS,
@@ -256,7 +302,7 @@ def main(argv=None) -> int:
         roots = write_scenes(out / "data", p)
         config_file = atomic_write_bytes(out / "config.yaml", yaml.safe_dump(
             run_config(p, args.budget, roots, out / "cache", args.pretrained), sort_keys=False).encode())
-        train_all(config_file, out / "runs", p)
+        train_all(config_file, out / "runs", p, f"method_quality_{args.budget}")
         counts = class_counts(config_file, out / "class_counts.json")
         written = write_reports(out / "runs", out / "report", counts, p)
         learned = learned_by_baseline(out / "runs", counts)
@@ -265,7 +311,7 @@ def main(argv=None) -> int:
         print(f"method_quality: {err}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - start) / 60
-    runs = sum(p.seeds.values())
+    runs = sum(p.seeds.values()) + p.variant_seeds * len(p.variants)
     print(f"\nmethod_quality --budget {args.budget}: {runs} runs, {minutes:.1f} min (runs already finished "
           f"were skipped); reports in {out / 'report'}")
     for eval_set, (n, scored) in learned.items():

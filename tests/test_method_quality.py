@@ -5,6 +5,7 @@ import csv
 import re
 
 import pytest
+import yaml
 
 from benchmark_script import load_benchmark
 from iwu.report import rarest_label
@@ -44,12 +45,22 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
             "| cross-domain (cityscapes): 5 rarest (mean) |") in table
     assert [line.split(" |")[0] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()] == [
         "| 2", "| 4"]
+    # a variant: its mode with its options, another experiment, compared with the baseline by Welch's test
+    finals = sorted(out.glob("runs/variants/standard+rare_class/standard/seed*/final.json"))
+    assert len(finals) == 2
+    config = yaml.safe_load((finals[0].parent / "config.yaml").read_text())
+    assert config["data"]["sampler"] == "rare_class"
+    assert config["experiment"] == "method_quality_quick+standard+rare_class"
+    rows = list(csv.DictReader((out / "report" / "acdc" / "standard+rare_class" / "report.csv").open()))
+    assert rows[-1]["test"] == "Welch's t-test"
+    assert (out / "report" / "learning_gap" / "standard+rare_class" / "learning_gap.png").is_file()
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()
     sweeps = re.findall(r"iwu sweep: \d+ runs under .*: (\d+) finished already, 0 to resume, 0 to start",
                         again.out + again.err)
-    assert sweeps and sum(map(int, sweeps)) == 4  # seed by seed (two at a time), nothing started again
+    assert sweeps and sum(map(int, sweeps)) == 6  # seed by seed (two at a time), nothing started again
+
 
 
 def test_the_cpu_protocol_keeps_its_promises(method_quality):
@@ -57,6 +68,15 @@ def test_the_cpu_protocol_keeps_its_promises(method_quality):
     assert p.seeds["standard"] >= 5 and p.seeds["instance_uncertainty"] >= 5
     assert list(p.seeds)[:2] == ["standard", "instance_uncertainty"]
     assert {"class_weighted", "focal", "pixel_uncertainty"} <= set(p.seeds)
+    # the baselines added later, 2 seeds each, after the first five (whose runs stay valid)
+    assert list(p.seeds)[:5] == ["standard", "instance_uncertainty", "class_weighted", "focal", "pixel_uncertainty"]
+    assert {m: p.seeds[m] for m in ("ohem", "lovasz", "ce_lovasz", "recall")} == dict.fromkeys(
+        ("ohem", "lovasz", "ce_lovasz", "recall"), 2)
+    assert p.variant_seeds == 2 and p.variants == {
+        "class_weighted+median_frequency": ("class_weighted", ("loss.class_weights=median_frequency",)),
+        "class_weighted+effective_number": ("class_weighted", ("loss.class_weights=effective_number",)),
+        "standard+rare_class": ("standard", ("data.sampler=rare_class",)),
+        "instance_uncertainty+rare_class": ("instance_uncertainty", ("data.sampler=rare_class",))}
     gpu = method_quality.PROTOCOLS["gpu"]
     assert gpu.size == 768 and all(n >= 10 for n in gpu.seeds.values())
     assert [m["name"] for m in gpu.members] == ["deeplabv3plus_resnet101", "deeplabv3plus_resnet50",
