@@ -153,7 +153,7 @@ def test_predict_draws_in_the_runs_palette_and_names_the_image(tmp_path, monkeyp
                              loss=SimpleNamespace(connectivity=8))
     loaded = SimpleNamespace(config=config, module=SimpleNamespace(classes=("background", "crack")), device="cpu")
     monkeypatch.setattr(prediction, "load_models", lambda target, device: loaded)
-    monkeypatch.setattr(prediction, "predict_image", lambda loaded, image, size, connectivity: {"pred": None})
+    monkeypatch.setattr(prediction, "predict_image", lambda loaded, image, size, connectivity, classifier: {"pred": None})
     drawn = []
     monkeypatch.setattr(prediction, "save_maps", lambda out, stem, image, maps, classes, palette, title, panel:
                         drawn.append((palette.tolist(), title)))
