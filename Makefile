@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast bench bench-gpu clean
+.PHONY: install demo test test-fast test-slurm bench bench-gpu gpu-wheels clean
 
 install: $(STAMP)
 
@@ -24,12 +24,23 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/iwu demo
 
+# The real-scheduler tests are make test-slurm's, even where a cluster happens to be up.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slurm"
 
 # The quick loop while editing: the suite without its slow end-to-end tests (CI runs them all).
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The sweep, requeue and DDP on a real scheduler: a single-node SLURM cluster on this machine
+# (scripts/slurm/start_cluster.sh: root and apt-get; elsewhere it says why in one line and this exits 0),
+# stopped again after the tests, passed or not.
+test-slurm: install
+	@status=0; scripts/slurm/start_cluster.sh || status=$$?; \
+	if [ $$status -eq 3 ]; then exit 0; elif [ $$status -ne 0 ]; then exit $$status; fi; \
+	trap 'scripts/slurm/stop_cluster.sh; exit 130' INT TERM; \
+	status=0; $(PY) -m pytest -q -m slurm tests/test_slurm_cluster.py || status=$$?; \
+	scripts/slurm/stop_cluster.sh; exit $$status
 
 bench: install
 	$(PY) benchmarks/instance_masks.py
@@ -40,6 +51,10 @@ bench: install
 # What only a GPU can show (benchmarks/gpu_suite.py); without CUDA it says so and exits 0.
 bench-gpu: install
 	$(PY) benchmarks/gpu_suite.py
+
+# The wheels a GPU day needs and the lent GPU machine lacks, into gpu_wheels/ (benchmarks/gpu_day.py)
+gpu-wheels: install
+	$(PY) benchmarks/gpu_day.py fetch
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

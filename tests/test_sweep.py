@@ -316,6 +316,7 @@ def test_jobs_still_in_the_queue_are_waited_for_not_submitted_again(tmp_path, mo
     class Queued:  # job 1234 still runs on the cluster; 1235 is gone
         job_id = "1234"
         paths = type("Paths", (), {"stderr": str(folder / "slurm" / "1234_0_log.err")})
+        state = "COMPLETED"
 
         def done(self):
             (points[0].run).mkdir(parents=True, exist_ok=True)
@@ -360,11 +361,12 @@ def test_without_slurm_or_when_sbatch_refuses_the_error_is_one_line(tmp_path, mo
     fake = _fake_slurm(tmp_path / "bin", "echo 'sbatch: error: invalid partition specified: nope' >&2; exit 1")
     monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
     assert main([*args, "--partition", "nope"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("iwu sweep: error: sbatch refused the jobs (sbatch: error: invalid partition specified: nope); "
-                   "check --partition, --account, --time and slurm.additional")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["iwu sweep: error: sbatch refused the jobs (sbatch: error: invalid partition specified: nope); "
+                   "check --partition, --account, --time, --gpus-per-job and slurm.additional"]  # sbatch's line once
     script = next((tmp_path / "sw" / "sweep" / "slurm").glob(".submission_file_*.sh")).read_text()
-    assert "#SBATCH --partition=nope" in script and "#SBATCH --array=0-1%1" in script
+    assert "#SBATCH --partition=nope" in script
+    assert "#SBATCH --array=0-1%2" in script  # every job of the array at once unless --parallel says
     assert "#SBATCH --time=1440" in script and "#SBATCH --gpus-per-node=1" in script
 
 

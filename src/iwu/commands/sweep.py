@@ -24,16 +24,20 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated training modes, of: {modes}")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: processes on this machine; slurm: a job array through submitit")
-    p.add_argument("--parallel", type=POSITIVE, default=1,
-                   help="runs at once (local), or the most jobs of the array running at once (slurm)")
+    p.add_argument("--parallel", type=POSITIVE, default=None,
+                   help="runs at once (local, default 1), or the most jobs of the array running at once "
+                        "(slurm, default all of them)")
     add_import_option(p, "(each run records it) ")
     p.add_argument("--dry-run", action="store_true", help="only list the runs and what would be done to each")
     slurm = p.add_argument_group("slurm (default: the config's slurm section)")
     slurm.add_argument("--partition", default=None, help="the cluster's partition for the jobs")
     slurm.add_argument("--account", default=None, help="the account charged for the jobs")
-    slurm.add_argument("--gpus-per-job", type=COUNT, default=None, help="GPUs of each run (default 1)")
+    slurm.add_argument("--gpus-per-job", type=COUNT, default=None,
+                       help="GPUs of each run (default 1; 0 on a partition without GPUs)")
     slurm.add_argument("--time", default=None, help="time limit of each job, e.g. 24:00:00 or 2-00:00:00; "
-                                                    "a run past it is requeued and resumes")
+                                                    "a run past it is requeued (3 times) and resumes from its "
+                                                    "last validation; a limit too short to train before SLURM's stop "
+                                                    "signal (90 s ahead) is refused")
     add_list_configs(p)
     p.set_defaults(func=run)
 

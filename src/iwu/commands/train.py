@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 
 from iwu.commands.arguments import add_import_option, add_list_configs, examples
-from iwu.constants import ENSEMBLE
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +33,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from iwu.config.schema import add_imports, load_config
     from iwu.models import import_user_modules
+    from iwu.engine.progress import closing_line
     from iwu.engine.run_dir import FINAL, run_dir
     from iwu.engine.train import train
 
@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     add_imports(config, args.imports)
     final = train(config, progress=args.progress)
-    best = final["results"].get(ENSEMBLE, {})
-    print(f"iwu train: best ensemble mIoU {best.get('miou', float('nan')):.4f} at step {best.get('best_step')}; "
-          f"{run_dir(config) / FINAL}")
+    if line := closing_line(final, run_dir(config) / FINAL):  # rank 0 alone speaks for a multi-process run
+        print(line)
     return 0

@@ -106,6 +106,18 @@ class RunProgress(L.Callback):
         return f"{tqdm.format_interval(elapsed)} elapsed, {tqdm.format_interval(left) if left == left else '?'} left"
 
 
+def closing_line(final: dict, final_file: Path) -> str | None:
+    """`iwu train`'s last line: the ensemble's best mIoU and where the results are; None on the processes
+    of a multi-process run other than global rank 0 (the run is one, and so is its line)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return None
+    best = final["results"].get(ENSEMBLE, {})
+    return (f"iwu train: best ensemble mIoU {best.get('miou', math.nan):.4f} at step {best.get('best_step')}; "
+            f"{final_file}")
+
+
 def live_bar(progress: bool) -> bool:
     """A live bar only where someone watches it: asked for, and stderr a terminal (not a file or a pipe)."""
     return progress and watched()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -138,6 +139,50 @@ def _cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
+def slurm_tasks_here(env=None) -> int | None:
+    """The tasks SLURM started on this node for the current job (one DDP process each), or None outside
+    SLURM; as Lightning tells: SLURM_NTASKS set, and the job not an interactive shell."""
+    env = os.environ if env is None else env
+    if "SLURM_NTASKS" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return None
+    per_node = env.get("SLURM_NTASKS_PER_NODE", "")
+    if per_node.isdigit():
+        return int(per_node)
+    nodes = env.get("SLURM_NNODES", "1")
+    return max(1, int(env["SLURM_NTASKS"]) // max(1, int(nodes) if nodes.isdigit() else 1))
+
+
+def _devices_wanted(devices) -> int | None:
+    """trainer.devices as a count of processes on this node; None for `auto` (Lightning resolves it)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.strip().isdigit()):
+        return int(devices)
+    return None
+
+
+def check_distributed(config: RunConfig, tasks: int | None, cuda: bool, batch_norm: bool = True) -> None:
+    """The multi-process settings that would otherwise fail inside Lightning or torch, as one line each,
+    before any process trains: SLURM's tasks against trainer.devices (a rank would wait forever for a
+    process SLURM never started, or two would train alone), SyncBatchNorm off CUDA (torch runs it on GPU
+    modules only), and one image per process in batch norm (DeepLab's pooled ASPP branch sees one value
+    per channel, which batch norm cannot normalise in training)."""
+    t = config.trainer
+    wanted = _devices_wanted(t.devices)
+    if tasks is not None and wanted is not None and wanted != tasks:
+        raise UserError(f"trainer.devices={wanted}, but SLURM started {tasks} task(s) on this node "
+                        f"(--ntasks-per-node): one process trains per task, so set trainer.devices={tasks} "
+                        f"or submit with --ntasks-per-node={wanted}")
+    if t.sync_batchnorm and not cuda:
+        raise UserError("trainer.sync_batchnorm=true: SyncBatchNorm runs on CUDA GPUs only; set "
+                        "trainer.sync_batchnorm=false on CPUs (and a data.batch_size of 2 or more per process)")
+    pooled_across_ranks = t.sync_batchnorm and (tasks or wanted or 1) > 1
+    if batch_norm and config.data.batch_size == 1 and not pooled_across_ranks:
+        raise UserError("data.batch_size=1: batch norm cannot train on one image per process (DeepLab's pooled "
+                        "ASPP branch sees one value per channel); use data.batch_size=2 or more per process"
+                        + (", or trainer.sync_batchnorm=true on GPUs" if cuda else ""))
+
+
 def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resume_step: int) -> L.Trainer:
     t = config.trainer
     return L.Trainer(
@@ -154,6 +199,20 @@ def _trainer(config: RunConfig, out: Path, callbacks: list, progress: bool, resu
         use_distributed_sampler=False,  # EpochSampler shards by rank itself, and resumes
         enable_progress_bar=False, enable_model_summary=t.verbose, default_root_dir=out,
     )
+
+
+def _cuda_chosen(config: RunConfig) -> bool:
+    """Whether the run trains on CUDA GPUs: asked for (gpu, cuda) or `auto` with one present."""
+    import torch
+
+    accelerator = str(config.trainer.accelerator).lower()
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def _trains_batch_norm(module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in module.modules())
 
 
 def build_trainer(config: RunConfig, out: Path, datamodule, callbacks: list, progress: bool = True,
@@ -239,6 +298,7 @@ def _train(config: RunConfig, out: Path, callbacks, progress: bool, resume_hint:
     resume_from = last if config.resume and last.exists() else None
     if config.model.init_from and resume_from is None:  # a resumed run has its own weights
         init_members(module, config.model.init_from, strict=config.model.init_strict)
+    check_distributed(config, slurm_tasks_here(), _cuda_chosen(config), batch_norm=_trains_batch_norm(module))
     trainer = build_trainer(config, out, dm, [tracker, StartData(dm), *callbacks], progress,
                             resume_step=_resume_step(resume_from, config, module.classes) if resume_from else 0)
     try:

@@ -19,11 +19,10 @@ from collections import deque
 from datetime import datetime
 from pathlib import Path
 
-from tqdm import tqdm
-
 from iwu.sweep.grid import Point
 from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
 from iwu.engine.run_dir import FINAL
+from iwu.util.bars import Tally
 
 
 def train_command(config_file: Path, imports=()) -> list[str]:
@@ -85,7 +84,7 @@ def run_local(points: list[Point], config_files: dict[str, Path], log_dir: Path,
     queue, free = deque(points), list(range(parallel))
     running: dict[int, tuple] = {}  # slot -> (process, log handle, point)
     outcomes: list[Outcome] = []
-    bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
+    bar = Tally(len(points), "sweep", "run", progress)
     try:
         while queue or running:
             while queue and free:
@@ -101,8 +100,7 @@ def run_local(points: list[Point], config_files: dict[str, Path], log_dir: Path,
                 outcomes.append(_outcome(point, proc.returncode, Path(handle.name)))
                 del running[slot]
                 free.append(slot)
-                bar.update()
-                bar.set_postfix(failed=sum(o.state == "failed" for o in outcomes))
+                bar.ended(point.name, outcomes[-1].state)
     except KeyboardInterrupt:
         _stop(running)
         for proc, handle, point in running.values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,18 @@ def last_words(log: Path | None, limit: int = 240) -> str:
         lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     errors = [line for line in lines if ": error: " in line or line.startswith(("Error", "error:"))]
     return (errors or lines or [""])[-1][:limit]
+
+
+def last_step(run: Path) -> int | None:
+    """The last training step the run logged (its `metrics.csv`), None before any."""
+    from iwu.engine.run_dir import METRICS
+
+    try:
+        with open(run / METRICS, newline="", encoding="utf-8") as f:
+            steps = [int(row["step"]) for row in csv.DictReader(f) if str(row.get("step", "")).isdigit()]
+    except (OSError, ValueError, csv.Error):
+        return None
+    return max(steps, default=None)
 
 
 def summarize(root: Path, outcomes: list[Outcome]) -> str:

@@ -46,9 +46,11 @@ def _slurm_settings(points: list[Point], options: dict):
 
 
 def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", overrides=(), launcher="local",
-              parallel: int = 1, imports=(), slurm_options=None, dry_run: bool = False, progress: bool = True,
-              cluster: str = "slurm") -> int:
-    """Exit status: 0 when every run finished, 1 when some failed (the summary names their logs)."""
+              parallel: int | None = None, imports=(), slurm_options=None, dry_run: bool = False,
+              progress: bool = True, cluster: str = "slurm") -> int:
+    """Exit status: 0 when every run finished, 1 when some failed (the summary names their logs).
+    `parallel`: runs at once; by default 1 here (local), and on SLURM every job of the array (the
+    scheduler shares the cluster out)."""
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher}: expected one of {', '.join(LAUNCHERS)}")
     if imports:  # fail here, once, rather than in every run
@@ -61,13 +63,17 @@ def run_sweep(config_path, seeds="1", modes="standard,instance_uncertainty", ove
         add_imports(p.config, imports)
     settings = _slurm_settings(points, slurm_options or {})
     if launcher == "slurm":
-        from iwu.sweep.slurm import minutes
+        from iwu.sweep.slurm import check_time
 
-        minutes(settings.time, "--time" if (slurm_options or {}).get("time") else "slurm.time")
+        where = "--time" if (slurm_options or {}).get("time") else "slurm.time"
+        if warning := check_time(settings, points[0].config.val_every, where):
+            print(warning)
     _check_existing(points)
     states = {p.name: _state(p) for p in points}
     todo = [p for p in points if states[p.name] != "finished"]
     resuming = sum(states[p.name] == "resume" for p in todo)
+    if parallel is None:
+        parallel = len(points) if launcher == "slurm" else 1
     print(f"iwu sweep: {plural(len(points), 'run')} under {root}: {len(points) - len(todo)} finished already, "
           f"{resuming} to resume, {len(todo) - resuming} to start ({launcher}, {parallel} at a time)")
     if dry_run:
@@ -96,7 +102,7 @@ def _launch(todo, folder, launcher, parallel, imports, settings, progress, clust
     from iwu.sweep.slurm import run_slurm
 
     return run_slurm(todo, files, folder, settings, parallel, imports, cluster=cluster, progress=progress,
-                     poll=30.0 if cluster == "slurm" else 0.5)
+                     poll=10.0 if cluster == "slurm" else 0.5)
 
 
 def _finish(root: Path, folder: Path, outcomes: list[Outcome], order: dict[str, int]) -> int:

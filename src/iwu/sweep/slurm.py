@@ -11,6 +11,8 @@ not submitted twice. submitit's logs (`<job>_<task>_log.out/.err`) are in
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -18,13 +20,13 @@ import time
 from pathlib import Path
 
 import submitit
-from tqdm import tqdm
 
 from iwu.config.schema import SlurmConfig, load_config
 from iwu.errors import UserError
 from iwu.util.atomic_files import atomic_write_json
 from iwu.sweep.grid import Point
-from iwu.sweep.outcome import Outcome, SweepInterrupted, last_words
+from iwu.sweep.outcome import Outcome, SweepInterrupted, last_step, last_words, plural
+from iwu.util.bars import Tally
 from iwu.engine.run_dir import FINAL, run_dir
 
 # SLURM states in which a job may still produce its run
@@ -52,17 +54,69 @@ def minutes(text: str, where: str = "slurm.time") -> int:
     return -(-seconds // 60)
 
 
+SIGNAL_LEAD_S = 90  # submitit has SLURM send USR2 this long before the time limit (its signal_delay_s)
+EARLY_S = 30  # SLURM looks at time limits every 30 s or so: the signal may come this much earlier still
+SHORTEST_S = 30  # training time an attempt needs at least before the signal, past starting up
+WARN_BELOW_S = 10 * 60  # shorter than this, an attempt may not reach a validation (where last.ckpt is saved)
+REQUEUES = 3  # submitit's requeues of a job that reaches its time limit (its max_num_timeout)
+
+
+def signal_lead(settings: SlurmConfig) -> int:
+    """Seconds before the limit at which a job is told to stop: submitit's 90, or `slurm.additional`'s
+    `signal: USR2@N` (it replaces submitit's own --signal line)."""
+    match = re.search(r"@(\d+)\s*$", str(settings.additional.get("signal", "")))
+    return int(match.group(1)) if match else SIGNAL_LEAD_S
+
+
+def check_time(settings: SlurmConfig, val_every: int, where: str = "slurm.time") -> str | None:
+    """Refuse a time limit that leaves no training before the stop signal (every attempt would be stopped
+    as it starts, and the job fail after its requeues without a word of why); for one that leaves under
+    10 minutes, the warning to print: a run keeps only what it reached by its last validation."""
+    limit = minutes(settings.time, where) * 60
+    lead = signal_lead(settings)
+    most, least = limit - lead, limit - lead - EARLY_S  # an attempt's time before the signal
+    if least < SHORTEST_S:
+        enough = -(-(lead + EARLY_S + SHORTEST_S) // 60)
+        raise UserError(f"{where} {settings.time!r}: SLURM signals a job {lead} s before its time limit to requeue "
+                        f"it, so a {limit // 60}-minute job is stopped before it trains; give at least {enough} "
+                        "minutes (a job past its limit is requeued and resumes)")
+    if most < WARN_BELOW_S:
+        return (f"iwu sweep: warning: {where} {settings.time!r} leaves each attempt {_span(least)} to {_span(most)} "
+                f"before SLURM signals it ({lead} s ahead of the limit, at checks every {EARLY_S} s); a requeued run "
+                f"resumes from its last validation (val_every={val_every} steps), so an attempt that reaches none "
+                f"makes no progress, and after {REQUEUES} requeues the job stops")
+    return None
+
+
+def _span(seconds: int) -> str:
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 class TrainJob(submitit.helpers.Checkpointable):
-    """One run; submitit calls `checkpoint` on timeout or preemption and requeues the same call."""
+    """One run; submitit calls `checkpoint` on timeout or preemption and requeues the same call.
+
+    A stop by SIGTERM (a preemption, `scontrol requeue`, `scancel`) is not the job's result: the job
+    leaves without one and SLURM decides what follows (a requeued job runs this again and resumes from
+    last.ckpt), so an earlier attempt's stop never stands for a run that finishes later.
+    """
 
     def __call__(self, config_file: str, imports: tuple[str, ...] = ()) -> str:
+        from iwu.errors import Stopped
         from iwu.models import import_user_modules
+        from iwu.engine.progress import closing_line
         from iwu.engine.train import train
 
         import_user_modules(imports)
         config = load_config(config_file)
-        train(config, progress=False)
-        return str(run_dir(config) / FINAL)
+        final_file = run_dir(config) / FINAL
+        try:
+            final = train(config, progress=False, resume_hint="the sweep's requeue (or the same iwu sweep command)")
+        except Stopped as stop:
+            print(f"iwu train: {stop}", flush=True)
+            raise SystemExit(stop.status) from None  # not an Exception: submitit then stores no result
+        if line := closing_line(final, final_file):
+            print(line, flush=True)
+        return str(final_file)
 
 
 def make_executor(folder: Path, settings: SlurmConfig, parallel: int, name: str, cluster: str = "slurm"):
@@ -96,16 +150,48 @@ def _attach(folder: Path, job_id: str):
     return job if job.state.split()[0] in ACTIVE else None
 
 
+def _ended(job, cluster: str) -> bool:
+    """Whether the job is over. submitit's `done` trusts a result file, which an earlier attempt of a
+    requeued job may have left; SLURM's own state says whether an attempt is still to come."""
+    if not job.done():
+        return False
+    return cluster != "slurm" or job.state.split()[0] not in ACTIVE
+
+
+def _ask_slurm(jobs: list) -> None:
+    """The states of all SLURM jobs with one sacct: submitit alone asks less and less often, at last every
+    10 minutes, so a job cancelled from outside would be noticed that late."""
+    ours = [job for job in jobs if isinstance(job, submitit.SlurmJob)]
+    if ours:
+        ours[0].watcher.update()  # the watcher is shared by every SlurmJob
+
+
 def _outcome(point: Point, job) -> Outcome:
+    """The run's verdict is its directory's: finished when `final.json` is there, whatever an attempt
+    of its job returned; otherwise the job's error, or why SLURM ended it."""
     log = Path(job.paths.stderr)
+    if (point.run / FINAL).exists():
+        return Outcome(point, "finished", log)
     try:
         job.results()  # one per task: a job of several GPUs runs one DDP process per task
     except Exception as err:  # the job's own error: a UserError's line, or the traceback's last line
-        lines = [line for line in str(err).splitlines() if line.strip()]
+        text = str(err)
+        if "timed-out too many times" in text:
+            return Outcome(point, "failed", log, requeue_cap(point))
+        if ended := re.search(r"has not produced any output \(state: ([^)]*)\)", text):  # scancel, a node lost
+            return Outcome(point, "failed", log, f"SLURM ended job {job.job_id} ({ended[1]}) before the run "
+                                                 "finished; its log says why")
+        lines = [line for line in text.splitlines() if line.strip()]
         return Outcome(point, "failed", log, last_words(log) or (lines[-1] if lines else type(err).__name__))
-    if (point.run / FINAL).exists():
-        return Outcome(point, "finished", log)
     return Outcome(point, "failed", log, f"the job ended without {point.run / FINAL}")
+
+
+def requeue_cap(point: Point) -> str:
+    """The line for a run whose job reached its time limit more often than submitit requeues it."""
+    step = last_step(point.run)
+    where = f"stopped at step {step}" if step is not None else "stopped before its first step was logged"
+    return (f"reached its time limit {REQUEUES + 1} times (submitit requeues a job {REQUEUES} times): {where}; "
+            "the same command continues it from its last checkpoint, or give each job a longer --time")
 
 
 def run_slurm(points: list[Point], config_files: dict[str, Path], folder: Path, settings: SlurmConfig,
@@ -128,7 +214,7 @@ def run_slurm(points: list[Point], config_files: dict[str, Path], folder: Path, 
         atomic_write_json(_job_file(folder), known)
     print(f"iwu sweep: {len(todo)} job(s) submitted, {len(points) - len(todo)} already in the queue; "
           f"logs in {slurm_folder}")
-    return _wait(points, jobs, progress, poll)
+    return _wait(points, jobs, progress, poll, cluster)
 
 
 def _submit(todo, config_files, slurm_folder, settings, parallel, imports, cluster, name) -> list:
@@ -136,27 +222,35 @@ def _submit(todo, config_files, slurm_folder, settings, parallel, imports, clust
         raise UserError("--launcher slurm: sbatch and srun are not on this machine's PATH; run the sweep on a "
                         "SLURM login node, or use --launcher local")
     executor = make_executor(slurm_folder, settings, parallel, name=name, cluster=cluster)
-    try:
-        with executor.batch():
+    try:  # submitit echoes a refusing sbatch's stderr itself; the one line below says it once
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             return [executor.submit(TrainJob(), str(config_files[p.name]), tuple(imports)) for p in todo]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as err:
         said = [line for line in str(err).splitlines() if line.strip()]
-        raise UserError(f"sbatch refused the jobs ({said[-1] if said else 'no message'}); check --partition, "
-                        "--account, --time and slurm.additional") from None
+        raise UserError(refusal(said[-1] if said else "no message", settings)) from None
 
 
-def _wait(points: list[Point], jobs: dict, progress: bool, poll: float) -> list[Outcome]:
+def refusal(said: str, settings: SlurmConfig) -> str:
+    """sbatch's refusal as one line, with the option most likely at fault named first."""
+    hint = "check --partition, --account, --time, --gpus-per-job and slurm.additional"
+    if settings.gpus_per_job and re.search(r"gres|gpu|generic resource", said, re.IGNORECASE):
+        hint = (f"each job asks for {plural(settings.gpus_per_job, 'GPU')} (--gpus-per-job, default 1): on a "
+                "partition without GPUs use --gpus-per-job 0, else check --partition and --account")
+    return f"sbatch refused the jobs ({said}); {hint}"
+
+
+def _wait(points: list[Point], jobs: dict, progress: bool, poll: float, cluster: str = "slurm") -> list[Outcome]:
     waiting = {p.name: p for p in points}
     outcomes: list[Outcome] = []
-    bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
+    bar = Tally(len(points), "sweep", "run", progress)
     try:
         while waiting:
+            _ask_slurm([jobs[name] for name in waiting])
             for name, point in list(waiting.items()):
-                if jobs[name].done():
+                if _ended(jobs[name], cluster):
                     outcomes.append(_outcome(point, jobs[name]))
                     del waiting[name]
-                    bar.update()
-                    bar.set_postfix(failed=sum(o.state == "failed" for o in outcomes))
+                    bar.ended(outcomes[-1].point.name, outcomes[-1].state)
             if waiting:
                 time.sleep(poll)
     except KeyboardInterrupt:
