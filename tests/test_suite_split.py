@@ -1,4 +1,4 @@
-"""`make test-fast` runs the suite without the tests marked slow; `make test` runs everything."""
+"""`make test-fast` runs the suite without the tests marked slow; `make test` everything but the real-SLURM tests (`make test-slurm`)."""
 
 import re
 import subprocess
@@ -28,6 +28,9 @@ def test_the_fast_suite_is_the_whole_one_without_the_slow_tests():
 
 def test_make_has_both_targets():
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^test: install\n\t\$\(PY\) -m pytest -q\n", makefile, re.M)
+    # make test: everything but the real-scheduler tests, which make test-slurm runs on a cluster it starts
+    assert re.search(r'^test: install\n\t\$\(PY\) -m pytest -q -m "not slurm"\n', makefile, re.M)
     assert re.search(r'^test-fast: install\n\t\$\(PY\) -m pytest -q -m "not slow"\n', makefile, re.M)
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^test-slurm: install\n(\t.*\n)*\t.*-m slurm tests/test_slurm_cluster.py", makefile, re.M)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index("make test") < ci.index("make test-slurm")
