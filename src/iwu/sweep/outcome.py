@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +40,16 @@ def last_words(log: Path | None, limit: int = 240) -> str:
 
 
 def last_step(run: Path) -> int | None:
-    """The last training step the run logged (its `metrics.csv`), None before any."""
+    """The last training step the run logged (its `metrics.csv`, read as the curves read it), None before any."""
     from iwu.engine.run_dir import METRICS
+    from iwu.errors import UserError
+    from iwu.plots.curves import read_metrics
 
     try:
-        with open(run / METRICS, newline="", encoding="utf-8") as f:
-            steps = [int(row["step"]) for row in csv.DictReader(f) if str(row.get("step", "")).isdigit()]
-    except (OSError, ValueError, csv.Error):
+        series = read_metrics(run / METRICS)
+    except UserError:  # no metrics file yet, or an unreadable one: no step to report
         return None
-    return max(steps, default=None)
+    return max((step for pairs in series.values() for step, _ in pairs), default=None)
 
 
 def summarize(root: Path, outcomes: list[Outcome]) -> str:

@@ -250,7 +250,7 @@ def _wait(points: list[Point], jobs: dict, progress: bool, poll: float, cluster:
                 if _ended(jobs[name], cluster):
                     outcomes.append(_outcome(point, jobs[name]))
                     del waiting[name]
-                    bar.ended(outcomes[-1].point.name, outcomes[-1].state)
+                    bar.ended(name, outcomes[-1].state)
             if waiting:
                 time.sleep(poll)
     except KeyboardInterrupt:
