@@ -24,13 +24,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/iwu demo
 
-# The real-scheduler tests are make test-slurm's, even where a cluster happens to be up.
+# The real-scheduler tests are make test-slurm's, even where a cluster happens to be up. One worker per
+# core (pytest-xdist), a test file to a worker: a file's tests share the runs its fixtures train.
 test: install
-	$(PY) -m pytest -q -m "not slurm"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slurm"
 
 # The quick loop while editing: the suite without its slow end-to-end tests (CI runs them all).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 # The sweep, requeue and DDP on a real scheduler: a single-node SLURM cluster on this machine
 # (scripts/slurm/start_cluster.sh: root and apt-get; elsewhere it says why in one line and this exits 0),
