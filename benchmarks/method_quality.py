@@ -21,9 +21,12 @@ otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 Written under `--out` (default runs/method_quality/<budget>): the scenes, the
 runs, `class_counts.json`, and `report/<eval>/<mode>/report.{md,csv}` with
 `difference.png`, plus `report/<eval>/all/report.md` with every mode side by
-side, and `report/learning_gap/<mode>/learning_gap.{md,png}`: each mode's paired
+side, `report/summary.md` with every mode's and variant's difference from
+`standard` (mIoU and the five rarest, both domains) in one table, and
+`report/learning_gap/<mode>/learning_gap.{md,png}`: each mode's paired
 difference from `standard` at every validation step (`iwu report --gap`); the
-last lines printed are the Markdown of the main comparison and its gap.
+last lines printed are the Markdown of the main comparison, the summary and
+the main comparison's gap.
 
 The protocol is fixed here and is not to be tuned after looking at a
 difference between modes: a benchmark adjusted until one mode wins measures
@@ -62,6 +65,7 @@ paper's hours; `--pretrained` starts from ImageNet weights in the local caches.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -245,6 +249,45 @@ def write_reports(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[tupl
     return written
 
 
+SUMMARY_ROWS = ("mIoU", "rare")  # per eval set, of each mode's report.csv: mIoU and the RARE rarest classes
+
+
+def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) -> Path:
+    """Every mode and variant against the baseline in one table: per eval set, the difference of mIoU and
+    of the RARE rarest classes' mean IoU, its 95% interval and its BH-adjusted p, read back from the
+    report.csv of each pair (its test too: paired where the seeds match, Welch's otherwise)."""
+    from iwu.report import rarest_label
+
+    labels = {"mIoU": "mIoU", "rare": rarest_label(RARE)}
+    names = [name for name in compared(Path(), p) if name != BASELINE]
+    header = ["mode (seeds)", *(f"{domain} {'mIoU' if row == 'mIoU' else f'{RARE} rarest'}"
+                                for domain in ("in-domain", "cross-domain") for row in SUMMARY_ROWS), "test"]
+    lines = [f"Every mode against `{BASELINE}` (difference of means, its 95% CI, and the Benjamini-Hochberg "
+             "adjusted p of its table; `*` below 0.05):", "", "| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 2) + "---|"]
+    for name in names:
+        cells, seeds, test = [], "", ""
+        for eval_set in EVAL_SETS:
+            rows = {r["class"]: r for r in csv.DictReader(written[eval_set, name]["csv"].open())}
+            for row in SUMMARY_ROWS:
+                r = rows[labels[row]]
+                seeds = [r[k] for k in r if k.endswith(" n")][1]  # the baseline's column, then this one's
+                test = r["test"]
+                cells.append(_summary_cell(r))
+        lines.append(f"| {name} ({seeds}) | " + " | ".join(cells) + f" | {test} |")
+    return atomic_write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
+
+
+def _summary_cell(row: dict[str, str]) -> str:
+    if not row["p"]:  # both columns the same constant (a class no run learned): nothing to test
+        return f"{float(row['difference']):+.3f}"
+    p_bh = float(row["p (BH)"])
+    star = " *" if p_bh < 0.05 else ""
+    p_text = f"{p_bh:.3f}" if p_bh >= 0.001 else f"{p_bh:.1e}"
+    return (f"{float(row['difference']):+.3f} [{float(row['ci low']):+.3f}, {float(row['ci high']):+.3f}], "
+            f"p (BH) {p_text}{star}")
+
+
 def compared(runs: Path, p: Protocol) -> dict[str, Path]:
     """Every mode's and variant's folder of runs, by name, the baseline first. A variant's runs are another
     experiment than the baseline's (the report tells them apart by it), so its test is Welch's, not paired."""
@@ -305,6 +348,7 @@ def main(argv=None) -> int:
         train_all(config_file, out / "runs", p, f"method_quality_{args.budget}")
         counts = class_counts(config_file, out / "class_counts.json")
         written = write_reports(out / "runs", out / "report", counts, p)
+        summary = write_summary(written, out / "report", p)
         learned = learned_by_baseline(out / "runs", counts)
         gaps = write_learning_gaps(out / "runs", out / "report" / "learning_gap", counts, p)
     except UserError as err:
@@ -321,6 +365,7 @@ def main(argv=None) -> int:
         if (eval_set, METHOD) in written:
             print(f"\n{METHOD} against {BASELINE}, trained on acdc, scored on {eval_set}:\n")
             print(written[eval_set, METHOD]["md"].read_text(), end="")
+    print(f"\n{summary.read_text()}", end="")
     if METHOD in gaps:
         print(f"\nThe gap as training goes on ({gaps[METHOD].with_suffix('.png')}):\n")
         print(gaps[METHOD].read_text(), end="")

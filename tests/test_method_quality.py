@@ -54,6 +54,16 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
     rows = list(csv.DictReader((out / "report" / "acdc" / "standard+rare_class" / "report.csv").open()))
     assert rows[-1]["test"] == "Welch's t-test"
     assert (out / "report" / "learning_gap" / "standard+rare_class" / "learning_gap.png").is_file()
+    # every mode and variant against the baseline in one table, each cell read back from its pair's report
+    summary = (out / "report" / "summary.md").read_text()
+    assert summary in printed
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in summary.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"| mode (seeds)", f"| {method_quality.METHOD} (2)", "| standard+rare_class (2)"}
+    assert rows[f"| {method_quality.METHOD} (2)"][-1] == "paired t-test |"
+    assert rows["| standard+rare_class (2)"][-1] == "Welch's t-test |"
+    for eval_set, column in zip(method_quality.EVAL_SETS, (1, 3)):  # mIoU, in-domain then cross-domain
+        miou = list(csv.DictReader((out / "report" / eval_set / method_quality.METHOD / "report.csv").open()))[-1]
+        assert rows[f"| {method_quality.METHOD} (2)"][column].startswith(f"{float(miou['difference']):+.3f} [")
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()
