@@ -16,6 +16,11 @@ from iwu.util.suggest import CUTOFF, close_matches, did_you_mean
     ("Unet", ["Unet2", "UNET"], 3, ["UNET", "Unet2"]),  # and each name once
     ("resnet10", ["vgg", "resnet50", "resnet18", "resnet101"], 3, ["resnet101", "resnet50", "resnet18"]),
     ("anything", [], 1, []),
+    ("median", ["inverse", "median_frequency", "effective_number"], 1, ["median_frequency"]),  # its beginning
+    ("rare", ["shuffle", "rare_class"], 1, ["rare_class"]),  # which difflib's ratio misses (0.57)
+    ("eff", ["inverse", "effective_number"], 1, ["effective_number"]),
+    ("ef", ["inverse", "effective_number"], 1, []),  # two letters begin too many names to mean one
+    ("res", ["vgg", "resnet50", "resnet18"], 2, ["resnet50", "resnet18"]),  # in the order of the choices
 ])
 def test_close_matches(word, choices, n, expected):
     assert close_matches(word, choices, n) == expected
