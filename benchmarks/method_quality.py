@@ -21,7 +21,7 @@ otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 Written under `--out` (default runs/method_quality/<budget>): the scenes, the
 runs, `class_counts.json`, and `report/<eval>/<mode>/report.{md,csv}` with
 `difference.png`, plus `report/<eval>/all/report.md` with every mode side by
-side, `report/summary.md` with every mode's and variant's difference from
+side, `<out>/report/summary.md` with every mode's and variant's difference from
 `standard` (mIoU and the five rarest, both domains) in one table, and
 `report/learning_gap/<mode>/learning_gap.{md,png}`: each mode's paired
 difference from `standard` at every validation step (`iwu report --gap`); the
