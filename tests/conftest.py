@@ -19,6 +19,6 @@ def _threads_per_worker() -> int | None:
 
 def pytest_configure(config):
     threads = _threads_per_worker()
-    if threads is not None:
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:  # a count the user set stands
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
