@@ -259,14 +259,14 @@ def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) 
     from iwu.report import rarest_label
 
     labels = {"mIoU": "mIoU", "rare": rarest_label(RARE)}
-    names = [name for name in compared(Path(), p) if name != BASELINE]
+    names = [name for name in [*p.seeds, *p.variants] if name != BASELINE]  # compared()'s order
     header = ["mode (seeds)", *(f"{domain} {'mIoU' if row == 'mIoU' else f'{RARE} rarest'}"
                                 for domain in ("in-domain", "cross-domain") for row in SUMMARY_ROWS), "test"]
     lines = [f"Every mode against `{BASELINE}` (difference of means, its 95% CI, and the Benjamini-Hochberg "
              "adjusted p of its table; `*` below 0.05):", "", "| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(header) - 2) + "---|"]
     for name in names:
-        cells, seeds, test = [], "", ""
+        cells = []
         for eval_set in EVAL_SETS:
             rows = {r["class"]: r for r in csv.DictReader(written[eval_set, name]["csv"].open())}
             for row in SUMMARY_ROWS:
