@@ -12,7 +12,7 @@ the five classes rarest in training, the difference with its 95% interval,
 the effect size, the report's test (paired by seed where both columns hold the same seeds, Welch's
 otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 
-    python benchmarks/method_quality.py --budget cpu      # 32 runs: about 2.5 hours on 2 CPU cores (the first 16, five modes, about one)
+    python benchmarks/method_quality.py --budget cpu      # 32 runs: about 4 hours on 2 CPU cores (13 minutes a pair)
     python benchmarks/method_quality.py --budget cpu-long # the same, 2,400 steps, two modes: 138 min here, beside other work
     python benchmarks/method_quality.py --budget gpu      # the paper's members at 768x768, 10 seeds
     python benchmarks/method_quality.py --budget gpu-day  # benchmarks/gpu_day.py's stage 2: minutes on one H200
