@@ -281,11 +281,12 @@ def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) 
 def _summary_cell(row: dict[str, str]) -> str:
     if not row["p"]:  # both columns the same constant (a class no run learned): nothing to test
         return f"{float(row['difference']):+.3f}"
+    from iwu.report.formats import format_p
+
     p_bh = float(row["p (BH)"])
     star = " *" if p_bh < 0.05 else ""
-    p_text = f"{p_bh:.3f}" if p_bh >= 0.001 else f"{p_bh:.1e}"
     return (f"{float(row['difference']):+.3f} [{float(row['ci low']):+.3f}, {float(row['ci high']):+.3f}], "
-            f"p (BH) {p_text}{star}")
+            f"p (BH) {format_p(p_bh)}{star}")
 
 
 def compared(runs: Path, p: Protocol) -> dict[str, Path]:

@@ -50,6 +50,17 @@ class _Cmp:
         self.mark = "*" if cmp.significant(i) else ""
 
 
+def format_p(p, tex: bool = False) -> str:
+    """A p-value as every table prints it: three decimals, or one significant digit and its exponent below
+    0.001 (LaTeX's `\\times 10^{k}` with `tex`); `--` where there is none."""
+    if is_missing(p):
+        return "--"
+    if p >= 0.001:
+        return f"{p:.3f}"
+    mantissa, exponent = f"{p:.1e}".split("e")
+    return f"${mantissa} \\times 10^{{{int(exponent)}}}$" if tex else f"{p:.1e}"
+
+
 class _Style:
     """Number formatting shared by the text formats."""
 
@@ -65,12 +76,7 @@ class _Style:
 
     @staticmethod
     def p(p, tex: bool = False) -> str:
-        if is_missing(p):
-            return "--"
-        if p >= 0.001:
-            return f"{p:.3f}"
-        mantissa, exponent = f"{p:.1e}".split("e")
-        return f"${mantissa} \\times 10^{{{int(exponent)}}}$" if tex else f"{p:.1e}"
+        return format_p(p, tex)
 
 
 def _pm(style: _Style, stat: Stat, tex: bool) -> str:

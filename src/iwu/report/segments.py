@@ -18,6 +18,7 @@ from pathlib import Path
 from iwu.constants import ENSEMBLE
 from iwu.errors import UserError
 from iwu.engine.run_dir import BEST_ENSEMBLE, EVAL_GLOB
+from iwu.report.formats import format_p
 from iwu.report.records import final_files, read_json
 from iwu.report.stats import (
     ALPHA, DDOF, PAIRED, SAMPLE, TEST_NAMES, TESTS, WELCH, Stat, TTest, bh_adjust, check_choice, cohen_dz,
@@ -175,10 +176,6 @@ def _num(x, sign: bool = False) -> str:
     return "--" if is_missing(x) else f"{x:{'+' if sign else ''}.3f}"
 
 
-def _p(p) -> str:
-    return "--" if is_missing(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
-
-
 def to_markdown(table: SegmentTable) -> str:
     """The table as Markdown, with a note on its statistics."""
     cmp = table.comparison
@@ -198,7 +195,7 @@ def to_markdown(table: SegmentTable) -> str:
             low, high = cmp.ci[i]
             ci = "--" if is_missing(low) else f"[{_num(low, True)}, {_num(high, True)}]"
             g = "--" if is_missing(cmp.effect[i]) else f"{cmp.effect[i]:+.2f}"
-            row += [_num(cmp.diff[i], True), ci, g, _p(cmp.tests[i].p), _p(cmp.p_adj[i]),
+            row += [_num(cmp.diff[i], True), ci, g, format_p(cmp.tests[i].p), format_p(cmp.p_adj[i]),
                     "*" if cmp.p_adj[i] < ALPHA else ""]
         lines.append("| " + " | ".join(row) + " |")
     note = (f"Mean ± {table.std} std (n runs) of each run's segments summary (iwu evaluate --segments): "
