@@ -9,6 +9,7 @@ import yaml
 
 from benchmark_script import load_benchmark
 from iwu.report import rarest_label
+from iwu.report.formats import format_p
 
 pytestmark = pytest.mark.slow  # processes and whole runs: `make test-fast` leaves them out
 
@@ -61,9 +62,20 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
     assert set(rows) == {"| mode (seeds)", f"| {method_quality.METHOD} (2)", "| standard+rare_class (2)"}
     assert rows[f"| {method_quality.METHOD} (2)"][-1] == "paired t-test |"
     assert rows["| standard+rare_class (2)"][-1] == "Welch's t-test |"
-    for eval_set, column in zip(method_quality.EVAL_SETS, (1, 3)):  # mIoU, in-domain then cross-domain
-        miou = list(csv.DictReader((out / "report" / eval_set / method_quality.METHOD / "report.csv").open()))[-1]
-        assert rows[f"| {method_quality.METHOD} (2)"][column].startswith(f"{float(miou['difference']):+.3f} [")
+    # columns: in-domain mIoU, its rarest, cross-domain mIoU, its rarest; each the difference its report.csv holds
+    columns = [(eval_set, label) for eval_set in method_quality.EVAL_SETS
+               for label in ("mIoU", rarest_label(method_quality.RARE))]
+    for name in (method_quality.METHOD, "standard+rare_class"):
+        for column, (eval_set, label) in enumerate(columns, start=1):
+            report = {r["class"]: r for r in csv.DictReader((out / "report" / eval_set / name / "report.csv").open())}
+            cell = rows[f"| {name} (2)"][column]
+            r = report[label]
+            expected = f"{float(r['difference']):+.3f}"
+            if r["p"]:  # a class no run learned has a difference and nothing to test
+                expected += (f" [{float(r['ci low']):+.3f}, {float(r['ci high']):+.3f}], "
+                             f"p (BH) {format_p(float(r['p (BH)']))}")
+                expected += " *" if float(r["p (BH)"]) < 0.05 else ""
+            assert cell == expected, (name, eval_set, label)
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()
