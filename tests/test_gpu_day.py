@@ -1,4 +1,5 @@
-"""benchmarks/gpu_day.py: the GPU day's recipe, rehearsed on this machine's CPU.
+"""benchmarks/gpu_day.py and its two modules (gpu_day_wheels.py, gpu_day_protocol.py): the GPU day's recipe,
+rehearsed on this machine's CPU.
 
 The rehearsal is the GPU machine's path: the wheels it lacks fetched for this Python (from the package index,
 skipped where it cannot be reached), installed with `pip --target` into a temporary folder, PYTHONPATH, every
@@ -26,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_day.py"
 CARRIED = {"connected-components-3d", "segmentation-models-pytorch", "submitit", "tensorboardx"}
 
+# in import order: gpu_day imports the two modules beside it, and finds these
+wheel_tools = load_benchmark("gpu_day_wheels")
+protocol = load_benchmark("gpu_day_protocol")
 day = load_benchmark("gpu_day")
 method_quality = load_benchmark("method_quality")
 
@@ -36,23 +40,24 @@ method_quality = load_benchmark("method_quality")
 def test_steps_that_fit_by_hand():
     # 2 runs x (1 TFLOP per step + 10 TFLOP per validation / 10 steps) at 100 x 0.5 TFLOP/s: 0.08 s per step;
     # 100 s / margin 2 / 0.08 = 625 steps, 620 at a whole number of validations
-    assert day.steps_that_fit(step_tflop=1.0, runs=2, peak_tflops=100.0, utilization=0.5, val_tflop=10.0,
+    assert protocol.steps_that_fit(step_tflop=1.0, runs=2, peak_tflops=100.0, utilization=0.5, val_tflop=10.0,
                               val_every=10, train_s=100.0, margin=2.0) == 620
 
 
 def test_the_protocol_is_the_estimate_fixed_before_it_ran():
     """A change here is a change of protocol: once, from the first GPU day's measured rate, recorded in
     STEP_CORRECTION; never tuned on a difference between modes."""
-    p = method_quality.PROTOCOLS[day.BUDGET]
-    expected = day.steps_that_fit(**day.ESTIMATE) if day.STEP_CORRECTION is None else day.STEP_CORRECTION["steps"]
+    p = method_quality.PROTOCOLS[protocol.BUDGET]
+    correction = protocol.STEP_CORRECTION
+    expected = protocol.steps_that_fit(**protocol.ESTIMATE) if correction is None else correction["steps"]
     assert p.steps == expected
-    if day.STEP_CORRECTION is None:
+    if protocol.STEP_CORRECTION is None:
         assert expected == 700  # the docstring's arithmetic
-    assert p.val_every == day.ESTIMATE["val_every"]
+    assert p.val_every == protocol.ESTIMATE["val_every"]
     assert (p.size, p.batch_size, p.accelerator) == (384, 8, "gpu")
     assert [m["name"] for m in p.members] == ["deeplabv3plus_mobilenet"] * 2
     assert p.seeds == {"standard": 5, "instance_uncertainty": 5}
-    assert p.parallel == sum(p.seeds.values()) == day.ESTIMATE["runs"]  # every run at once
+    assert p.parallel == sum(p.seeds.values()) == protocol.ESTIMATE["runs"]  # every run at once
     # trainer.max_epochs (not set by the protocol) must not end the runs before their steps
     assert TrainerConfig().max_epochs * (p.n_train // p.batch_size) >= p.steps
 
@@ -62,14 +67,14 @@ def test_the_caps_fit_the_nine_minutes():
     assert day.DEADLINE_S == 540
     # the estimate's stepping time is what the deadline leaves the protocol, less its start and end
     left = day.DEADLINE_S - 20 - day.CAPS["suite"] - day.CAPS["report"] - day.FINISH_S
-    assert left - 40 - 15 == day.ESTIMATE["train_s"]
+    assert left - 40 - 15 == protocol.ESTIMATE["train_s"]
 
 
 # --------------------------------------------------------------------------- fetch: what travels
 
 
 def test_the_image_lacks_four_of_the_dependencies():
-    lacking = {day.requirement_name(r) for r in day.runtime_requirements()} - day.IMAGE_PACKAGES
+    lacking = {wheel_tools.requirement_name(r) for r in wheel_tools.runtime_requirements()} - wheel_tools.IMAGE_PACKAGES
     assert lacking == CARRIED
 
 
@@ -79,9 +84,9 @@ def test_wheel_requirements_leave_out_extras(tmp_path):
         z.writestr("demo_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: demo-pkg\n"
                    "Requires-Dist: numpy>=1.2\nRequires-Dist: Foo_Bar ; python_version < '3.20'\n"
                    "Requires-Dist: pytest ; extra == \"dev\"\nRequires-Dist: sphinx; extra=='docs'\n")
-    assert day.wheel_requirements(wheel) == ["numpy>=1.2", "Foo_Bar ; python_version < '3.20'"]
-    assert day.wheel_name(wheel) == "demo-pkg"
-    assert day.requirement_name("Foo_Bar ; python_version < '3.20'") == "foo-bar"
+    assert wheel_tools.wheel_requirements(wheel) == ["numpy>=1.2", "Foo_Bar ; python_version < '3.20'"]
+    assert wheel_tools.wheel_name(wheel) == "demo-pkg"
+    assert wheel_tools.requirement_name("Foo_Bar ; python_version < '3.20'") == "foo-bar"
 
 
 def test_run_without_wheels_is_one_line(tmp_path, capsys):
@@ -106,7 +111,7 @@ def test_a_missing_wheel_cannot_hide_behind_an_installed_copy(tmp_path):
     """Here every dependency is installed in the venv; a folder of carried wheels that lacks one, or whose
     packages are not the ones imported, is a problem, each named."""
     wheels = [tmp_path / "submitit-1.5.4-py3-none-any.whl"]  # carried, but the import comes from elsewhere
-    found = day.import_check(tmp_path, wheels, cuda=False)
+    found = wheel_tools.import_check(tmp_path, wheels, cuda=False)
     problems = "\n".join(found["problems"])
     assert "submitit: imported from" in problems and "shadowed" in problems
     for name in CARRIED - {"submitit"}:  # not in the image, not carried
@@ -170,7 +175,7 @@ def test_last_progress_reads_the_latest_attempt(tmp_path):
                    "  step 140/700: loss 0.9, last mIoU 0.3000, 00:10 elapsed, 1:00 left\n"
                    "  step 200/700: validation mIoU 0.3100\n"
                    "  step 280/700: loss 0.8, last mIoU 0.3100, 1:00:40 elapsed, 2:00 left\n")
-    seen = day.last_progress(log)
+    seen = protocol.last_progress(log)
     assert seen == {"step": 280, "elapsed_s": 3640.0, "steps_per_s": (280 - 140) / (3640 - 10)}
 
 
@@ -209,8 +214,8 @@ def what_comes_back(out: Path) -> list[str]:
 @pytest.mark.slow
 def test_the_rehearsal_runs_every_stage_and_a_tiny_cap_cuts_the_protocol(wheels, tmp_path):
     fetched = sorted(wheels.glob("*.whl"))
-    assert {day.wheel_name(w) for w in fetched} == CARRIED
-    assert sum(w.stat().st_size for w in fetched) < day.MAX_WHEELS_MIB * 2**20
+    assert {wheel_tools.wheel_name(w) for w in fetched} == CARRIED
+    assert sum(w.stat().st_size for w in fetched) < wheel_tools.MAX_WHEELS_MIB * 2**20
 
     out, work = tmp_path / "out", tmp_path / "work"
     done = rehearse(wheels, out, work)
