@@ -22,7 +22,8 @@ Written under `--out` (default runs/method_quality/<budget>): the scenes, the
 runs, `class_counts.json`, and `report/<eval>/<mode>/report.{md,csv}` with
 `difference.png`, plus `report/<eval>/all/report.md` with every mode side by
 side, `<out>/report/summary.md` with every mode's and variant's difference from
-`standard` (mIoU and the five rarest, both domains) in one table, and
+`standard` (mIoU and the five rarest, both domains) in one table and
+`<out>/report/summary.png` as a forest plot, and
 `report/learning_gap/<mode>/learning_gap.{md,png}`: each mode's paired
 difference from `standard` at every validation step (`iwu report --gap`); the
 last lines printed are the Markdown of the main comparison, the summary and
@@ -67,6 +68,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -250,32 +252,51 @@ def write_reports(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[tupl
 
 
 SUMMARY_ROWS = ("mIoU", "rare")  # per eval set, of each mode's report.csv: mIoU and the RARE rarest classes
+DOMAINS = {"acdc": "in-domain", "cityscapes": "cross-domain"}  # EVAL_SETS as the summary names them
 
 
-def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) -> Path:
-    """Every mode and variant against the baseline in one table: per eval set, the difference of mIoU and
-    of the RARE rarest classes' mean IoU, its 95% interval and its BH-adjusted p, read back from the
-    report.csv of each pair (its test too: paired where the seeds match, Welch's otherwise)."""
+def summary_rows(written: dict[tuple[str, str], dict], p: Protocol) -> dict[str, dict[tuple[str, str], dict]]:
+    """Per mode and variant (compared()'s order, the baseline left out), per (eval set, summary row), that
+    row of its report.csv against the baseline: difference, interval, p (BH), test and seeds."""
     from iwu.report import rarest_label
 
     labels = {"mIoU": "mIoU", "rare": rarest_label(RARE)}
-    names = [name for name in [*p.seeds, *p.variants] if name != BASELINE]  # compared()'s order
-    header = ["mode (seeds)", *(f"{domain} {'mIoU' if row == 'mIoU' else f'{RARE} rarest'}"
-                                for domain in ("in-domain", "cross-domain") for row in SUMMARY_ROWS), "test"]
-    lines = [f"Every mode against `{BASELINE}` (difference of means, its 95% CI, and the Benjamini-Hochberg "
-             "adjusted p of its table; `*` below 0.05):", "", "| " + " | ".join(header) + " |",
-             "|---|" + "---:|" * (len(header) - 2) + "---|"]
-    for name in names:
-        cells = []
+    found = {}
+    for name in [name for name in [*p.seeds, *p.variants] if name != BASELINE]:
+        found[name] = {}
         for eval_set in EVAL_SETS:
             rows = {r["class"]: r for r in csv.DictReader(written[eval_set, name]["csv"].open())}
             for row in SUMMARY_ROWS:
-                r = rows[labels[row]]
-                seeds = [r[k] for k in r if k.endswith(" n")][1]  # the baseline's column, then this one's
-                test = r["test"]
-                cells.append(_summary_cell(r))
-        lines.append(f"| {name} ({seeds}) | " + " | ".join(cells) + f" | {test} |")
+                found[name][eval_set, row] = rows[labels[row]]
+    return found
+
+
+def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) -> Path:
+    """Every mode and variant against the baseline in one table, `<out>/summary.md`, and one figure,
+    `<out>/summary.png`: per eval set, the difference of mIoU and of the RARE rarest classes' mean IoU, its
+    95% interval and its BH-adjusted p, read back from the report.csv of each pair (its test too: paired
+    where the seeds match, Welch's otherwise)."""
+    found = summary_rows(written, p)
+    columns = [(eval_set, row) for eval_set in EVAL_SETS for row in SUMMARY_ROWS]
+    header = ["mode (seeds)", *(_column_title(*c) for c in columns), "test"]
+    lines = [f"Every mode against `{BASELINE}` (difference of means, its 95% CI, and the Benjamini-Hochberg "
+             "adjusted p of its table; `*` below 0.05):", "", "| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 2) + "---|"]
+    for name, rows in found.items():
+        first = rows[columns[0]]
+        lines.append(f"| {name} ({_seeds(first)}) | " + " | ".join(_summary_cell(rows[c]) for c in columns)
+                     + f" | {first['test']} |")
+    _save_summary_figure(found, columns, out / "summary.png")
     return atomic_write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
+
+
+def _seeds(row: dict[str, str]) -> str:
+    """The compared column's number of runs (the row's " n" columns: the baseline's, then this one's)."""
+    return [row[k] for k in row if k.endswith(" n")][1]
+
+
+def _column_title(eval_set: str, row: str) -> str:
+    return f"{DOMAINS[eval_set]} {'mIoU' if row == 'mIoU' else f'{RARE} rarest'}"
 
 
 def _summary_cell(row: dict[str, str]) -> str:
@@ -287,6 +308,26 @@ def _summary_cell(row: dict[str, str]) -> str:
     star = " *" if p_bh < 0.05 else ""
     return (f"{float(row['difference']):+.3f} [{float(row['ci low']):+.3f}, {float(row['ci high']):+.3f}], "
             f"p (BH) {format_p(p_bh)}{star}")
+
+
+def _save_summary_figure(found: dict, columns: list[tuple[str, str]], path: Path) -> Path:
+    """The summary as a forest plot: a panel per column, a row per mode or variant."""
+    from iwu.plots.forest import Forest, ForestPanel, save_forest
+
+    def number(text: str) -> float:
+        return float(text) if text else math.nan
+
+    panels = []
+    for column in columns:
+        rows = [found[name][column] for name in found]
+        panels.append(ForestPanel(
+            title=_column_title(*column), diffs=tuple(number(r["difference"]) for r in rows),
+            intervals=tuple((number(r["ci low"]), number(r["ci high"])) for r in rows),
+            significant=tuple(bool(r["p"]) and float(r["p (BH)"]) < 0.05 for r in rows)))
+    return save_forest(Forest(
+        names=tuple(f"{name} ({_seeds(rows[columns[0]])})" for name, rows in found.items()), panels=tuple(panels),
+        title=f"Every mode against {BASELINE}: difference of mean IoU, 95% CI", xlabel="IoU difference",
+        legend=("higher, p (BH) < 0.05", "lower, p (BH) < 0.05", "not significant", "95% CI")), path)
 
 
 def compared(runs: Path, p: Protocol) -> dict[str, Path]:

@@ -76,6 +76,8 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
                              f"p (BH) {format_p(float(r['p (BH)']))}")
                 expected += " *" if float(r["p (BH)"]) < 0.05 else ""
             assert cell == expected, (name, eval_set, label)
+    # and as a forest plot: a row per mode and variant, a panel per column of the table
+    assert (out / "report" / "summary.png").read_bytes()[:4] == b"\x89PNG"
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()
