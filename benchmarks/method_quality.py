@@ -304,10 +304,14 @@ def _summary_cell(row: dict[str, str]) -> str:
         return f"{float(row['difference']):+.3f}"
     from iwu.report.formats import format_p
 
-    p_bh = float(row["p (BH)"])
-    star = " *" if p_bh < 0.05 else ""
+    star = " *" if _significant(row) else ""
     return (f"{float(row['difference']):+.3f} [{float(row['ci low']):+.3f}, {float(row['ci high']):+.3f}], "
-            f"p (BH) {format_p(p_bh)}{star}")
+            f"p (BH) {format_p(float(row['p (BH)']))}{star}")
+
+
+def _significant(row: dict[str, str]) -> bool:
+    """Whether the report marks the row's difference (its column "p (BH) < 0.05")."""
+    return bool(row["p (BH) < 0.05"])
 
 
 def _save_summary_figure(found: dict, columns: list[tuple[str, str]], path: Path) -> Path:
@@ -323,7 +327,7 @@ def _save_summary_figure(found: dict, columns: list[tuple[str, str]], path: Path
         panels.append(ForestPanel(
             title=_column_title(*column), diffs=tuple(number(r["difference"]) for r in rows),
             intervals=tuple((number(r["ci low"]), number(r["ci high"])) for r in rows),
-            significant=tuple(bool(r["p"]) and float(r["p (BH)"]) < 0.05 for r in rows)))
+            significant=tuple(_significant(r) for r in rows)))
     return save_forest(Forest(
         names=tuple(f"{name} ({_seeds(rows[columns[0]])})" for name, rows in found.items()), panels=tuple(panels),
         title=f"Every mode against {BASELINE}: difference of mean IoU, 95% CI", xlabel="IoU difference",
