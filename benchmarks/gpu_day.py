@@ -37,19 +37,19 @@ The import check (benchmarks/gpu_day_wheels.py) imports every dependency and
 every module of iwu, each from where it must come, so a missing wheel cannot
 hide behind a copy installed elsewhere. The whole command ends within
 DEADLINE_S (9 minutes) of its start: a stage's cap shrinks to what is left of
-it, less the report's and the final writing's reserve. A failed import stops the day at once (the rest would fail the same
-way, minutes later). Under `--out`, flat and at most eight files (what the GPU
-machine gives back): gpu_day.{log,json,md} (the progress lines and every
-stage's output; every stage's status, the import check and the protocol's
-throughput; the summary, with stage 1's tables and stage 2's),
-gpu_suite_<device>_<time>.{json,md} (stage 1, rewritten after every
-measurement), gpu_day_learning_gap.png, and
+it, less the report's and the final writing's reserve. A failed import stops
+the day at once (the rest would fail the same way, minutes later). Under
+`--out`, flat and at most eight files (what the GPU machine gives back):
+gpu_day.{log,json,md} (the progress lines and every stage's output; every
+stage's status, the import check and the protocol's throughput; the summary,
+with stage 1's tables and stage 2's), gpu_suite_<device>_<time>.{json,md}
+(stage 1, rewritten after every measurement), gpu_day_learning_gap.png, and
 gpu_day_protocol.tar.gz (stage 2's reports, figures and CSVs, each run's
 metrics.csv and final.json, the sweep's logs). Exit status 0 when every stage
-finished, 1 otherwise (what was measured is written either way).
-`--stages suite` or `--stages protocol` runs one of the two; the protocol's
-runs live under `--work` (default runs/gpu_day), so a second command on the
-same machine skips the runs that finished and resumes the others.
+finished, 1 otherwise (what was measured is written either way). `--stages
+suite` or `--stages protocol` runs one of the two; the protocol's runs live
+under `--work` (default runs/gpu_day), so a second command on the same machine
+skips the runs that finished and resumes the others.
 
 Stage 2's protocol, the estimate its step count comes from and the one
 correction it allows are in benchmarks/gpu_day_protocol.py.
@@ -77,9 +77,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+BENCHMARKS = SCRIPT.parent
+ROOT = BENCHMARKS.parent
 SRC = ROOT / "src"
-BENCHMARKS = Path(__file__).resolve().parent
 # the parent needs only the standard library, iwu from this checkout, and the day's two modules beside it
 sys.path[:0] = [str(SRC), str(BENCHMARKS)]
 
@@ -88,7 +89,6 @@ from gpu_day_wheels import fetch_command, import_check  # noqa: E402
 from iwu.errors import UserError  # noqa: E402
 from iwu.util.atomic_files import atomic_write_bytes, atomic_write_json  # noqa: E402
 
-SCRIPT = Path(__file__).resolve()
 DEFAULT_WHEELS = ROOT / "gpu_wheels"
 DEFAULT_WORK = ROOT / "runs" / "gpu_day"
 

@@ -12,7 +12,7 @@ the five classes rarest in training, the difference with its 95% interval,
 the effect size, the report's test (paired by seed where both columns hold the same seeds, Welch's
 otherwise) and Benjamini-Hochberg adjusted p, and the figure.
 
-    python benchmarks/method_quality.py --budget cpu      # 32 runs: about 4 hours on 2 CPU cores (13 minutes a pair)
+    python benchmarks/method_quality.py --budget cpu      # 32 runs: about 4 hours on 2 CPU cores
     python benchmarks/method_quality.py --budget cpu-long # the same, 2,400 steps, two modes: 138 min here, beside other work
     python benchmarks/method_quality.py --budget gpu      # the paper's members at 768x768, 10 seeds
     python benchmarks/method_quality.py --budget gpu-day  # benchmarks/gpu_day.py's stage 2: minutes on one H200
@@ -152,7 +152,8 @@ PROTOCOLS = {
                       bn_momentum=0.1, variants={"standard+rare_class": (BASELINE, ("data.sampler=rare_class",
                                                                                    "data.rcs_min_pixels=1"))}),
 }
-EVAL_SETS = ("acdc", "cityscapes")  # in-domain, cross-domain
+DOMAINS = {"acdc": "in-domain", "cityscapes": "cross-domain"}  # the validation sets, and what each measures
+EVAL_SETS = tuple(DOMAINS)
 
 
 def write_scenes(root: Path, p: Protocol) -> dict[str, Path]:
@@ -252,17 +253,17 @@ def write_reports(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[tupl
 
 
 SUMMARY_ROWS = ("mIoU", "rare")  # per eval set, of each mode's report.csv: mIoU and the RARE rarest classes
-DOMAINS = {"acdc": "in-domain", "cityscapes": "cross-domain"}  # EVAL_SETS as the summary names them
+SUMMARY_COLUMNS = tuple((eval_set, row) for eval_set in EVAL_SETS for row in SUMMARY_ROWS)
 
 
-def summary_rows(written: dict[tuple[str, str], dict], p: Protocol) -> dict[str, dict[tuple[str, str], dict]]:
-    """Per mode and variant (compared()'s order, the baseline left out), per (eval set, summary row), that
-    row of its report.csv against the baseline: difference, interval, p (BH), test and seeds."""
+def summary_rows(written: dict[tuple[str, str], dict]) -> dict[str, dict[tuple[str, str], dict]]:
+    """Per mode and variant of `written` (write_reports()'s pairs, in their order), per SUMMARY_COLUMNS
+    entry, that row of its report.csv against the baseline: difference, interval, p (BH), test and seeds."""
     from iwu.report import rarest_label
 
     labels = {"mIoU": "mIoU", "rare": rarest_label(RARE)}
     found = {}
-    for name in [name for name in [*p.seeds, *p.variants] if name != BASELINE]:
+    for name in dict.fromkeys(name for _, name in written):
         found[name] = {}
         for eval_set in EVAL_SETS:
             rows = {r["class"]: r for r in csv.DictReader(written[eval_set, name]["csv"].open())}
@@ -271,22 +272,23 @@ def summary_rows(written: dict[tuple[str, str], dict], p: Protocol) -> dict[str,
     return found
 
 
-def write_summary(written: dict[tuple[str, str], dict], out: Path, p: Protocol) -> Path:
+def write_summary(written: dict[tuple[str, str], dict], out: Path) -> Path:
     """Every mode and variant against the baseline in one table, `<out>/summary.md`, and one figure,
     `<out>/summary.png`: per eval set, the difference of mIoU and of the RARE rarest classes' mean IoU, its
     95% interval and its BH-adjusted p, read back from the report.csv of each pair (its test too: paired
     where the seeds match, Welch's otherwise)."""
-    found = summary_rows(written, p)
-    columns = [(eval_set, row) for eval_set in EVAL_SETS for row in SUMMARY_ROWS]
-    header = ["mode (seeds)", *(_column_title(*c) for c in columns), "test"]
+    from iwu.plots.forest import save_forest
+
+    found = summary_rows(written)
+    header = ["mode (seeds)", *(_column_title(*c) for c in SUMMARY_COLUMNS), "test"]
     lines = [f"Every mode against `{BASELINE}` (difference of means, its 95% CI, and the Benjamini-Hochberg "
              "adjusted p of its table; `*` below 0.05):", "", "| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(header) - 2) + "---|"]
     for name, rows in found.items():
-        first = rows[columns[0]]
-        lines.append(f"| {name} ({_seeds(first)}) | " + " | ".join(_summary_cell(rows[c]) for c in columns)
+        first = rows[SUMMARY_COLUMNS[0]]
+        lines.append(f"| {name} ({_seeds(first)}) | " + " | ".join(_summary_cell(rows[c]) for c in SUMMARY_COLUMNS)
                      + f" | {first['test']} |")
-    _save_summary_figure(found, columns, out / "summary.png")
+    save_forest(summary_forest(found), out / "summary.png")
     return atomic_write_bytes(out / "summary.md", ("\n".join(lines) + "\n").encode())
 
 
@@ -314,24 +316,26 @@ def _significant(row: dict[str, str]) -> bool:
     return bool(row["p (BH) < 0.05"])
 
 
-def _save_summary_figure(found: dict, columns: list[tuple[str, str]], path: Path) -> Path:
-    """The summary as a forest plot: a panel per column, a row per mode or variant."""
-    from iwu.plots.forest import Forest, ForestPanel, save_forest
+def summary_forest(found: dict[str, dict[tuple[str, str], dict]]):
+    """summary_rows()'s figures as a forest plot: a panel per SUMMARY_COLUMNS entry, a row per mode or
+    variant, marked where the table marks it."""
+    from iwu.plots.forest import Forest, ForestPanel
 
     def number(text: str) -> float:
         return float(text) if text else math.nan
 
     panels = []
-    for column in columns:
+    for column in SUMMARY_COLUMNS:
         rows = [found[name][column] for name in found]
         panels.append(ForestPanel(
             title=_column_title(*column), diffs=tuple(number(r["difference"]) for r in rows),
             intervals=tuple((number(r["ci low"]), number(r["ci high"])) for r in rows),
             significant=tuple(_significant(r) for r in rows)))
-    return save_forest(Forest(
-        names=tuple(f"{name} ({_seeds(rows[columns[0]])})" for name, rows in found.items()), panels=tuple(panels),
-        title=f"Every mode against {BASELINE}: difference of mean IoU, 95% CI", xlabel="IoU difference",
-        legend=("higher, p (BH) < 0.05", "lower, p (BH) < 0.05", "not significant", "95% CI")), path)
+    return Forest(
+        names=tuple(f"{name} ({_seeds(rows[SUMMARY_COLUMNS[0]])})" for name, rows in found.items()),
+        panels=tuple(panels), title=f"Every mode against {BASELINE}: difference of mean IoU, 95% CI",
+        xlabel="IoU difference", legend=("higher, p (BH) < 0.05", "lower, p (BH) < 0.05", "not significant",
+                                         "95% CI"))
 
 
 def compared(runs: Path, p: Protocol) -> dict[str, Path]:
@@ -340,7 +344,8 @@ def compared(runs: Path, p: Protocol) -> dict[str, Path]:
     return {**{m: runs / m for m in p.seeds}, **{name: runs / VARIANTS / name for name in p.variants}}
 
 
-GAP_SETS = {"val": "in-domain (acdc)", "val_cityscapes": "cross-domain (cityscapes)"}  # metrics.csv's names
+# metrics.csv's names of the validation sets, and the learning gap's titles of them
+GAP_SETS = {"val": f"{DOMAINS['acdc']} (acdc)", "val_cityscapes": f"{DOMAINS['cityscapes']} (cityscapes)"}
 
 
 def write_learning_gaps(runs: Path, out: Path, counts: Path, p: Protocol) -> dict[str, Path]:
@@ -394,7 +399,7 @@ def main(argv=None) -> int:
         train_all(config_file, out / "runs", p, f"method_quality_{args.budget}")
         counts = class_counts(config_file, out / "class_counts.json")
         written = write_reports(out / "runs", out / "report", counts, p)
-        summary = write_summary(written, out / "report", p)
+        summary = write_summary(written, out / "report")
         learned = learned_by_baseline(out / "runs", counts)
         gaps = write_learning_gaps(out / "runs", out / "report" / "learning_gap", counts, p)
     except UserError as err:

@@ -65,19 +65,28 @@ def test_quick_budget_trains_every_run_and_reports_both_domains(method_quality, 
     # columns: in-domain mIoU, its rarest, cross-domain mIoU, its rarest; each the difference its report.csv holds
     columns = [(eval_set, label) for eval_set in method_quality.EVAL_SETS
                for label in ("mIoU", rarest_label(method_quality.RARE))]
-    for name in (method_quality.METHOD, "standard+rare_class"):
+    # and its forest plot (report/summary.png): a row per mode and variant, a panel per column of the table
+    names = (method_quality.METHOD, "standard+rare_class")
+    written = {(e, n): {"csv": out / "report" / e / n / "report.csv"} for e in method_quality.EVAL_SETS for n in names}
+    forest = method_quality.summary_forest(method_quality.summary_rows(written))
+    assert forest.names == tuple(f"{n} (2)" for n in names)
+    assert [panel.title for panel in forest.panels] == rows["| mode (seeds)"][1:5]
+    assert (out / "report" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    for i, name in enumerate(names):
         for column, (eval_set, label) in enumerate(columns, start=1):
             report = {r["class"]: r for r in csv.DictReader((out / "report" / eval_set / name / "report.csv").open())}
-            cell = rows[f"| {name} (2)"][column]
             r = report[label]
+            marked = bool(r["p"]) and float(r["p (BH)"]) < 0.05
             expected = f"{float(r['difference']):+.3f}"
             if r["p"]:  # a class no run learned has a difference and nothing to test
                 expected += (f" [{float(r['ci low']):+.3f}, {float(r['ci high']):+.3f}], "
                              f"p (BH) {format_p(float(r['p (BH)']))}")
-                expected += " *" if float(r["p (BH)"]) < 0.05 else ""
-            assert cell == expected, (name, eval_set, label)
-    # and as a forest plot: a row per mode and variant, a panel per column of the table
-    assert (out / "report" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+                expected += " *" if marked else ""
+            assert rows[f"| {name} (2)"][column] == expected, (name, eval_set, label)
+            panel = forest.panels[column - 1]
+            assert panel.diffs[i] == float(r["difference"]) and panel.significant[i] == marked
+            if r["p"]:
+                assert panel.intervals[i] == (float(r["ci low"]), float(r["ci high"]))
     # the same command again skips the finished runs
     assert method_quality.main(["--quick", "--out", str(out)]) == 0
     again = capsys.readouterr()

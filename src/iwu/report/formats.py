@@ -74,10 +74,6 @@ class _Style:
             return "--"
         return f"{x * self.scale:{'+' if sign else ''}.{self.d if d is None else d}f}"
 
-    @staticmethod
-    def p(p, tex: bool = False) -> str:
-        return format_p(p, tex)
-
 
 def _pm(style: _Style, stat: Stat, tex: bool) -> str:
     if stat.n == 0:
@@ -138,7 +134,7 @@ def _rows(table: Table, style: _Style, tex: bool) -> tuple[list[str], list[list[
             ci = "--" if "--" in (low, high) else f"[{low}, {high}]"
             g = "--" if is_missing(c.g) else f"{c.g:+.2f}"
             row += [f"${v}$" if tex and v != "--" else v for v in (d, ci, g)]
-            row += [style.p(c.test.p, tex), style.p(c.p_adj, tex), c.mark]
+            row += [format_p(c.test.p, tex), format_p(c.p_adj, tex), c.mark]
         rows.append(row)
     return header, rows
 
